@@ -1,0 +1,410 @@
+"""The in-memory lab: compute nodes with vRouters, VMs, and an L2 or L3 underlay, no root.
+
+`SimLab` programs every vRouter's tables from a small topology (the controller's job once it
+exists), then moves frames between devices until the network is quiet. No threads, no sleeps.
+"""
+
+import ipaddress
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Literal
+
+from openvpc.lab.endpoint import VmEndpoint
+from openvpc.lab.fabric import Router, RouterPort, Switch
+from openvpc.packet.errors import Malformed
+from openvpc.packet.ethernet import BROADCAST, parse_ethernet
+from openvpc.packet.ipv4 import parse_ipv4
+from openvpc.vrouter.flow import FlowAction
+from openvpc.vrouter.nexthop import (
+    CompositeNH,
+    Encap,
+    EncapNH,
+    L2ReceiveNH,
+    NextHop,
+    ReceiveNH,
+    TunnelNH,
+)
+from openvpc.vrouter.pipeline import Emit, install_flow, l4_ports, process
+from openvpc.vrouter.punt import AgentHeader, Punt, parse_punt
+from openvpc.vrouter.tables import (
+    VROUTER_MAC,
+    ArpMode,
+    Fabric,
+    LabelEntry,
+    Mode,
+    Route,
+    Tables,
+    Vif,
+    VifKind,
+    Vrf,
+)
+from openvpc.vrouter.trace import Recorder
+
+FABRIC_VIF = 0
+AGENT_VIF = 1
+LINK_LOCAL_GATEWAY = ipaddress.IPv4Address("169.254.0.1").packed
+Underlay = Literal["l2", "l3"]
+
+
+@dataclass
+class Subnet:
+    cidr: ipaddress.IPv4Network
+
+    @property
+    def gateway(self) -> bytes:
+        return (self.cidr.network_address + 1).packed
+
+
+@dataclass
+class Vpc:
+    tenant: str
+    name: str
+    mode: Mode
+    encap: Encap
+    vni: int
+    vlan: int
+    link_local: bool = False
+    arp_mode: ArpMode = ArpMode.PROXY
+    gateway_node: str | None = None  # None: distributed anycast gateway on every vRouter
+    decrement_ttl: bool = False
+    subnets: list[Subnet] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"{self.tenant}/{self.name}"
+
+
+@dataclass
+class VmPort:
+    vm: VmEndpoint
+    node: str
+    vpc: Vpc
+    subnet: Subnet
+    vif: int
+    policy: bool
+
+
+@dataclass
+class Node:
+    name: str
+    index: int
+    tables: Tables
+    punted: list[tuple[AgentHeader, bytes]] = field(default_factory=list)
+    vrf_of: dict[str, int] = field(default_factory=dict)  # VPC label -> VRF id
+    labels: dict[str, tuple[int, int]] = field(default_factory=dict)  # VPC -> (l3, l2) labels
+
+    @property
+    def ip(self) -> bytes:
+        return self.tables.fabric.ip
+
+
+Device = tuple[str, int]  # (device name, port)
+
+
+class SimLab:
+    """N compute nodes on an L2 (one switch) or L3 (two leaves, two spines) underlay."""
+
+    def __init__(
+        self,
+        nodes: int = 2,
+        underlay: Underlay = "l2",
+        fabric_mtu: int = 1500,
+        auto_allow: bool = True,
+    ) -> None:
+        self.underlay = underlay
+        self.auto_allow = auto_allow
+        self.now = 0.0
+        self.recorder: Recorder | None = None
+        self.nodes: dict[str, Node] = {}
+        self.vpcs: list[Vpc] = []
+        self.ports: dict[str, VmPort] = {}
+        self.routers: dict[str, Router] = {}
+        self.switches: dict[str, Switch] = {}  # the l2 underlay, or each leaf's node segment
+        self.links: dict[Device, Device] = {}
+        self.fabric_frames: list[tuple[str, bytes]] = []
+        for i in range(nodes):
+            self._add_node(f"node{i + 1}", i, fabric_mtu)
+        self._wire_underlay()
+
+    # -- topology --------------------------------------------------------------------
+    def _add_node(self, name: str, i: int, mtu: int) -> None:
+        mac = bytes((0x02, 0xFA, 0, 0, 0, i + 1))
+        if self.underlay == "l2":
+            ip = ipaddress.IPv4Address(f"192.168.0.{10 + i}").packed
+        else:
+            ip = ipaddress.IPv4Address(f"172.16.{i % 2 + 1}.{10 + i}").packed
+        tables = Tables(Fabric(FABRIC_VIF, ip, mac, mtu))
+        tables.add_vif(Vif(AGENT_VIF, VifKind.AGENT, "agent"))
+        self.nodes[name] = Node(name, i, tables)
+
+    def _link(self, a: Device, b: Device) -> None:
+        self.links[a] = b
+        self.links[b] = a
+
+    def _wire_underlay(self) -> None:
+        nodes = list(self.nodes.values())
+        if self.underlay == "l2":
+            self.switches["switch"] = Switch("switch", len(nodes))
+            for node in nodes:
+                self._link((node.name, FABRIC_VIF), ("switch", node.index))
+                node.tables.add_underlay_route(b"\xc0\xa8\x00\x00", 24, None)
+            return
+        addr = ipaddress.IPv4Address
+        leaves = [f"leaf{j + 1}" for j in range(2)]
+        spines = [f"spine{j + 1}" for j in range(2)]
+        # leaf j: port 0 faces its nodes' subnet 172.16.(j+1).0/24, ports 1-2 face the spines
+        for j, leaf in enumerate(leaves):
+            ports = [RouterPort(addr(f"172.16.{j + 1}.1").packed, 24, bytes((2, 0xAA, j, 0, 0, 1)))]
+            for k in range(2):
+                ports.append(
+                    RouterPort(
+                        addr(f"10.255.{k}.{2 * j + 1}").packed, 31, bytes((2, 0xAA, j, 0, k + 1, 1))
+                    )
+                )
+            self.routers[leaf] = Router(leaf, ports)
+        for k, spine in enumerate(spines):
+            ports = [
+                RouterPort(addr(f"10.255.{k}.{2 * j}").packed, 31, bytes((2, 0xBB, k, 0, j, 1)))
+                for j in range(2)
+            ]
+            self.routers[spine] = Router(spine, ports)
+        for j, leaf in enumerate(leaves):
+            own = addr(f"172.16.{j + 1}.0").packed
+            other = addr(f"172.16.{2 - j}.0").packed
+            self.routers[leaf].add_route(own, 24, [(0, None)])
+            self.routers[leaf].add_route(
+                other, 24, [(1 + k, addr(f"10.255.{k}.{2 * j}").packed) for k in range(2)]
+            )
+            for k, spine in enumerate(spines):
+                self._link((leaf, 1 + k), (spine, j))
+                self.routers[spine].add_route(
+                    own, 24, [(j, addr(f"10.255.{k}.{2 * j + 1}").packed)]
+                )
+        # the nodes under each leaf share one segment (a switch), so a leaf can serve several
+        for j, leaf in enumerate(leaves):
+            members = [n for n in nodes if n.index % 2 == j]
+            seg = f"seg{j + 1}"
+            switch = Switch(seg, len(members) + 1)
+            self.switches[seg] = switch
+            self._link((seg, 0), (leaf, 0))
+            for p, node in enumerate(members, start=1):
+                self._link((node.name, FABRIC_VIF), (seg, p))
+                node.tables.add_underlay_route(b"\x00" * 4, 0, addr(f"172.16.{j + 1}.1").packed)
+
+    def add_vpc(
+        self,
+        tenant: str,
+        name: str,
+        cidrs: list[str],
+        mode: Mode = Mode.L3,
+        encap: Encap = Encap.MPLSOGRE,
+        **options: object,
+    ) -> Vpc:
+        if encap is Encap.VLAN and self.underlay != "l2":
+            raise ValueError("VLAN encapsulation needs an L2 underlay")
+        n = len(self.vpcs)
+        vpc = Vpc(tenant, name, mode, encap, vni=5001 + n, vlan=101 + n, **options)  # type: ignore[arg-type]
+        vpc.subnets = [Subnet(ipaddress.IPv4Network(c)) for c in cidrs]
+        self.vpcs.append(vpc)
+        return vpc
+
+    def add_vm(
+        self,
+        vpc: Vpc,
+        name: str,
+        node: str,
+        ip: str,
+        mac: str | None = None,
+        policy: bool = False,
+    ) -> VmEndpoint:
+        addr = ipaddress.IPv4Address(ip)
+        subnet = next(s for s in vpc.subnets if addr in s.cidr)
+        vif = 2 + sum(1 for p in self.ports.values() if p.node == node)
+        mac_bytes = (
+            bytes.fromhex(mac.replace(":", ""))
+            if mac
+            else bytes((0x02, 0x01, len(self.ports) >> 8, len(self.ports) & 0xFF, 0, 1))
+        )
+        gateway = LINK_LOCAL_GATEWAY if vpc.link_local else subnet.gateway
+        vm = VmEndpoint(name, mac_bytes, addr.packed, subnet.cidr.prefixlen, gateway)
+        self.ports[name] = VmPort(vm, node, vpc, subnet, vif, policy)
+        self._link((node, vif), (name, 0))
+        return vm
+
+    def vm(self, name: str) -> VmEndpoint:
+        return self.ports[name].vm
+
+    # -- programming the vRouters ------------------------------------------------------
+    def build(self) -> None:
+        """Program every vRouter: VRFs, labels, VNIs, VLANs, vifs, routes and next hops."""
+        hosting: dict[str, list[str]] = {}
+        for vpc in self.vpcs:
+            names = sorted(
+                {p.node for p in self.ports.values() if p.vpc is vpc}
+                | ({vpc.gateway_node} if vpc.gateway_node else set())
+            )
+            hosting[vpc.label] = names
+            for name in names:
+                node = self.nodes[name]
+                # labels are the receiving vRouter's own: each node numbers from its own base
+                base = 100 * (node.index + 1) + 2 * len(node.vrf_of)
+                node.vrf_of[vpc.label] = len(node.vrf_of) + 1
+                node.labels[vpc.label] = (base, base + 1)
+        for node in self.nodes.values():
+            self._program(node, hosting)
+
+    def _program(self, node: Node, hosting: dict[str, list[str]]) -> None:
+        t = node.tables
+        nh_ids: dict[object, int] = {}
+
+        def nh(key: object, value: NextHop) -> int:
+            if key not in nh_ids:
+                nh_ids[key] = len(nh_ids) + 1
+                t.add_nexthop(nh_ids[key], value)
+            return nh_ids[key]
+
+        receive = nh("receive", ReceiveNH())
+        l2_receive = nh("l2receive", L2ReceiveNH())
+        for vpc in self.vpcs:
+            if vpc.label not in node.vrf_of:
+                continue
+            vrf_id = node.vrf_of[vpc.label]
+            l3_label, l2_label = node.labels[vpc.label]
+            t.add_vrf(
+                Vrf(
+                    vrf_id,
+                    vpc.label,
+                    vpc.mode,
+                    VROUTER_MAC,
+                    vpc.arp_mode,
+                    LINK_LOCAL_GATEWAY if vpc.link_local else None,
+                    vpc.decrement_ttl,
+                )
+            )
+            t.add_label(l3_label, LabelEntry(vrf_id))
+            t.add_label(l2_label, LabelEntry(vrf_id, l2=True))
+            t.add_vni(vpc.vni, vrf_id)
+            if vpc.encap is Encap.VLAN:
+                t.add_vlan(vpc.vlan, vrf_id)
+            for subnet in vpc.subnets:
+                t.add_route(vrf_id, subnet.gateway, 32, Route(receive))
+            if vpc.link_local:
+                t.add_route(vrf_id, LINK_LOCAL_GATEWAY, 32, Route(receive))
+
+            def remote(peer: Node, l2: bool, vpc: Vpc = vpc) -> tuple[int, int]:
+                tunnel = nh(("tunnel", peer.name, vpc.encap), TunnelNH(vpc.encap, peer.ip))
+                if vpc.encap is Encap.VXLAN:
+                    return tunnel, vpc.vni
+                if vpc.encap is Encap.VLAN:
+                    return tunnel, vpc.vlan
+                return tunnel, peer.labels[vpc.label][1 if l2 else 0]
+
+            flood: list[tuple[int, int | None]] = []
+            for port in self.ports.values():
+                if port.vpc is not vpc:
+                    continue
+                vm = port.vm
+                if port.node == node.name:
+                    t.add_vif(
+                        Vif(
+                            port.vif,
+                            VifKind.VIRTUAL,
+                            vm.name,
+                            vrf_id,
+                            vm.mac,
+                            vm.ip,
+                            port.subnet.cidr.prefixlen,
+                            port.subnet.gateway,
+                            policy=port.policy,
+                        )
+                    )
+                    local = nh(("encap", port.vif), EncapNH(port.vif, vm.mac, VROUTER_MAC))
+                    t.add_route(vrf_id, vm.ip, 32, Route(local, mac=vm.mac))
+                    t.add_mac_route(vrf_id, vm.mac, Route(local))
+                    flood.append((local, None))
+                else:
+                    peer = self.nodes[port.node]
+                    tunnel, label = remote(peer, l2=False)
+                    t.add_route(vrf_id, vm.ip, 32, Route(tunnel, label, vm.mac))
+                    tunnel, label = remote(peer, l2=True)
+                    t.add_mac_route(vrf_id, vm.mac, Route(tunnel, label))
+            for name in hosting[vpc.label]:
+                if name != node.name:
+                    flood.append(remote(self.nodes[name], l2=True))
+            t.add_mac_route(
+                vrf_id, BROADCAST, Route(nh(("flood", vpc.label), CompositeNH(False, tuple(flood))))
+            )
+            if vpc.gateway_node in (None, node.name):
+                t.add_mac_route(vrf_id, VROUTER_MAC, Route(l2_receive))
+            else:
+                tunnel, label = remote(self.nodes[vpc.gateway_node], l2=True)
+                t.add_mac_route(vrf_id, VROUTER_MAC, Route(tunnel, label))
+
+    # -- running -----------------------------------------------------------------------
+    def run(self, max_frames: int = 200_000) -> int:
+        """Deliver frames until nothing moves; returns how many were delivered."""
+        queue: deque[tuple[str, int, bytes]] = deque()
+        for port in self.ports.values():
+            for frame in port.vm.take_outbox():
+                queue.append((port.node, port.vif, frame))
+        delivered = 0
+        while queue:
+            delivered += 1
+            if delivered > max_frames:
+                raise RuntimeError(f"the network did not settle after {max_frames} frames")
+            device, port_no, frame = queue.popleft()
+            for out_dev, out_port, out_frame in self._deliver(device, port_no, frame):
+                queue.append((out_dev, out_port, out_frame))
+        return delivered
+
+    def _deliver(self, device: str, port: int, frame: bytes) -> list[tuple[str, int, bytes]]:
+        if device in self.nodes:
+            node = self.nodes[device]
+            emits = process(node.tables, frame, port, self.now, self.recorder)
+            return self._from_node(node, emits)
+        if device in self.ports:
+            vm = self.ports[device].vm
+            vm.receive(frame)
+            vmport = self.ports[device]
+            return [(vmport.node, vmport.vif, f) for f in vm.take_outbox()]
+        box: Switch | Router = self.switches.get(device) or self.routers[device]
+        return [
+            (*self.links[(device, p)], f)
+            for p, f in box.receive(port, frame)
+            if (device, p) in self.links
+        ]
+
+    def _from_node(self, node: Node, emits: list[Emit]) -> list[tuple[str, int, bytes]]:
+        out = []
+        for vif, data in emits:
+            if vif == AGENT_VIF:
+                out.extend(self._from_node(node, self._agent(node, data)))
+                continue
+            if vif == FABRIC_VIF:
+                self.fabric_frames.append((node.name, data))
+            peer = self.links.get((node.name, vif))
+            if peer is not None:
+                out.append((*peer, data))
+        return out
+
+    def _agent(self, node: Node, data: bytes) -> list[Emit]:
+        """Frames punted to the agent vif: kept for tests; flow misses allowed if auto_allow."""
+        header, frame = parse_punt(data)
+        node.punted.append((header, frame))
+        if self.auto_allow and header.reason == Punt.FLOW_MISS:
+            return self.allow_flow(node, header, frame)
+        return []
+
+    def allow_flow(self, node: Node, header: AgentHeader, frame: bytes) -> list[Emit]:
+        """What the agent does for a flow miss under allow-all: forward both directions."""
+        try:
+            eth = parse_ethernet(frame)
+            ip = parse_ipv4(frame, eth.offset)
+            sport, dport = l4_ports(frame[eth.offset :], ip)
+        except Malformed:
+            return []
+        key = (header.vrf, ip.proto, ip.src, ip.dst, sport, dport)
+        reverse = (header.vrf, ip.proto, ip.dst, ip.src, dport, sport)
+        return install_flow(
+            node.tables, key, FlowAction.FORWARD, self.now, reverse, recorder=self.recorder
+        )

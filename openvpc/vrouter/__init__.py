@@ -1,0 +1,1 @@
+"""The vRouter forwarding plane: tables, the pure pipeline over them, and table dumps."""

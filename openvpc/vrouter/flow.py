@@ -1,0 +1,159 @@
+"""Flow table: 5-tuple + VRF -> action, with reverse flows, HOLD queues and TCP-aware aging."""
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from openvpc.packet.l4 import TCP_ACK, TCP_FIN, TCP_RST
+from openvpc.vrouter.drops import Drop
+
+# (vrf, protocol, source ip, destination ip, source port, destination port)
+FlowKey = tuple[int, int, bytes, bytes, int, int]
+# A NAT rewrite: (source ip, destination ip, source port, destination port) after translation
+NatTuple = tuple[bytes, bytes, int, int]
+
+MAX_HELD = 3
+
+
+class FlowAction(StrEnum):
+    HOLD = "hold"
+    FORWARD = "forward"
+    DROP = "drop"
+    NAT = "nat"
+
+
+@dataclass(frozen=True, slots=True)
+class FlowTimeouts:
+    """Idle seconds before a flow ages out, by state."""
+
+    hold: float = 5.0
+    tcp_embryonic: float = 30.0
+    tcp_established: float = 180.0
+    tcp_closed: float = 10.0
+    other: float = 180.0
+
+
+@dataclass(slots=True)
+class Flow:
+    key: FlowKey
+    action: FlowAction
+    created: float
+    last_used: float
+    reverse: FlowKey | None = None
+    nat: NatTuple | None = None
+    packets: int = 0
+    octets: int = 0
+    tcp_flags: int = 0  # OR of the flags seen in this direction
+    held: list[tuple[bytes, int]] = field(default_factory=list)
+
+
+class FlowTable:
+    """Bounded flow table with a per-VRF quota; the agent decides, the table remembers."""
+
+    def __init__(
+        self,
+        capacity: int = 65536,
+        vrf_quota: int | None = None,
+        timeouts: FlowTimeouts | None = None,
+    ) -> None:
+        self.capacity = capacity
+        self.vrf_quota = vrf_quota
+        self.timeouts = timeouts or FlowTimeouts()
+        self.flows: dict[FlowKey, Flow] = {}
+        self.per_vrf: dict[int, int] = {}
+        self.created = 0
+        self.deleted = 0
+
+    def lookup(self, key: FlowKey) -> Flow | None:
+        return self.flows.get(key)
+
+    def _admit(self, key: FlowKey) -> Drop | None:
+        if len(self.flows) >= self.capacity:
+            return Drop.FLOW_TABLE_FULL
+        if self.vrf_quota is not None and self.per_vrf.get(key[0], 0) >= self.vrf_quota:
+            return Drop.FLOW_QUOTA
+        return None
+
+    def _add(self, flow: Flow) -> None:
+        self.flows[flow.key] = flow
+        self.per_vrf[flow.key[0]] = self.per_vrf.get(flow.key[0], 0) + 1
+        self.created += 1
+
+    def hold(self, key: FlowKey, now: float) -> Flow | Drop:
+        """A new HOLD entry for a first packet, or why none can be made."""
+        reason = self._admit(key)
+        if reason is not None:
+            return reason
+        flow = Flow(key, FlowAction.HOLD, now, now)
+        self._add(flow)
+        return flow
+
+    def install(
+        self,
+        key: FlowKey,
+        action: FlowAction,
+        now: float,
+        reverse: FlowKey | None = None,
+        nat: NatTuple | None = None,
+        reverse_nat: NatTuple | None = None,
+    ) -> list[tuple[bytes, int]] | Drop:
+        """Install a flow and its reverse; returns the held packets to run again."""
+        released: list[tuple[bytes, int]] = []
+        for k, rk, n in ((key, reverse, nat), (reverse, key, reverse_nat)):
+            if k is None:
+                continue
+            flow = self.flows.get(k)
+            if flow is None:
+                reason = self._admit(k)
+                if reason is not None:
+                    return reason
+                flow = Flow(k, action, now, now)
+                self._add(flow)
+            flow.action, flow.reverse, flow.nat = action, rk, n
+            released.extend(flow.held)
+            flow.held = []
+        return released
+
+    def remove(self, key: FlowKey) -> bool:
+        """Remove a flow and its reverse."""
+        flow = self.flows.pop(key, None)
+        if flow is None:
+            return False
+        self.per_vrf[key[0]] -= 1
+        self.deleted += 1
+        if flow.reverse is not None and flow.reverse in self.flows:
+            self.remove(flow.reverse)
+        return True
+
+    def touch(self, flow: Flow, now: float, size: int, tcp_flags: int) -> None:
+        flow.last_used = now
+        flow.packets += 1
+        flow.octets += size
+        flow.tcp_flags |= tcp_flags
+
+    def _timeout(self, flow: Flow) -> float:
+        t = self.timeouts
+        if flow.action is FlowAction.HOLD:
+            return t.hold
+        if flow.key[1] != 6:
+            return t.other
+        peer = self.flows.get(flow.reverse) if flow.reverse else None
+        both = flow.tcp_flags | (peer.tcp_flags if peer else 0)
+        fin_both = flow.tcp_flags & TCP_FIN and peer is not None and peer.tcp_flags & TCP_FIN
+        if both & TCP_RST or fin_both:
+            return t.tcp_closed
+        return t.tcp_established if both & TCP_ACK else t.tcp_embryonic
+
+    def age(self, now: float) -> list[FlowKey]:
+        """Remove flows idle past their timeout (a pair goes when both sides are idle)."""
+        expired = []
+        for key, flow in list(self.flows.items()):
+            if key not in self.flows:
+                continue
+            peer = self.flows.get(flow.reverse) if flow.reverse else None
+            last = max(flow.last_used, peer.last_used if peer else flow.last_used)
+            if now - last >= self._timeout(flow):
+                expired.append(key)
+                if peer is not None:
+                    expired.append(peer.key)
+                self.remove(key)
+        return expired

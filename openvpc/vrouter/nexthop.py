@@ -1,0 +1,61 @@
+"""Next hops: what a route or a MAC entry points to (Contrail's nh table kinds)."""
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Encap(StrEnum):
+    VXLAN = "vxlan"
+    MPLSOUDP = "mplsoudp"
+    MPLSOGRE = "mplsogre"
+    VLAN = "vlan"
+
+
+@dataclass(frozen=True, slots=True)
+class EncapNH:
+    """Deliver to a local vif, rewriting the Ethernet header when routed."""
+
+    vif: int
+    dst_mac: bytes
+    src_mac: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class TunnelNH:
+    """Send to a remote vRouter; the label or VNI comes from the route that points here."""
+
+    encap: Encap
+    dst_ip: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiveNH:
+    """Addressed to the vRouter itself (a gateway address)."""
+
+
+@dataclass(frozen=True, slots=True)
+class L2ReceiveNH:
+    """A frame to the gateway MAC in an L2 network: strip L2 and route it in its VRF."""
+
+
+@dataclass(frozen=True, slots=True)
+class DiscardNH:
+    """Drop, counted."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResolveNH:
+    """Punt to the agent to resolve."""
+
+
+@dataclass(frozen=True, slots=True)
+class CompositeNH:
+    """ECMP (one member per flow) or replication (every member); members are (nh, label)."""
+
+    ecmp: bool
+    members: tuple[tuple[int, int | None], ...]
+
+
+NextHop = EncapNH | TunnelNH | ReceiveNH | L2ReceiveNH | DiscardNH | ResolveNH | CompositeNH
+
+DISCARD_NH_ID = 0

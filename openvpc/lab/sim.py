@@ -115,6 +115,7 @@ class SimLab:
         self.auto_allow = auto_allow
         self.now = 0.0
         self.recorder: Recorder | None = None
+        self.current_node = ""  # the node whose pipeline runs now, for recorders
         self.nodes: dict[str, Node] = {}
         self.vpcs: list[Vpc] = []
         self.ports: dict[str, VmPort] = {}
@@ -360,6 +361,7 @@ class SimLab:
     def _deliver(self, device: str, port: int, frame: bytes) -> list[tuple[str, int, bytes]]:
         if device in self.nodes:
             node = self.nodes[device]
+            self.current_node = device
             emits = process(node.tables, frame, port, self.now, self.recorder)
             return self._from_node(node, emits)
         if device in self.ports:

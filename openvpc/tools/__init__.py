@@ -1,0 +1,1 @@
+"""Operator tools: the demo, traces, table dumps, benchmarks and comparisons."""

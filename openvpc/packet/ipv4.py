@@ -146,4 +146,6 @@ def ip_to_bytes(text: str) -> bytes:
 
 
 def ip_to_str(addr: bytes | int) -> str:
+    if type(addr) is bytes and len(addr) == 4:  # the common case, 4x faster than ipaddress
+        return f"{addr[0]}.{addr[1]}.{addr[2]}.{addr[3]}"
     return str(ipaddress.IPv4Address(addr))

@@ -12,6 +12,7 @@ class Drop(StrEnum):
     L3_MULTICAST = "l3_multicast_or_broadcast"
     NO_ROUTE = "no_route"
     NO_L2_ROUTE = "no_l2_route"
+    REPLICATION_EMPTY = "replication_empty"  # nothing to flood to but the source
     DISCARD = "discard_nexthop"
     INVALID_NH = "invalid_nexthop"
     NO_TRANSIT = "fabric_to_fabric"

@@ -37,15 +37,20 @@ def entropy_port_l2(vrf: int, frame: bytes) -> int:
     return ENTROPY_BASE + (crc32(frame[:ETH_LEN], vrf) & 0x3FFF)
 
 
+_OUTER_LEN = {
+    Encap.VXLAN: IPV4_LEN + UDP_LEN + VXLAN_LEN,
+    Encap.MPLSOUDP: IPV4_LEN + UDP_LEN + MPLS_LEN,
+    Encap.MPLSOGRE: IPV4_LEN + GRE_LEN + MPLS_LEN,
+    Encap.VLAN: 0,
+}
+
+
 def overhead(encap: Encap, l2_payload: bool) -> int:
     """Bytes the encapsulation adds in front of the tenant IP packet, within the underlay MTU."""
+    if encap is Encap.VLAN:
+        return 0
     inner_eth = ETH_LEN if l2_payload or encap is Encap.VXLAN else 0
-    return {
-        Encap.VXLAN: IPV4_LEN + UDP_LEN + VXLAN_LEN,
-        Encap.MPLSOUDP: IPV4_LEN + UDP_LEN + MPLS_LEN,
-        Encap.MPLSOGRE: IPV4_LEN + GRE_LEN + MPLS_LEN,
-        Encap.VLAN: 0,
-    }[encap] + (0 if encap is Encap.VLAN else inner_eth)
+    return _OUTER_LEN[encap] + inner_eth
 
 
 class OuterTemplate:

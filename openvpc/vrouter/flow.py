@@ -1,5 +1,6 @@
 """Flow table: 5-tuple + VRF -> action, with reverse flows, HOLD queues and TCP-aware aging."""
 
+from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -66,11 +67,15 @@ class FlowTable:
     def lookup(self, key: FlowKey) -> Flow | None:
         return self.flows.get(key)
 
-    def _admit(self, key: FlowKey) -> Drop | None:
-        if len(self.flows) >= self.capacity:
+    def _admit(self, key: FlowKey, *more: FlowKey) -> Drop | None:
+        """Whether new entries for these keys fit the table and their VRFs' quotas."""
+        keys = {key, *more}
+        if len(self.flows) + len(keys) > self.capacity:
             return Drop.FLOW_TABLE_FULL
-        if self.vrf_quota is not None and self.per_vrf.get(key[0], 0) >= self.vrf_quota:
-            return Drop.FLOW_QUOTA
+        if self.vrf_quota is not None:
+            for vrf, wanted in Counter(k[0] for k in keys).items():
+                if self.per_vrf.get(vrf, 0) + wanted > self.vrf_quota:
+                    return Drop.FLOW_QUOTA
         return None
 
     def _add(self, flow: Flow) -> None:
@@ -96,16 +101,21 @@ class FlowTable:
         nat: NatTuple | None = None,
         reverse_nat: NatTuple | None = None,
     ) -> list[tuple[bytes, int]] | Drop:
-        """Install a flow and its reverse; returns the held packets to run again."""
+        """Install a flow and its reverse; returns the held packets to run again.
+
+        Both entries are admitted before either is written, so a refusal changes nothing.
+        """
+        missing = [k for k in (key, reverse) if k is not None and k not in self.flows]
+        if missing:
+            reason = self._admit(*missing)
+            if reason is not None:
+                return reason
         released: list[tuple[bytes, int]] = []
         for k, rk, n in ((key, reverse, nat), (reverse, key, reverse_nat)):
             if k is None:
                 continue
             flow = self.flows.get(k)
             if flow is None:
-                reason = self._admit(k)
-                if reason is not None:
-                    return reason
                 flow = Flow(k, action, now, now)
                 self._add(flow)
             flow.action, flow.reverse, flow.nat = action, rk, n

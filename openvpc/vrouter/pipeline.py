@@ -84,6 +84,13 @@ def process(
         return []
     vif.stats.rx_packets += 1
     vif.stats.rx_bytes += len(frame)
+    return _forward(tables, vif, frame, now, recorder)
+
+
+def _forward(
+    tables: Tables, vif: Vif, frame: bytes, now: float, recorder: Recorder | None
+) -> list[Emit]:
+    """`process` after the receive counters: held packets run again through here."""
     run = _Pass(tables, vif, frame, now, recorder)
     try:
         if vif.kind is VifKind.VIRTUAL:
@@ -120,7 +127,11 @@ def install_flow(
         return []
     out: list[Emit] = []
     for frame, vif_id in released:
-        out.extend(process(tables, frame, vif_id, now, recorder))
+        vif = tables.vifs.get(vif_id)
+        if vif is None:  # unplugged while the packet was held
+            tables.count_drop(Drop.INVALID_VIF, None)
+            continue
+        out.extend(_forward(tables, vif, frame, now, recorder))
     return out
 
 
@@ -287,7 +298,9 @@ class _Pass:
     # -- IP forwarding ---------------------------------------------------------------
     def route(self, vrf: Vrf, packet: bytes, ip: IPv4, depth: int = 0) -> None:
         """Route an IP packet in `vrf`: TTL, FIB lookup, first-packet flow policy, next hop."""
-        if vrf.decrement_ttl:
+        # one routed hop, one decrement: the ingress vRouter (or an L2 network's gateway)
+        # routes; what arrives from the fabric was routed already by the sending vRouter
+        if vrf.decrement_ttl and not self.fabric_in:
             if ip.ttl <= 1:
                 return self.drop(Drop.TTL_EXPIRED)
             buf = bytearray(packet)
@@ -342,7 +355,11 @@ class _Pass:
                 return None
             self.note("flow", "miss: hold and punt")
             made.held.append((self.frame, self.in_vif.id))
-            self.punt(Punt.FLOW_MISS, vrf.id, self.frame)
+            # the agent keys the flow on the tenant packet: from the fabric, the inner one
+            punted = self.frame
+            if self.in_vif.kind is VifKind.FABRIC:
+                punted = vrf.gateway_mac + vrf.gateway_mac + _IP_HDR + packet
+            self.punt(Punt.FLOW_MISS, vrf.id, punted)
             return None
         if flow.action is FlowAction.HOLD:
             if len(flow.held) >= MAX_HELD:
@@ -454,7 +471,8 @@ class _Pass:
         if vif.kind is not VifKind.VIRTUAL:
             return self.drop(Drop.RECEIVE_UNHANDLED)
         own_gateway = ip.dst == vif.gateway_ip or ip.dst == vrf.link_local_gateway
-        if ip.proto == PROTO_ICMP and packet[ip.header_len] == 8 and not ip.is_fragment:
+        # a fragment may end at its header; a whole ICMP packet has its 8 bytes (l4_ports)
+        if ip.proto == PROTO_ICMP and not ip.is_fragment and packet[ip.header_len] == 8:
             if not own_gateway:
                 return self.drop(Drop.GATEWAY_OTHER_SUBNET)
             self.note("receive", f"echo reply from gateway {ip_to_str(ip.dst)}")
@@ -496,6 +514,8 @@ class _Pass:
                 if not replicating:
                     self.drop(Drop.SAME_VIF)
                 return None
+            if nh.vif not in self.t.vifs:
+                return self.drop(Drop.INVALID_NH)
             return self.emit(nh.vif, frame)
         if isinstance(nh, TunnelNH):
             if self.fabric_in:
@@ -517,12 +537,24 @@ class _Pass:
             members = nh.members
             if nh.ecmp and members:
                 members = (members[entropy_port_l2(vrf.id, frame) % len(members)],)
+            elif not nh.ecmp and not replicating and all(self.is_source(m) for m, _ in members):
+                # e.g. a VM alone in its network: no copy to make, so count the original
+                return self.drop(Drop.REPLICATION_EMPTY)
+            if not members:
+                return self.drop(Drop.INVALID_NH)
             for member, member_label in members:
                 self.l2_nexthop(vrf, member, member_label, frame, eth, depth + 1, not nh.ecmp)
             return None
         if isinstance(nh, ResolveNH):
             return self.punt(Punt.RESOLVE, vrf.id, frame)
         return self.drop(Drop.DISCARD if isinstance(nh, DiscardNH) else Drop.INVALID_NH)
+
+    def is_source(self, nh_id: int) -> bool:
+        """Whether a replica to this next hop would go back where the frame came from."""
+        nh = self.t.nexthops.get(nh_id)
+        if isinstance(nh, EncapNH):
+            return nh.vif == self.in_vif.id
+        return isinstance(nh, TunnelNH) and self.fabric_in
 
     def tunnel_l2(self, vrf: Vrf, nh: TunnelNH, label: int, frame: bytes, eth: Ethernet) -> None:
         if nh.encap is Encap.VLAN:
@@ -684,7 +716,14 @@ class _Pass:
     # -- from the agent ----------------------------------------------------------------
     def from_agent(self, data: bytes) -> None:
         header, frame = parse_punt(data)
-        if header.reason != Punt.INJECT or header.vif not in self.t.vifs or len(frame) < ETH_LEN:
+        target = self.t.vifs.get(header.vif)
+        # everything on the agent vif carries an agent header, so nothing is injected back to it
+        if (
+            header.reason != Punt.INJECT
+            or target is None
+            or target.kind is VifKind.AGENT
+            or len(frame) < ETH_LEN
+        ):
             return self.drop(Drop.FROM_AGENT_INVALID)
         self.note("agent", f"inject to vif {header.vif}")
         return self.emit(header.vif, frame)

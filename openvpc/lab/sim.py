@@ -329,9 +329,11 @@ class SimLab:
                     t.add_route(vrf_id, vm.ip, 32, Route(tunnel, label, vm.mac))
                     tunnel, label = remote(peer, l2=True)
                     t.add_mac_route(vrf_id, vm.mac, Route(tunnel, label))
-            for name in hosting[vpc.label]:
-                if name != node.name:
-                    flood.append(remote(self.nodes[name], l2=True))
+            peers = [name for name in hosting[vpc.label] if name != node.name]
+            if vpc.encap is Encap.VLAN:
+                peers = peers[:1]  # one tagged copy: the underlay floods the VLAN to every node
+            for name in peers:
+                flood.append(remote(self.nodes[name], l2=True))
             t.add_mac_route(
                 vrf_id, BROADCAST, Route(nh(("flood", vpc.label), CompositeNH(False, tuple(flood))))
             )

@@ -198,24 +198,28 @@ class _Pass:
 
     def drop(self, reason: str) -> None:
         self.t.count_drop(reason, self.in_vif)
-        self.note("drop", reason)
+        if self.rec is not None:
+            self.note("drop", reason)
 
     def emit(self, vif_id: int, data: bytes) -> None:
-        self.note("tx", f"vif {vif_id} ({len(data)} bytes)")
+        if self.rec is not None:
+            self.note("tx", f"vif {vif_id} ({len(data)} bytes)")
         self.out.append((vif_id, data))
 
     def punt(self, reason: Punt, vrf: int, frame: bytes) -> None:
         if self.t.agent_vif is None:
             self.drop(Drop.AGENT_ABSENT)
             return
-        self.note("punt", f"{reason.name.lower()} to agent")
+        if self.rec is not None:
+            self.note("punt", f"{reason.name.lower()} to agent")
         self.emit(self.t.agent_vif, build_punt(reason, self.in_vif.id, vrf, frame))
 
     # -- from a VM -----------------------------------------------------------------
     def from_vm(self, frame: bytes) -> None:
         vif = self.in_vif
         eth = parse_ethernet(frame)
-        self.note("vif", f"rx vif {vif.id} ({vif.name}) vrf {vif.vrf}")
+        if self.rec is not None:
+            self.note("vif", f"rx vif {vif.id} ({vif.name}) vrf {vif.vrf}")
         if eth.vlan is not None:
             return self.drop(Drop.VM_VLAN_TAGGED)
         if eth.src != vif.mac:
@@ -240,7 +244,8 @@ class _Pass:
                 return self.drop(Drop.L3_MULTICAST)
             return self.route(vrf, packet, ip)
         if vrf.mode is Mode.L2_L3 and vrf.ip_fib.lookup(ip.dst) is not None:
-            self.note("fallback", "IP FIB hit: routed")
+            if self.rec is not None:
+                self.note("fallback", "IP FIB hit: routed")
             return self.route(vrf, packet, ip)
         return self.bridge(vrf, frame, eth)
 
@@ -264,16 +269,19 @@ class _Pass:
                 return self.punt(Punt.ARP, vrf.id, frame)
             return self.bridge(vrf, frame, eth)
         if arp.spa == arp.tpa or arp.spa == _ZERO_IP:
-            self.note("arp", f"gratuitous/probe for {ip_to_str(arp.tpa)}")
+            if self.rec is not None:
+                self.note("arp", f"gratuitous/probe for {ip_to_str(arp.tpa)}")
             return self.punt(Punt.ARP, vrf.id, frame)
         answer = self.arp_answer(vrf, arp.tpa)
         if answer is not None:
-            self.note("arp_proxy", f"{ip_to_str(arp.tpa)} is-at {answer.hex(':')}")
+            if self.rec is not None:
+                self.note("arp_proxy", f"{ip_to_str(arp.tpa)} is-at {answer.hex(':')}")
             return self.emit(self.in_vif.id, replies.arp_reply(arp, answer))
         if arp.tpa == self.in_vif.ip:
             return self.drop(Drop.ARP_IGNORED)
         if vrf.mode is Mode.L3:
-            self.note("arp", f"unknown {ip_to_str(arp.tpa)}")
+            if self.rec is not None:
+                self.note("arp", f"unknown {ip_to_str(arp.tpa)}")
             return self.punt(Punt.ARP, vrf.id, frame)
         return self.bridge(vrf, frame, eth)
 
@@ -311,11 +319,12 @@ class _Pass:
             packet = bytes(buf)
             ip = ip._replace(ttl=ip.ttl - 1)
         route = vrf.ip_fib.lookup(ip.dst)
-        self.note(
-            "ip_fib",
-            f"{vrf.name}: {ip_to_str(ip.dst)} -> "
-            + ("no route" if route is None else f"nh {route.nh} label {route.label}"),
-        )
+        if self.rec is not None:
+            self.note(
+                "ip_fib",
+                f"{vrf.name}: {ip_to_str(ip.dst)} -> "
+                + ("no route" if route is None else f"nh {route.nh} label {route.label}"),
+            )
         if route is None:
             return self.drop(Drop.NO_ROUTE)
         ports = l4_ports(packet, ip)
@@ -353,7 +362,8 @@ class _Pass:
             if isinstance(made, Drop):
                 self.drop(made)
                 return None
-            self.note("flow", "miss: hold and punt")
+            if self.rec is not None:
+                self.note("flow", "miss: hold and punt")
             made.held.append((self.frame, self.in_vif.id))
             # the agent keys the flow on the tenant packet: from the fabric, the inner one
             punted = self.frame
@@ -365,14 +375,16 @@ class _Pass:
             if len(flow.held) >= MAX_HELD:
                 self.drop(Drop.FLOW_QUEUE_LIMIT)
             else:
-                self.note("flow", "hold: queued")
+                if self.rec is not None:
+                    self.note("flow", "hold: queued")
                 flow.held.append((self.frame, self.in_vif.id))
             return None
         tcp_flags = 0
         if ip.proto == PROTO_TCP and len(packet) > ip.header_len + 13:
             tcp_flags = packet[ip.header_len + 13]
         flows.touch(flow, self.now, len(packet), tcp_flags)
-        self.note("flow", f"hit: {flow.action}")
+        if self.rec is not None:
+            self.note("flow", f"hit: {flow.action}")
         if flow.action is FlowAction.DROP:
             self.drop(Drop.FLOW_ACTION_DROP)
             return None
@@ -390,7 +402,8 @@ class _Pass:
         depth: int,
     ) -> None:
         nh = self.t.nexthops.get(nh_id)
-        self.note("nexthop", f"{nh_id} {type(nh).__name__}")
+        if self.rec is not None:
+            self.note("nexthop", f"{nh_id} {type(nh).__name__}")
         if nh is None or depth > MAX_DEPTH:
             return self.drop(Drop.INVALID_NH)
         if isinstance(nh, EncapNH):
@@ -413,7 +426,8 @@ class _Pass:
         elif isinstance(nh, CompositeNH) and nh.ecmp and nh.members:
             sport = entropy_port(vrf.id, ip.proto, ip.src, ip.dst, *ports)
             member, member_label = nh.members[sport % len(nh.members)]
-            self.note("ecmp", f"member {member} of {len(nh.members)}")
+            if self.rec is not None:
+                self.note("ecmp", f"member {member} of {len(nh.members)}")
             self.ip_nexthop(vrf, member, member_label, mac, packet, ip, ports, depth + 1)
         elif isinstance(nh, ResolveNH):
             self.punt(Punt.RESOLVE, vrf.id, packet)
@@ -427,7 +441,8 @@ class _Pass:
         if len(packet) <= mtu:
             return [packet]
         if ip.df:
-            self.note("mtu", f"{len(packet)} > {mtu} with DF: ICMP fragmentation needed")
+            if self.rec is not None:
+                self.note("mtu", f"{len(packet)} > {mtu} with DF: ICMP fragmentation needed")
             self.drop(Drop.FRAG_NEEDED)
             vif = self.in_vif
             src = vif.gateway_ip or vrf.link_local_gateway
@@ -441,7 +456,8 @@ class _Pass:
         except ValueError:
             self.drop(Drop.FRAGMENT_FAILED)
             return []
-        self.note("mtu", f"fragmented into {len(pieces)}")
+        if self.rec is not None:
+            self.note("mtu", f"fragmented into {len(pieces)}")
         return pieces
 
     def tunnel_ip(
@@ -475,7 +491,8 @@ class _Pass:
         if ip.proto == PROTO_ICMP and not ip.is_fragment and packet[ip.header_len] == 8:
             if not own_gateway:
                 return self.drop(Drop.GATEWAY_OTHER_SUBNET)
-            self.note("receive", f"echo reply from gateway {ip_to_str(ip.dst)}")
+            if self.rec is not None:
+                self.note("receive", f"echo reply from gateway {ip_to_str(ip.dst)}")
             return self.emit(vif.id, replies.echo_reply(packet, ip, vif.mac, vrf.gateway_mac))
         if ip.proto == PROTO_UDP and l4_ports(packet, ip)[1] == 53:
             return self.punt(Punt.DNS, vrf.id, self.frame)
@@ -486,11 +503,12 @@ class _Pass:
         """Switch an Ethernet frame by destination MAC in `vrf`'s MAC FIB."""
         key = BROADCAST if is_multicast(eth.dst) else eth.dst
         route = vrf.mac_fib.get(key)
-        self.note(
-            "mac_fib",
-            f"{vrf.name}: {eth.dst.hex(':')} -> "
-            + ("no route" if route is None else f"nh {route.nh} label {route.label}"),
-        )
+        if self.rec is not None:
+            self.note(
+                "mac_fib",
+                f"{vrf.name}: {eth.dst.hex(':')} -> "
+                + ("no route" if route is None else f"nh {route.nh} label {route.label}"),
+            )
         if route is None:
             return self.drop(Drop.NO_L2_ROUTE)
         self.l2_nexthop(vrf, route.nh, route.label, frame, eth, depth, replicating=False)
@@ -506,7 +524,8 @@ class _Pass:
         replicating: bool,
     ) -> None:
         nh = self.t.nexthops.get(nh_id)
-        self.note("nexthop", f"{nh_id} {type(nh).__name__}")
+        if self.rec is not None:
+            self.note("nexthop", f"{nh_id} {type(nh).__name__}")
         if nh is None or depth > MAX_DEPTH:
             return self.drop(Drop.INVALID_NH)
         if isinstance(nh, EncapNH):
@@ -529,7 +548,8 @@ class _Pass:
             if eth.ethertype != ETH_P_IP:
                 return self.drop(Drop.RECEIVE_UNHANDLED)
             ip = parse_ipv4(frame, eth.offset)
-            self.note("l2_receive", "gateway MAC: routed")
+            if self.rec is not None:
+                self.note("l2_receive", "gateway MAC: routed")
             # the gateway routes on behalf of the network, so it may send back to the fabric
             self.fabric_in = False
             return self.route(vrf, frame[eth.offset : eth.offset + ip.total_length], ip, depth + 1)
@@ -559,7 +579,8 @@ class _Pass:
     def tunnel_l2(self, vrf: Vrf, nh: TunnelNH, label: int, frame: bytes, eth: Ethernet) -> None:
         if nh.encap is Encap.VLAN:
             tag = ETH_P_8021Q.to_bytes(2, "big") + label.to_bytes(2, "big")
-            self.note("encap", f"vlan {label} (bridged)")
+            if self.rec is not None:
+                self.note("encap", f"vlan {label} (bridged)")
             return self.emit(self.t.fabric.vif, frame[:12] + tag + frame[12:])
         if eth.ethertype == ETH_P_IP:
             ip = parse_ipv4(frame, eth.offset)
@@ -584,11 +605,15 @@ class _Pass:
         if template is None:
             template = OuterTemplate(nh.encap, self.t.fabric.ip, nh.dst_ip, label)
             self.t.templates[key] = template
-        self.note("encap", f"{nh.encap} label/vni {label} to {ip_to_str(nh.dst_ip)} sport {sport}")
+        if self.rec is not None:
+            self.note(
+                "encap", f"{nh.encap} label/vni {label} to {ip_to_str(nh.dst_ip)} sport {sport}"
+            )
         self.to_node(nh.dst_ip, _IP_HDR + template.wrap(payload, sport))
 
     def vlan_to_node(self, node_ip: bytes, vlan: int, rest: bytes) -> None:
-        self.note("encap", f"vlan {vlan} to {ip_to_str(node_ip)}")
+        if self.rec is not None:
+            self.note("encap", f"vlan {vlan} to {ip_to_str(node_ip)}")
         tag = ETH_P_8021Q.to_bytes(2, "big") + vlan.to_bytes(2, "big")
         self.to_node(node_ip, tag + rest)
 
@@ -599,7 +624,8 @@ class _Pass:
         if gateway is None:
             return self.drop(Drop.NO_UNDERLAY_ROUTE)
         hop = gateway or node_ip
-        self.note("global_fib", f"{ip_to_str(node_ip)} via {ip_to_str(hop)}")
+        if self.rec is not None:
+            self.note("global_fib", f"{ip_to_str(node_ip)} via {ip_to_str(hop)}")
         mac = t.neighbors.get(hop)
         if mac is not None:
             return self.emit(t.fabric.vif, mac + t.fabric.mac + rest)
@@ -608,7 +634,8 @@ class _Pass:
             return self.drop(Drop.NEIGHBOR_PENDING)
         queue.append(rest)
         if len(queue) == 1:
-            self.note("underlay_arp", f"who-has {ip_to_str(hop)}")
+            if self.rec is not None:
+                self.note("underlay_arp", f"who-has {ip_to_str(hop)}")
             self.emit(t.fabric.vif, replies.arp_request(t.fabric.mac, t.fabric.ip, hop))
         return None
 
@@ -616,7 +643,8 @@ class _Pass:
     def from_fabric(self, frame: bytes) -> None:
         t = self.t
         eth = parse_ethernet(frame)
-        self.note("vif", f"rx fabric ({len(frame)} bytes)")
+        if self.rec is not None:
+            self.note("vif", f"rx fabric ({len(frame)} bytes)")
         if eth.vlan is not None:
             return self.vlan_in(frame, eth)
         if eth.ethertype == ETH_P_ARP:
@@ -628,7 +656,8 @@ class _Pass:
         ip = parse_ipv4(frame, eth.offset)
         if ip.dst != t.fabric.ip:
             return self.drop(Drop.FABRIC_NOT_FOR_US)
-        self.note("global_fib", f"{ip_to_str(ip.dst)} is local: decapsulate")
+        if self.rec is not None:
+            self.note("global_fib", f"{ip_to_str(ip.dst)} is local: decapsulate")
         if ip.is_fragment:
             return self.drop(Drop.OUTER_FRAGMENT)
         p = eth.offset + ip.header_len
@@ -637,17 +666,20 @@ class _Pass:
             gre = parse_gre(frame, p)
             if gre.protocol != ETH_P_MPLS:
                 return self.drop(Drop.GRE_NOT_MPLS)
-            self.note("decap", "gre")
+            if self.rec is not None:
+                self.note("decap", "gre")
             return self.mpls_in(frame[p + gre.header_len : end])
         if ip.proto == PROTO_UDP:
             if end - p < 8:
                 raise Malformed("short_udp")
             _, dport = _PORTS.unpack_from(frame, p)
             if dport == UDP_PORT_VXLAN:
-                self.note("decap", "udp/vxlan")
+                if self.rec is not None:
+                    self.note("decap", "udp/vxlan")
                 return self.vxlan_in(frame[p + 8 : end])
             if dport in (UDP_PORT_MPLS, UDP_PORT_MPLS_LEGACY):
-                self.note("decap", "udp/mpls")
+                if self.rec is not None:
+                    self.note("decap", "udp/mpls")
                 return self.mpls_in(frame[p + 8 : end])
         return self.drop(Drop.NOT_OVERLAY)
 
@@ -657,7 +689,8 @@ class _Pass:
         vrf = self.t.vrfs.get(target.vrf) if target is not None else None
         if target is None or vrf is None:
             return self.drop(Drop.INVALID_LABEL)
-        self.note("mpls", f"label {entry.label} -> vrf {vrf.name}")
+        if self.rec is not None:
+            self.note("mpls", f"label {entry.label} -> vrf {vrf.name}")
         payload = data[MPLS_LEN:]
         if target.l2:
             return self.frame_in(vrf, payload, parse_ethernet(payload))
@@ -671,7 +704,8 @@ class _Pass:
         vrf = self.t.vrfs.get(vrf_id) if vrf_id is not None else None
         if vrf is None:
             return self.drop(Drop.INVALID_VNI)
-        self.note("vxlan", f"vni {vni} -> vrf {vrf.name}")
+        if self.rec is not None:
+            self.note("vxlan", f"vni {vni} -> vrf {vrf.name}")
         inner = data[VXLAN_LEN:]
         return self.frame_in(vrf, inner, parse_ethernet(inner))
 
@@ -681,7 +715,8 @@ class _Pass:
         vrf = self.t.vrfs.get(vrf_id) if vrf_id is not None else None
         if vrf is None:
             return self.drop(Drop.INVALID_VLAN)
-        self.note("vlan", f"vlan {eth.vlan} -> vrf {vrf.name}")
+        if self.rec is not None:
+            self.note("vlan", f"vlan {eth.vlan} -> vrf {vrf.name}")
         inner = frame[:12] + frame[16:]
         if eth.dst == self.t.fabric.mac and eth.ethertype == ETH_P_IP:
             ip = parse_ipv4(inner, ETH_LEN)
@@ -706,7 +741,8 @@ class _Pass:
         if arp.tpa != t.fabric.ip:
             return self.drop(Drop.ARP_IGNORED)
         t.neighbors[arp.spa] = arp.sha
-        self.note("underlay_arp", f"{ip_to_str(arp.spa)} is-at {arp.sha.hex(':')}")
+        if self.rec is not None:
+            self.note("underlay_arp", f"{ip_to_str(arp.spa)} is-at {arp.sha.hex(':')}")
         for rest in t.pending.pop(arp.spa, []):
             self.emit(t.fabric.vif, arp.sha + t.fabric.mac + rest)
         if arp.op == ARP_REQUEST:
@@ -725,5 +761,6 @@ class _Pass:
             or len(frame) < ETH_LEN
         ):
             return self.drop(Drop.FROM_AGENT_INVALID)
-        self.note("agent", f"inject to vif {header.vif}")
+        if self.rec is not None:
+            self.note("agent", f"inject to vif {header.vif}")
         return self.emit(header.vif, frame)

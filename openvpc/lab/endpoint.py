@@ -7,13 +7,12 @@ exercise the same exchanges the real lab does; every frame it receives is kept i
 import ipaddress
 from dataclasses import dataclass, field
 
-from openvpc.packet.arp import ARP_REPLY, ARP_REQUEST, build_arp, parse_arp
+from openvpc.packet.arp import ARP_REPLY, ARP_REQUEST, parse_arp
 from openvpc.packet.errors import Malformed
 from openvpc.packet.ethernet import (
     BROADCAST,
     ETH_P_ARP,
     ETH_P_IP,
-    ZERO_MAC,
     build_ethernet,
     parse_ethernet,
 )
@@ -31,6 +30,7 @@ from openvpc.packet.l4 import (
     parse_tcp,
     parse_udp,
 )
+from openvpc.vrouter import replies
 
 MAX_PENDING = 8
 
@@ -70,8 +70,7 @@ class VmEndpoint:
         return ipaddress.IPv4Address(dst) in net
 
     def arp_request(self, target: bytes) -> bytes:
-        body = build_arp(ARP_REQUEST, self.mac, self.ip, ZERO_MAC, target)
-        return build_ethernet(BROADCAST, self.mac, ETH_P_ARP, body)
+        return replies.arp_request(self.mac, self.ip, target)
 
     def send_ip(
         self, dst: bytes, proto: int, payload: bytes, ttl: int = 64, df: bool = True
@@ -128,8 +127,7 @@ class VmEndpoint:
     def _arp(self, frame: bytes, offset: int) -> None:
         arp = parse_arp(frame, offset)
         if arp.op == ARP_REQUEST and arp.tpa == self.ip:
-            body = build_arp(ARP_REPLY, self.mac, self.ip, arp.sha, arp.spa)
-            self.outbox.append(build_ethernet(arp.sha, self.mac, ETH_P_ARP, body))
+            self.outbox.append(replies.arp_reply(arp, self.mac))
         if arp.op == ARP_REPLY and arp.tpa == self.ip:
             self.arp_cache[arp.spa] = arp.sha
             for packet in self.pending.pop(arp.spa, []):
@@ -144,9 +142,7 @@ class VmEndpoint:
             icmp = parse_icmp(body)
             if icmp.type == ICMP_ECHO_REQUEST:
                 rec = "echo_request"
-                reply = build_icmp(ICMP_ECHO_REPLY, 0, icmp.rest, body[8:])
-                out = build_ipv4(self.ip, ip.src, PROTO_ICMP, reply)
-                self.outbox.append(build_ethernet(src_mac, self.mac, ETH_P_IP, out))
+                self.outbox.append(replies.echo_reply(packet, ip, src_mac, self.mac))
             else:
                 rec = "echo_reply" if icmp.type == ICMP_ECHO_REPLY else "icmp"
             detail: tuple[int, ...] = (icmp.type, icmp.code, int.from_bytes(icmp.rest, "big"))

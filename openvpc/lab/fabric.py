@@ -7,19 +7,18 @@ import struct
 from dataclasses import dataclass, field
 from zlib import crc32
 
-from openvpc.packet.arp import ARP_REPLY, ARP_REQUEST, build_arp, parse_arp
+from openvpc.packet.arp import ARP_REQUEST, parse_arp
 from openvpc.packet.checksum import checksum
 from openvpc.packet.errors import Malformed
 from openvpc.packet.ethernet import (
-    BROADCAST,
     ETH_P_ARP,
     ETH_P_IP,
-    ZERO_MAC,
     build_ethernet,
     is_multicast,
     parse_ethernet,
 )
 from openvpc.packet.ipv4 import PROTO_TCP, PROTO_UDP, parse_ipv4
+from openvpc.vrouter import replies
 from openvpc.vrouter.lpm import Lpm
 
 Out = list[tuple[int, bytes]]  # (output port, frame)
@@ -99,8 +98,7 @@ class Router:
         if mac is not None:
             return [(port, build_ethernet(mac, me.mac, ETH_P_IP, packet))]
         self.pending.setdefault(hop, []).append(packet)
-        body = build_arp(ARP_REQUEST, me.mac, me.ip, ZERO_MAC, hop)
-        return [(port, build_ethernet(BROADCAST, me.mac, ETH_P_ARP, body))]
+        return [(port, replies.arp_request(me.mac, me.ip, hop))]
 
     def _arp(self, port: int, frame: bytes, offset: int) -> Out:
         arp = parse_arp(frame, offset)
@@ -113,8 +111,7 @@ class Router:
             for p in self.pending.pop(arp.spa, [])
         ]
         if arp.op == ARP_REQUEST:
-            body = build_arp(ARP_REPLY, me.mac, me.ip, arp.sha, arp.spa)
-            out.append((port, build_ethernet(arp.sha, me.mac, ETH_P_ARP, body)))
+            out.append((port, replies.arp_reply(arp, me.mac)))
         return out
 
 

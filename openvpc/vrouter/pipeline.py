@@ -175,7 +175,10 @@ def _nat_rewrite(packet: bytes, ip: IPv4, nat: NatTuple) -> bytes:
 
 
 class _Pass:
-    """One frame's way through the pipeline; collects what to emit."""
+    """One frame's way through the pipeline; collects what to emit.
+
+    Every recorder call sits under `if self.rec is not None` so untraced frames format nothing.
+    """
 
     __slots__ = ("fabric_in", "frame", "in_vif", "now", "out", "rec", "t")
 
@@ -192,18 +195,14 @@ class _Pass:
         self.out: list[Emit] = []
 
     # -- helpers -------------------------------------------------------------------
-    def note(self, stage: str, detail: str) -> None:
-        if self.rec is not None:
-            self.rec(stage, detail)
-
     def drop(self, reason: str) -> None:
         self.t.count_drop(reason, self.in_vif)
         if self.rec is not None:
-            self.note("drop", reason)
+            self.rec("drop", reason)
 
     def emit(self, vif_id: int, data: bytes) -> None:
         if self.rec is not None:
-            self.note("tx", f"vif {vif_id} ({len(data)} bytes)")
+            self.rec("tx", f"vif {vif_id} ({len(data)} bytes)")
         self.out.append((vif_id, data))
 
     def punt(self, reason: Punt, vrf: int, frame: bytes) -> None:
@@ -211,7 +210,7 @@ class _Pass:
             self.drop(Drop.AGENT_ABSENT)
             return
         if self.rec is not None:
-            self.note("punt", f"{reason.name.lower()} to agent")
+            self.rec("punt", f"{reason.name.lower()} to agent")
         self.emit(self.t.agent_vif, build_punt(reason, self.in_vif.id, vrf, frame))
 
     # -- from a VM -----------------------------------------------------------------
@@ -219,7 +218,7 @@ class _Pass:
         vif = self.in_vif
         eth = parse_ethernet(frame)
         if self.rec is not None:
-            self.note("vif", f"rx vif {vif.id} ({vif.name}) vrf {vif.vrf}")
+            self.rec("vif", f"rx vif {vif.id} ({vif.name}) vrf {vif.vrf}")
         if eth.vlan is not None:
             return self.drop(Drop.VM_VLAN_TAGGED)
         if eth.src != vif.mac:
@@ -245,7 +244,7 @@ class _Pass:
             return self.route(vrf, packet, ip)
         if vrf.mode is Mode.L2_L3 and vrf.ip_fib.lookup(ip.dst) is not None:
             if self.rec is not None:
-                self.note("fallback", "IP FIB hit: routed")
+                self.rec("fallback", "IP FIB hit: routed")
             return self.route(vrf, packet, ip)
         return self.bridge(vrf, frame, eth)
 
@@ -270,18 +269,18 @@ class _Pass:
             return self.bridge(vrf, frame, eth)
         if arp.spa == arp.tpa or arp.spa == _ZERO_IP:
             if self.rec is not None:
-                self.note("arp", f"gratuitous/probe for {ip_to_str(arp.tpa)}")
+                self.rec("arp", f"gratuitous/probe for {ip_to_str(arp.tpa)}")
             return self.punt(Punt.ARP, vrf.id, frame)
         answer = self.arp_answer(vrf, arp.tpa)
         if answer is not None:
             if self.rec is not None:
-                self.note("arp_proxy", f"{ip_to_str(arp.tpa)} is-at {answer.hex(':')}")
+                self.rec("arp_proxy", f"{ip_to_str(arp.tpa)} is-at {answer.hex(':')}")
             return self.emit(self.in_vif.id, replies.arp_reply(arp, answer))
         if arp.tpa == self.in_vif.ip:
             return self.drop(Drop.ARP_IGNORED)
         if vrf.mode is Mode.L3:
             if self.rec is not None:
-                self.note("arp", f"unknown {ip_to_str(arp.tpa)}")
+                self.rec("arp", f"unknown {ip_to_str(arp.tpa)}")
             return self.punt(Punt.ARP, vrf.id, frame)
         return self.bridge(vrf, frame, eth)
 
@@ -320,7 +319,7 @@ class _Pass:
             ip = ip._replace(ttl=ip.ttl - 1)
         route = vrf.ip_fib.lookup(ip.dst)
         if self.rec is not None:
-            self.note(
+            self.rec(
                 "ip_fib",
                 f"{vrf.name}: {ip_to_str(ip.dst)} -> "
                 + ("no route" if route is None else f"nh {route.nh} label {route.label}"),
@@ -363,7 +362,7 @@ class _Pass:
                 self.drop(made)
                 return None
             if self.rec is not None:
-                self.note("flow", "miss: hold and punt")
+                self.rec("flow", "miss: hold and punt")
             made.held.append((self.frame, self.in_vif.id))
             # the agent keys the flow on the tenant packet: from the fabric, the inner one
             punted = self.frame
@@ -376,7 +375,7 @@ class _Pass:
                 self.drop(Drop.FLOW_QUEUE_LIMIT)
             else:
                 if self.rec is not None:
-                    self.note("flow", "hold: queued")
+                    self.rec("flow", "hold: queued")
                 flow.held.append((self.frame, self.in_vif.id))
             return None
         tcp_flags = 0
@@ -384,7 +383,7 @@ class _Pass:
             tcp_flags = packet[ip.header_len + 13]
         flows.touch(flow, self.now, len(packet), tcp_flags)
         if self.rec is not None:
-            self.note("flow", f"hit: {flow.action}")
+            self.rec("flow", f"hit: {flow.action}")
         if flow.action is FlowAction.DROP:
             self.drop(Drop.FLOW_ACTION_DROP)
             return None
@@ -403,7 +402,7 @@ class _Pass:
     ) -> None:
         nh = self.t.nexthops.get(nh_id)
         if self.rec is not None:
-            self.note("nexthop", f"{nh_id} {type(nh).__name__}")
+            self.rec("nexthop", f"{nh_id} {type(nh).__name__}")
         if nh is None or depth > MAX_DEPTH:
             return self.drop(Drop.INVALID_NH)
         if isinstance(nh, EncapNH):
@@ -427,7 +426,7 @@ class _Pass:
             sport = entropy_port(vrf.id, ip.proto, ip.src, ip.dst, *ports)
             member, member_label = nh.members[sport % len(nh.members)]
             if self.rec is not None:
-                self.note("ecmp", f"member {member} of {len(nh.members)}")
+                self.rec("ecmp", f"member {member} of {len(nh.members)}")
             self.ip_nexthop(vrf, member, member_label, mac, packet, ip, ports, depth + 1)
         elif isinstance(nh, ResolveNH):
             self.punt(Punt.RESOLVE, vrf.id, packet)
@@ -442,7 +441,7 @@ class _Pass:
             return [packet]
         if ip.df:
             if self.rec is not None:
-                self.note("mtu", f"{len(packet)} > {mtu} with DF: ICMP fragmentation needed")
+                self.rec("mtu", f"{len(packet)} > {mtu} with DF: ICMP fragmentation needed")
             self.drop(Drop.FRAG_NEEDED)
             vif = self.in_vif
             src = vif.gateway_ip or vrf.link_local_gateway
@@ -457,7 +456,7 @@ class _Pass:
             self.drop(Drop.FRAGMENT_FAILED)
             return []
         if self.rec is not None:
-            self.note("mtu", f"fragmented into {len(pieces)}")
+            self.rec("mtu", f"fragmented into {len(pieces)}")
         return pieces
 
     def tunnel_ip(
@@ -492,7 +491,7 @@ class _Pass:
             if not own_gateway:
                 return self.drop(Drop.GATEWAY_OTHER_SUBNET)
             if self.rec is not None:
-                self.note("receive", f"echo reply from gateway {ip_to_str(ip.dst)}")
+                self.rec("receive", f"echo reply from gateway {ip_to_str(ip.dst)}")
             return self.emit(vif.id, replies.echo_reply(packet, ip, vif.mac, vrf.gateway_mac))
         if ip.proto == PROTO_UDP and l4_ports(packet, ip)[1] == 53:
             return self.punt(Punt.DNS, vrf.id, self.frame)
@@ -504,7 +503,7 @@ class _Pass:
         key = BROADCAST if is_multicast(eth.dst) else eth.dst
         route = vrf.mac_fib.get(key)
         if self.rec is not None:
-            self.note(
+            self.rec(
                 "mac_fib",
                 f"{vrf.name}: {eth.dst.hex(':')} -> "
                 + ("no route" if route is None else f"nh {route.nh} label {route.label}"),
@@ -525,7 +524,7 @@ class _Pass:
     ) -> None:
         nh = self.t.nexthops.get(nh_id)
         if self.rec is not None:
-            self.note("nexthop", f"{nh_id} {type(nh).__name__}")
+            self.rec("nexthop", f"{nh_id} {type(nh).__name__}")
         if nh is None or depth > MAX_DEPTH:
             return self.drop(Drop.INVALID_NH)
         if isinstance(nh, EncapNH):
@@ -549,7 +548,7 @@ class _Pass:
                 return self.drop(Drop.RECEIVE_UNHANDLED)
             ip = parse_ipv4(frame, eth.offset)
             if self.rec is not None:
-                self.note("l2_receive", "gateway MAC: routed")
+                self.rec("l2_receive", "gateway MAC: routed")
             # the gateway routes on behalf of the network, so it may send back to the fabric
             self.fabric_in = False
             return self.route(vrf, frame[eth.offset : eth.offset + ip.total_length], ip, depth + 1)
@@ -580,7 +579,7 @@ class _Pass:
         if nh.encap is Encap.VLAN:
             tag = ETH_P_8021Q.to_bytes(2, "big") + label.to_bytes(2, "big")
             if self.rec is not None:
-                self.note("encap", f"vlan {label} (bridged)")
+                self.rec("encap", f"vlan {label} (bridged)")
             return self.emit(self.t.fabric.vif, frame[:12] + tag + frame[12:])
         if eth.ethertype == ETH_P_IP:
             ip = parse_ipv4(frame, eth.offset)
@@ -606,14 +605,14 @@ class _Pass:
             template = OuterTemplate(nh.encap, self.t.fabric.ip, nh.dst_ip, label)
             self.t.templates[key] = template
         if self.rec is not None:
-            self.note(
+            self.rec(
                 "encap", f"{nh.encap} label/vni {label} to {ip_to_str(nh.dst_ip)} sport {sport}"
             )
         self.to_node(nh.dst_ip, _IP_HDR + template.wrap(payload, sport))
 
     def vlan_to_node(self, node_ip: bytes, vlan: int, rest: bytes) -> None:
         if self.rec is not None:
-            self.note("encap", f"vlan {vlan} to {ip_to_str(node_ip)}")
+            self.rec("encap", f"vlan {vlan} to {ip_to_str(node_ip)}")
         tag = ETH_P_8021Q.to_bytes(2, "big") + vlan.to_bytes(2, "big")
         self.to_node(node_ip, tag + rest)
 
@@ -625,7 +624,7 @@ class _Pass:
             return self.drop(Drop.NO_UNDERLAY_ROUTE)
         hop = gateway or node_ip
         if self.rec is not None:
-            self.note("global_fib", f"{ip_to_str(node_ip)} via {ip_to_str(hop)}")
+            self.rec("global_fib", f"{ip_to_str(node_ip)} via {ip_to_str(hop)}")
         mac = t.neighbors.get(hop)
         if mac is not None:
             return self.emit(t.fabric.vif, mac + t.fabric.mac + rest)
@@ -635,7 +634,7 @@ class _Pass:
         queue.append(rest)
         if len(queue) == 1:
             if self.rec is not None:
-                self.note("underlay_arp", f"who-has {ip_to_str(hop)}")
+                self.rec("underlay_arp", f"who-has {ip_to_str(hop)}")
             self.emit(t.fabric.vif, replies.arp_request(t.fabric.mac, t.fabric.ip, hop))
         return None
 
@@ -644,7 +643,7 @@ class _Pass:
         t = self.t
         eth = parse_ethernet(frame)
         if self.rec is not None:
-            self.note("vif", f"rx fabric ({len(frame)} bytes)")
+            self.rec("vif", f"rx fabric ({len(frame)} bytes)")
         if eth.vlan is not None:
             return self.vlan_in(frame, eth)
         if eth.ethertype == ETH_P_ARP:
@@ -657,7 +656,7 @@ class _Pass:
         if ip.dst != t.fabric.ip:
             return self.drop(Drop.FABRIC_NOT_FOR_US)
         if self.rec is not None:
-            self.note("global_fib", f"{ip_to_str(ip.dst)} is local: decapsulate")
+            self.rec("global_fib", f"{ip_to_str(ip.dst)} is local: decapsulate")
         if ip.is_fragment:
             return self.drop(Drop.OUTER_FRAGMENT)
         p = eth.offset + ip.header_len
@@ -667,7 +666,7 @@ class _Pass:
             if gre.protocol != ETH_P_MPLS:
                 return self.drop(Drop.GRE_NOT_MPLS)
             if self.rec is not None:
-                self.note("decap", "gre")
+                self.rec("decap", "gre")
             return self.mpls_in(frame[p + gre.header_len : end])
         if ip.proto == PROTO_UDP:
             if end - p < 8:
@@ -675,11 +674,11 @@ class _Pass:
             _, dport = _PORTS.unpack_from(frame, p)
             if dport == UDP_PORT_VXLAN:
                 if self.rec is not None:
-                    self.note("decap", "udp/vxlan")
+                    self.rec("decap", "udp/vxlan")
                 return self.vxlan_in(frame[p + 8 : end])
             if dport in (UDP_PORT_MPLS, UDP_PORT_MPLS_LEGACY):
                 if self.rec is not None:
-                    self.note("decap", "udp/mpls")
+                    self.rec("decap", "udp/mpls")
                 return self.mpls_in(frame[p + 8 : end])
         return self.drop(Drop.NOT_OVERLAY)
 
@@ -690,7 +689,7 @@ class _Pass:
         if target is None or vrf is None:
             return self.drop(Drop.INVALID_LABEL)
         if self.rec is not None:
-            self.note("mpls", f"label {entry.label} -> vrf {vrf.name}")
+            self.rec("mpls", f"label {entry.label} -> vrf {vrf.name}")
         payload = data[MPLS_LEN:]
         if target.l2:
             return self.frame_in(vrf, payload, parse_ethernet(payload))
@@ -705,7 +704,7 @@ class _Pass:
         if vrf is None:
             return self.drop(Drop.INVALID_VNI)
         if self.rec is not None:
-            self.note("vxlan", f"vni {vni} -> vrf {vrf.name}")
+            self.rec("vxlan", f"vni {vni} -> vrf {vrf.name}")
         inner = data[VXLAN_LEN:]
         return self.frame_in(vrf, inner, parse_ethernet(inner))
 
@@ -716,7 +715,7 @@ class _Pass:
         if vrf is None:
             return self.drop(Drop.INVALID_VLAN)
         if self.rec is not None:
-            self.note("vlan", f"vlan {eth.vlan} -> vrf {vrf.name}")
+            self.rec("vlan", f"vlan {eth.vlan} -> vrf {vrf.name}")
         inner = frame[:12] + frame[16:]
         if eth.dst == self.t.fabric.mac and eth.ethertype == ETH_P_IP:
             ip = parse_ipv4(inner, ETH_LEN)
@@ -742,7 +741,7 @@ class _Pass:
             return self.drop(Drop.ARP_IGNORED)
         t.neighbors[arp.spa] = arp.sha
         if self.rec is not None:
-            self.note("underlay_arp", f"{ip_to_str(arp.spa)} is-at {arp.sha.hex(':')}")
+            self.rec("underlay_arp", f"{ip_to_str(arp.spa)} is-at {arp.sha.hex(':')}")
         for rest in t.pending.pop(arp.spa, []):
             self.emit(t.fabric.vif, arp.sha + t.fabric.mac + rest)
         if arp.op == ARP_REQUEST:
@@ -762,5 +761,5 @@ class _Pass:
         ):
             return self.drop(Drop.FROM_AGENT_INVALID)
         if self.rec is not None:
-            self.note("agent", f"inject to vif {header.vif}")
+            self.rec("agent", f"inject to vif {header.vif}")
         return self.emit(header.vif, frame)

@@ -1,0 +1,1 @@
+"""Frozen dataclasses shared by the controller, the agent and the vRouter."""

@@ -1,0 +1,79 @@
+"""JSON-ready dicts to and from frozen dataclasses, driven by their type hints.
+
+Used on the southbound stream and the vRouter control channel, so a config can be written,
+compared and golden-tested as plain text.
+"""
+
+import dataclasses
+import types
+import typing
+from enum import Enum
+from typing import Any, TypeVar, get_args, get_origin, get_type_hints
+
+T = TypeVar("T")
+
+
+def to_dict(obj: Any) -> Any:
+    """A dataclass (or tuple/list/enum/scalar of them) as JSON-ready data."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple | list):
+        return [to_dict(x) for x in obj]
+    if isinstance(obj, Enum):
+        return obj.value
+    return obj
+
+
+def from_dict(cls: type[T], data: Any) -> T:
+    """Rebuild `cls` from `to_dict` output; raises ValueError on a shape that does not fit."""
+    return typing.cast(T, _decode(cls, data))
+
+
+def _decode(tp: Any, data: Any) -> Any:
+    origin = get_origin(tp)
+    if origin is typing.Union or origin is types.UnionType:
+        args = get_args(tp)
+        if data is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _decode(arg, data)
+            except (ValueError, TypeError) as e:
+                errors.append(str(e))
+        raise ValueError(f"no member of {tp} fits {data!r}: {errors}")
+    if origin is tuple:
+        args = get_args(tp)
+        if not isinstance(data, list | tuple):
+            raise ValueError(f"expected a list for {tp}, got {data!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_decode(args[0], x) for x in data)
+        if len(args) != len(data):
+            raise ValueError(f"expected {len(args)} items for {tp}, got {len(data)}")
+        return tuple(_decode(a, x) for a, x in zip(args, data, strict=True))
+    if origin is typing.Literal:
+        if data not in get_args(tp):
+            raise ValueError(f"{data!r} is not one of {get_args(tp)}")
+        return data
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        if not isinstance(data, dict):
+            raise ValueError(f"expected an object for {tp.__name__}, got {data!r}")
+        hints = get_type_hints(tp)
+        kwargs = {}
+        for f in dataclasses.fields(tp):
+            if f.name in data:
+                kwargs[f.name] = _decode(hints[f.name], data[f.name])
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ValueError(f"{tp.__name__}: missing field {f.name!r}")
+        return tp(**kwargs)
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        return tp(data)
+    if tp is float and isinstance(data, int) and not isinstance(data, bool):
+        return float(data)
+    if tp in (int, str, bool, float):
+        if not isinstance(data, tp) or (tp is int and isinstance(data, bool)):
+            raise ValueError(f"expected {tp.__name__}, got {data!r}")
+        return data
+    raise TypeError(f"cannot decode into {tp!r}")

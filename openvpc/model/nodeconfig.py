@@ -1,0 +1,161 @@
+"""What the compiler produces for one compute node and the agent programs into its vRouter.
+
+Addresses are text ("10.0.1.5", "02:00:00:00:00:01", "10.0.1.0/24") so that a NodeConfig reads
+well as golden text. Next hops are named by a stable string key; the vRouter maps keys to its own
+integer ids. Every object is keyed (see `object_key`) so the agent can diff desired state against
+what the vRouter dumps and write only the difference.
+"""
+
+from dataclasses import dataclass
+from typing import Literal
+
+Mode = Literal["l3", "l2", "l2_l3"]
+EncapName = Literal["vxlan", "mplsoudp", "mplsogre", "vlan"]
+NextHopKind = Literal[
+    "encap", "tunnel", "receive", "l2receive", "discard", "resolve", "composite"
+]
+
+
+@dataclass(frozen=True, slots=True)
+class VrfConfig:
+    """A routing instance on this node: one per (VPC, route table) that has a VM here."""
+
+    id: int  # this node's VRF id, stable across generations (flows are keyed by it)
+    name: str  # "tenant/vpc-name/rtb-id": for dumps and traces
+    mode: Mode
+    encap: EncapName
+    vni: int  # global per routing instance; the VXLAN VNI
+    vlan: int | None  # global per routing instance when encap is vlan
+    l3_label: int  # MPLS labels this node allocated for the instance (IP inside)
+    l2_label: int  # ... and Ethernet inside
+    arp_mode: Literal["proxy", "single_mac"] = "proxy"
+    link_local_gateway: bool = False
+    decrement_ttl: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class NextHopConfig:
+    """A next hop. Fields used depend on `kind`; members are (next hop key, label or None)."""
+
+    key: str
+    kind: NextHopKind
+    vif: int | None = None  # encap
+    dst_mac: str | None = None  # encap
+    encap: EncapName | None = None  # tunnel
+    dst_ip: str | None = None  # tunnel: the remote node's fabric address
+    ecmp: bool = False  # composite: ECMP (True) or replication (False)
+    members: tuple[tuple[str, int | None], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RouteConfig:
+    """An IP FIB entry in a VRF; `label` is the MPLS label, VNI or VLAN id for a tunnel."""
+
+    vrf: int
+    prefix: str  # "10.0.1.5/32"
+    nh: str
+    label: int | None = None
+    mac: str | None = None  # the MAC the ARP proxy answers for this address
+
+
+@dataclass(frozen=True, slots=True)
+class MacRouteConfig:
+    """A MAC FIB entry in a VRF (l2 and l2_l3 modes, broadcast, the gateway MAC)."""
+
+    vrf: int
+    mac: str
+    nh: str
+    label: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PortConfig:
+    """A VM interface plugged into this node's vRouter, and what the agent's proxies serve it."""
+
+    vif: int  # this node's vif id, stable across generations
+    interface_id: str  # "eni-..."
+    instance_id: str  # "i-..."
+    name: str  # the VM's configured name
+    netns: str  # the network namespace the TAP lives in (the lab's VM)
+    ifname: str  # the TAP's name inside that namespace
+    vrf: int
+    mac: str
+    ip: str
+    prefix_len: int
+    gateway: str  # the subnet's base+1 (or the link-local gateway)
+    dns: str  # the VPC's DNS server: VPC base+2
+    domain: str  # DHCP option 15 and the DNS search domain
+    hostname: str  # DHCP option 12, e.g. "ip-10-0-1-5"
+    mtu: int  # overlay MTU: DHCP option 26
+    policy: bool = True  # first packets of new flows go to the agent
+    source_check: bool = True
+    allowed_ips: tuple[str, ...] = ()  # extra source addresses (VIPs it may use)
+    learn_ips: tuple[str, ...] = ()  # addresses it may claim by gratuitous ARP
+
+
+@dataclass(frozen=True, slots=True)
+class DnsRecord:
+    """An A record the agent answers inside one VRF (DNS is scoped to a VPC)."""
+
+    vrf: int
+    name: str  # fully qualified, lower case, no trailing dot
+    ip: str
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """Everything one compute node needs, at one generation of the controller's state."""
+
+    node: str
+    generation: int
+    vrfs: tuple[VrfConfig, ...] = ()
+    nexthops: tuple[NextHopConfig, ...] = ()
+    ports: tuple[PortConfig, ...] = ()
+    routes: tuple[RouteConfig, ...] = ()
+    mac_routes: tuple[MacRouteConfig, ...] = ()
+    dns: tuple[DnsRecord, ...] = ()
+
+
+VrouterObject = VrfConfig | NextHopConfig | PortConfig | RouteConfig | MacRouteConfig
+ObjectKind = Literal["vrf", "nh", "vif", "route", "mac_route"]
+# the order the agent writes kinds in; deletes go in the reverse order
+KIND_ORDER: tuple[ObjectKind, ...] = ("vrf", "nh", "vif", "route", "mac_route")
+
+
+def object_kind(obj: VrouterObject) -> ObjectKind:
+    if isinstance(obj, VrfConfig):
+        return "vrf"
+    if isinstance(obj, NextHopConfig):
+        return "nh"
+    if isinstance(obj, PortConfig):
+        return "vif"
+    if isinstance(obj, RouteConfig):
+        return "route"
+    return "mac_route"
+
+
+def object_key(obj: VrouterObject) -> str:
+    """The identity of an object in the vRouter: a new value under the same key replaces it."""
+    if isinstance(obj, VrfConfig):
+        return str(obj.id)
+    if isinstance(obj, NextHopConfig):
+        return obj.key
+    if isinstance(obj, PortConfig):
+        return str(obj.vif)
+    if isinstance(obj, RouteConfig):
+        return f"{obj.vrf}/{obj.prefix}"
+    return f"{obj.vrf}/{obj.mac}"
+
+
+def vrouter_objects(config: NodeConfig) -> list[VrouterObject]:
+    """The objects of `config` that live in the vRouter, in write order (composites last)."""
+    simple = [nh for nh in config.nexthops if nh.kind != "composite"]
+    composite = [nh for nh in config.nexthops if nh.kind == "composite"]
+    return [
+        *config.vrfs,
+        *simple,
+        *composite,
+        *config.ports,
+        *config.routes,
+        *config.mac_routes,
+    ]

@@ -1,0 +1,1 @@
+"""Desired state -> per-node forwarding state (pure; golden-testable)."""

@@ -1,0 +1,296 @@
+"""The compiler: a desired-state snapshot -> one NodeConfig per compute node. Pure.
+
+A routing instance is a route table of a VPC; a node hosts the instances its allocation names
+(those of its VMs' subnets). Inside an instance, host routes exist for every VM address whose
+best match in the route table is the local route, so more specific routes (blackhole, an
+appliance interface) win as they do in AWS.
+"""
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from openvpc.model.nodeconfig import (
+    DnsRecord,
+    MacRouteConfig,
+    NextHopConfig,
+    NodeConfig,
+    PortConfig,
+    RouteConfig,
+    VrfConfig,
+)
+from openvpc.model.resources import (
+    Interface,
+    NodeAllocation,
+    Route,
+    RouteTable,
+    Snapshot,
+    Subnet,
+    Vpc,
+)
+from openvpc.vrouter.encap import overhead
+from openvpc.vrouter.nexthop import Encap
+
+GATEWAY_MAC = "00:00:5e:00:01:00"  # tables.VROUTER_MAC as text
+BROADCAST_MAC = "ff:ff:ff:ff:ff:ff"
+RECEIVE = NextHopConfig("receive", "receive")
+L2_RECEIVE = NextHopConfig("l2receive", "l2receive")
+DISCARD = NextHopConfig("discard", "discard")
+
+
+@dataclass(frozen=True, slots=True)
+class _Index:
+    """Lookups over one snapshot, built once for all nodes."""
+
+    snapshot: Snapshot
+    vpcs: dict[str, Vpc]
+    subnets: dict[str, Subnet]
+    tables: dict[str, RouteTable]
+    table_of_subnet: dict[str, str]
+    interfaces: dict[str, Interface]
+    instance_name: dict[str, str]
+    node_ip: dict[str, str]
+    allocation: dict[str, NodeAllocation]
+
+    @classmethod
+    def of(cls, s: Snapshot) -> "_Index":
+        vpcs = {v.id: v for v in s.vpcs}
+        subnets = {n.id: n for n in s.subnets}
+        table_of = {n.id: vpcs[n.vpc].main_route_table for n in s.subnets if n.vpc in vpcs}
+        table_of.update({a.subnet: a.route_table for a in s.associations})
+        return cls(
+            s,
+            vpcs,
+            subnets,
+            {t.id: t for t in s.route_tables},
+            table_of,
+            {i.id: i for i in s.interfaces},
+            {i.id: i.name for i in s.instances},
+            {n.name: n.fabric_ip for n in s.nodes},
+            {a.node: a for a in s.allocations},
+        )
+
+    def vpc_of(self, iface: Interface) -> Vpc:
+        return self.vpcs[self.subnets[iface.subnet].vpc]
+
+    def table_of(self, iface: Interface) -> str:
+        return self.table_of_subnet[iface.subnet]
+
+    def vpc_interfaces(self, vpc_id: str) -> list[Interface]:
+        return [i for i in self.interfaces.values() if self.subnets[i.subnet].vpc == vpc_id]
+
+    def labels(self, node: str, table: str) -> tuple[int, int] | None:
+        alloc = self.allocation.get(node)
+        if alloc is None:
+            return None
+        for rtb, l3, l2 in alloc.labels:
+            if rtb == table:
+                return l3, l2
+        return None
+
+
+def compile_all(snapshot: Snapshot) -> dict[str, NodeConfig]:
+    index = _Index.of(snapshot)
+    return {node.name: _compile(index, node.name) for node in snapshot.nodes}
+
+
+def compile_node(snapshot: Snapshot, node: str) -> NodeConfig:
+    return _compile(_Index.of(snapshot), node)
+
+
+def _net(cidr: str) -> ipaddress.IPv4Network:
+    return ipaddress.IPv4Network(cidr)
+
+
+def _best_route(table: RouteTable, ip: str) -> Route | None:
+    addr = ipaddress.IPv4Address(ip)
+    matches = [r for r in table.routes if addr in _net(r.destination)]
+    return max(matches, key=lambda r: _net(r.destination).prefixlen, default=None)
+
+
+def mtu_for(fabric_mtu: int, vpc: Vpc) -> int:
+    """The overlay MTU VMs get by DHCP: the fabric MTU minus what the encapsulation adds."""
+    return fabric_mtu - overhead(Encap(vpc.encap), vpc.mode != "l3")
+
+
+class _NodeCompiler:
+    """Builds one node's config; next hops are collected by key as routes ask for them."""
+
+    def __init__(self, index: _Index, node: str) -> None:
+        self.x = index
+        self.node = node
+        alloc = index.allocation.get(node, NodeAllocation(node))
+        self.vrf_of_table = dict(alloc.vrfs)
+        self.vif_of = dict(alloc.vifs)
+        self.nexthops: dict[str, NextHopConfig] = {}
+        self.routes: list[RouteConfig] = []
+        self.mac_routes: list[MacRouteConfig] = []
+
+    def nh(self, nh: NextHopConfig) -> str:
+        self.nexthops.setdefault(nh.key, nh)
+        return nh.key
+
+    def to_interface(self, iface: Interface, l2: bool) -> tuple[str, int | None]:
+        """The next hop and label/VNI/VLAN that reach `iface` from this node."""
+        if iface.node == self.node and iface.id in self.vif_of:
+            vif = self.vif_of[iface.id]
+            return self.nh(NextHopConfig(f"encap:{vif}", "encap", vif=vif, dst_mac=iface.mac)), None
+        vpc = self.x.vpc_of(iface)
+        return self.to_instance(iface.node, vpc, self.x.tables[self.x.table_of(iface)], l2)
+
+    def to_instance(
+        self, node: str, vpc: Vpc, table: RouteTable, l2: bool
+    ) -> tuple[str, int | None]:
+        """A tunnel to `node`'s VRF of routing instance `table`, or the discard next hop."""
+        peer_ip = self.x.node_ip.get(node)
+        labels = self.x.labels(node, table.id)
+        if peer_ip is None or labels is None:
+            return self.nh(DISCARD), None
+        key = f"tunnel:{vpc.encap}:{peer_ip}"
+        tunnel = self.nh(NextHopConfig(key, "tunnel", encap=vpc.encap, dst_ip=peer_ip))
+        if vpc.encap == "vxlan":
+            return tunnel, table.vni
+        if vpc.encap == "vlan":
+            return tunnel, table.vlan
+        return tunnel, labels[1] if l2 else labels[0]
+
+    def vrf(self, table: RouteTable, vrf_id: int) -> VrfConfig:
+        x = self.x
+        vpc = x.vpcs[table.vpc]
+        labels = x.labels(self.node, table.id) or (0, 0)
+        fib: dict[str, RouteConfig] = {}  # by prefix: later entries override earlier ones
+        for route in table.routes:
+            if route.target in ("local", "blackhole") or route.target not in x.interfaces:
+                fib[route.destination] = RouteConfig(vrf_id, route.destination, self.nh(DISCARD))
+            else:
+                nh, label = self.to_interface(x.interfaces[route.target], l2=False)
+                fib[route.destination] = RouteConfig(vrf_id, route.destination, nh, label)
+        members = x.vpc_interfaces(vpc.id)
+        owners = {o.ip: o.interface for o in x.snapshot.address_owners if o.vpc == vpc.id}
+        hosts = [(i.ip, i) for i in members] + [
+            (ip, x.interfaces[owner]) for ip, owner in owners.items() if owner in x.interfaces
+        ]
+        for ip, iface in hosts:
+            best = _best_route(table, ip)
+            if best is not None and best.target == "local":
+                nh, label = self.to_interface(iface, l2=False)
+                fib[f"{ip}/32"] = RouteConfig(vrf_id, f"{ip}/32", nh, label, iface.mac)
+        receive = self.nh(RECEIVE)
+        gateways = [_net(s.cidr).network_address + 1 for s in x.subnets.values() if s.vpc == vpc.id]
+        for addr in [*gateways, _net(vpc.cidr).network_address + 2]:
+            fib[f"{addr}/32"] = RouteConfig(vrf_id, f"{addr}/32", receive, mac=GATEWAY_MAC)
+        self.routes.extend(fib.values())
+        if vpc.mode != "l3":
+            self.bridge_domain(table, vrf_id, vpc, members)
+        return VrfConfig(
+            vrf_id,
+            f"{vpc.tenant}/{vpc.name}/{table.name}",
+            vpc.mode,
+            vpc.encap,
+            table.vni,
+            table.vlan,
+            labels[0],
+            labels[1],
+        )
+
+    def bridge_domain(
+        self, table: RouteTable, vrf_id: int, vpc: Vpc, members: Iterable[Interface]
+    ) -> None:
+        """MAC routes for the VMs of this routing instance, flooding, and the gateway MAC."""
+        flood: list[tuple[str, int | None]] = []
+        for iface in sorted(members, key=lambda i: i.mac):
+            if self.x.table_of(iface) != table.id:
+                continue
+            nh, label = self.to_interface(iface, l2=True)
+            self.mac_routes.append(MacRouteConfig(vrf_id, iface.mac, nh, label))
+            if label is None:
+                flood.append((nh, None))
+        peers = sorted(
+            a.node
+            for a in self.x.allocation.values()
+            if a.node != self.node and table.id in dict(a.vrfs)
+        )
+        if vpc.encap == "vlan":
+            peers = peers[:1]  # one tagged copy: the underlay floods the VLAN to every node
+        remote = [self.to_instance(peer, vpc, table, l2=True) for peer in peers]
+        flood.extend(m for m in remote if m[0] != DISCARD.key)
+        composite = NextHopConfig(f"flood:{vrf_id}", "composite", members=tuple(flood))
+        self.mac_routes.append(MacRouteConfig(vrf_id, BROADCAST_MAC, self.nh(composite)))
+        self.mac_routes.append(MacRouteConfig(vrf_id, GATEWAY_MAC, self.nh(L2_RECEIVE)))
+
+    def port(self, iface: Interface) -> PortConfig:
+        x = self.x
+        vpc = x.vpc_of(iface)
+        subnet = _net(x.subnets[iface.subnet].cidr)
+        return PortConfig(
+            vif=self.vif_of[iface.id],
+            interface_id=iface.id,
+            instance_id=iface.instance,
+            name=x.instance_name.get(iface.instance, iface.instance),
+            netns=iface.netns,
+            ifname=iface.ifname,
+            vrf=self.vrf_of_table[x.table_of(iface)],
+            mac=iface.mac,
+            ip=iface.ip,
+            prefix_len=subnet.prefixlen,
+            gateway=str(subnet.network_address + 1),
+            dns=str(_net(vpc.cidr).network_address + 2),
+            domain=vpc.domain,
+            hostname=hostname(iface.ip),
+            mtu=mtu_for(x.snapshot.fabric_mtu, vpc),
+            source_check=iface.source_check,
+            allowed_ips=iface.allowed_addresses,
+            learn_ips=iface.allowed_addresses,
+        )
+
+    def dns(self, table: RouteTable, vrf_id: int) -> list[DnsRecord]:
+        x = self.x
+        vpc = x.vpcs[table.vpc]
+        records = []
+        for iface in x.vpc_interfaces(vpc.id):
+            for name in (hostname(iface.ip), iface.instance, x.instance_name.get(iface.instance)):
+                if name:
+                    records.append(DnsRecord(vrf_id, f"{name}.{vpc.domain}".lower(), iface.ip))
+        return sorted(records, key=lambda r: r.name)
+
+    def build(self) -> NodeConfig:
+        x = self.x
+        vrfs, dns = [], []
+        for table_id, vrf_id in sorted(self.vrf_of_table.items(), key=lambda kv: kv[1]):
+            table = x.tables.get(table_id)
+            if table is None or table.vpc not in x.vpcs:
+                continue
+            vrfs.append(self.vrf(table, vrf_id))
+            dns.extend(self.dns(table, vrf_id))
+        ports = [
+            self.port(x.interfaces[i])
+            for i in sorted(self.vif_of, key=lambda i: self.vif_of[i])
+            if i in x.interfaces
+            and x.interfaces[i].node == self.node
+            and x.table_of(x.interfaces[i]) in self.vrf_of_table
+        ]
+        nexthops = sorted(self.nexthops.values(), key=lambda n: (n.kind == "composite", n.key))
+        return NodeConfig(
+            node=self.node,
+            generation=x.snapshot.revision,
+            vrfs=tuple(vrfs),
+            nexthops=tuple(nexthops),
+            ports=tuple(ports),
+            routes=tuple(sorted(self.routes, key=_route_key)),
+            mac_routes=tuple(sorted(self.mac_routes, key=lambda r: (r.vrf, r.mac))),
+            dns=tuple(dns),
+        )
+
+
+def _compile(index: _Index, node: str) -> NodeConfig:
+    return _NodeCompiler(index, node).build()
+
+
+def hostname(ip: str) -> str:
+    """AWS's private DNS host name for an address: ip-10-0-1-5."""
+    return "ip-" + ip.replace(".", "-")
+
+
+def _route_key(r: RouteConfig) -> tuple[int, int, int]:
+    net = _net(r.prefix)
+    return r.vrf, int(net.network_address), net.prefixlen

@@ -1,0 +1,42 @@
+"""A NodeConfig as stable, line-per-object text: golden tests, `openvpc status`, diffs."""
+
+from openvpc.model.nodeconfig import NextHopConfig, NodeConfig
+
+
+def _label(label: int | None) -> str:
+    return "" if label is None else f" label {label}"
+
+
+def _nexthop(nh: NextHopConfig) -> str:
+    if nh.kind == "encap":
+        return f"nh {nh.key}: encap vif {nh.vif} mac {nh.dst_mac}"
+    if nh.kind == "tunnel":
+        return f"nh {nh.key}: tunnel {nh.encap} to {nh.dst_ip}"
+    if nh.kind == "composite":
+        members = ", ".join(f"{key}{_label(label)}" for key, label in nh.members)
+        return f"nh {nh.key}: {'ecmp' if nh.ecmp else 'replicate'} [{members}]"
+    return f"nh {nh.key}: {nh.kind}"
+
+
+def render(config: NodeConfig) -> str:
+    lines = [f"node {config.node} generation {config.generation}"]
+    for v in config.vrfs:
+        lines.append(
+            f"vrf {v.id} {v.name}: mode {v.mode} encap {v.encap} vni {v.vni} vlan {v.vlan}"
+            f" labels l3 {v.l3_label} l2 {v.l2_label} arp {v.arp_mode}"
+        )
+    lines.extend(_nexthop(nh) for nh in config.nexthops)
+    for p in config.ports:
+        lines.append(
+            f"vif {p.vif} {p.interface_id} {p.instance_id} {p.name} in {p.netns}/{p.ifname}:"
+            f" vrf {p.vrf} mac {p.mac} ip {p.ip}/{p.prefix_len} gateway {p.gateway}"
+            f" dns {p.dns} mtu {p.mtu} host {p.hostname}.{p.domain}"
+            f" source_check {p.source_check} allowed {list(p.allowed_ips)}"
+        )
+    for r in config.routes:
+        mac = "" if r.mac is None else f" mac {r.mac}"
+        lines.append(f"route vrf {r.vrf} {r.prefix} -> {r.nh}{_label(r.label)}{mac}")
+    for m in config.mac_routes:
+        lines.append(f"mac vrf {m.vrf} {m.mac} -> {m.nh}{_label(m.label)}")
+    lines.extend(f"dns vrf {d.vrf} {d.name} {d.ip}" for d in config.dns)
+    return "\n".join(lines) + "\n"

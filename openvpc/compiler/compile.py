@@ -102,7 +102,7 @@ def _net(cidr: str) -> ipaddress.IPv4Network:
     return ipaddress.IPv4Network(cidr)
 
 
-def _best_route(table: RouteTable, ip: str) -> Route | None:
+def best_route(table: RouteTable, ip: str) -> Route | None:
     addr = ipaddress.IPv4Address(ip)
     matches = [r for r in table.routes if addr in _net(r.destination)]
     return max(matches, key=lambda r: _net(r.destination).prefixlen, default=None)
@@ -171,7 +171,7 @@ class _NodeCompiler:
             (ip, x.interfaces[owner]) for ip, owner in owners.items() if owner in x.interfaces
         ]
         for ip, iface in hosts:
-            best = _best_route(table, ip)
+            best = best_route(table, ip)
             if best is not None and best.target == "local":
                 nh, label = self.to_interface(iface, l2=False)
                 fib[f"{ip}/32"] = RouteConfig(vrf_id, f"{ip}/32", nh, label, iface.mac)

@@ -1,0 +1,1 @@
+"""The agent: reconciles NodeConfig into its vRouter and runs the proxies."""

@@ -1,0 +1,185 @@
+"""The service facade: one store transaction per call, allocations brought up to date before
+it commits, and tenant-scoped reads."""
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+from openvpc.model.resources import (
+    AddressOwner,
+    Association,
+    ComputeNode,
+    Instance,
+    Interface,
+    NodeAllocation,
+    Route,
+    RouteTable,
+    Snapshot,
+    Subnet,
+    Tenant,
+    Vpc,
+)
+from openvpc.service import admin, allocation, compute, network, routing
+from openvpc.service.repo import Repo
+from openvpc.store import Store
+
+T = TypeVar("T")
+
+
+class Service:
+    """AWS semantics over a Store. Calls taking `tenant` only ever see that tenant's
+    resources; an id of another tenant's resource is reported as not found."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    @contextmanager
+    def _write(self) -> Iterator[Repo]:
+        with self.store.transaction() as tx:
+            repo = Repo(tx)
+            yield repo
+            allocation.reconcile(repo)
+
+    @contextmanager
+    def _read(self) -> Iterator[Repo]:
+        with self.store.transaction(readonly=True) as tx:
+            yield Repo(tx)
+
+    # -- operator -----------------------------------------------------------------------
+    def register_node(self, name: str, fabric_ip: str) -> ComputeNode:
+        with self._write() as repo:
+            return admin.register_node(repo, name, fabric_ip)
+
+    def set_fabric_mtu(self, mtu: int) -> None:
+        with self._write() as repo:
+            admin.set_fabric_mtu(repo, mtu)
+
+    def create_tenant(self, name: str) -> Tenant:
+        with self._write() as repo:
+            return admin.create_tenant(repo, name)
+
+    # -- VPCs and subnets ---------------------------------------------------------------
+    def create_vpc(
+        self, tenant: str, name: str, cidr: str, mode: str = "l3", encap: str = "vxlan"
+    ) -> Vpc:
+        with self._write() as repo:
+            return network.create_vpc(repo, tenant, name, cidr, mode, encap)
+
+    def delete_vpc(self, tenant: str, vpc_id: str) -> None:
+        with self._write() as repo:
+            network.delete_vpc(repo, tenant, vpc_id)
+
+    def create_subnet(self, tenant: str, vpc_id: str, name: str, cidr: str) -> Subnet:
+        with self._write() as repo:
+            return network.create_subnet(repo, tenant, vpc_id, name, cidr)
+
+    def delete_subnet(self, tenant: str, subnet_id: str) -> None:
+        with self._write() as repo:
+            network.delete_subnet(repo, tenant, subnet_id)
+
+    # -- route tables -------------------------------------------------------------------
+    def create_route_table(self, tenant: str, vpc_id: str, name: str) -> RouteTable:
+        with self._write() as repo:
+            return routing.create_route_table(repo, tenant, vpc_id, name)
+
+    def delete_route_table(self, tenant: str, rtb_id: str) -> None:
+        with self._write() as repo:
+            routing.delete_route_table(repo, tenant, rtb_id)
+
+    def create_route(self, tenant: str, rtb_id: str, destination: str, target: str) -> Route:
+        with self._write() as repo:
+            return routing.create_route(repo, tenant, rtb_id, destination, target)
+
+    def replace_route(self, tenant: str, rtb_id: str, destination: str, target: str) -> Route:
+        with self._write() as repo:
+            return routing.replace_route(repo, tenant, rtb_id, destination, target)
+
+    def delete_route(self, tenant: str, rtb_id: str, destination: str) -> None:
+        with self._write() as repo:
+            routing.delete_route(repo, tenant, rtb_id, destination)
+
+    def associate_route_table(self, tenant: str, rtb_id: str, subnet_id: str) -> Association:
+        with self._write() as repo:
+            return routing.associate_route_table(repo, tenant, rtb_id, subnet_id)
+
+    def disassociate_route_table(self, tenant: str, subnet_id: str) -> None:
+        with self._write() as repo:
+            routing.disassociate_route_table(repo, tenant, subnet_id)
+
+    # -- instances ----------------------------------------------------------------------
+    def run_instance(
+        self,
+        tenant: str,
+        subnet_id: str,
+        name: str,
+        node: str,
+        netns: str,
+        ip: str | None = None,
+        allowed_addresses: Iterable[str] = (),
+        ifname: str = "eth0",
+    ) -> tuple[Instance, Interface]:
+        with self._write() as repo:
+            return compute.run_instance(
+                repo, tenant, subnet_id, name, node, netns, ip, allowed_addresses, ifname
+            )
+
+    def terminate_instance(self, tenant: str, instance_id: str) -> None:
+        with self._write() as repo:
+            compute.terminate_instance(repo, tenant, instance_id)
+
+    def learn_address(self, node: str, interface_id: str, ip: str) -> bool:
+        """An agent reports a gratuitous ARP; True when `ip` now belongs to the interface."""
+        with self._write() as repo:
+            return compute.learn_address(repo, node, interface_id, ip)
+
+    # -- reads --------------------------------------------------------------------------
+    def revision(self) -> int:
+        return self.store.revision()
+
+    def snapshot(self) -> Snapshot:
+        """Everything at one revision, each kind sorted by id: the compiler's input."""
+        with self._read() as repo:
+            return Snapshot(
+                revision=repo.tx.revision,
+                fabric_mtu=admin.fabric_mtu(repo),
+                nodes=tuple(repo.all(ComputeNode)),
+                tenants=tuple(repo.all(Tenant)),
+                vpcs=tuple(repo.all(Vpc)),
+                subnets=tuple(repo.all(Subnet)),
+                route_tables=tuple(repo.all(RouteTable)),
+                associations=tuple(repo.all(Association)),
+                instances=tuple(repo.all(Instance)),
+                interfaces=tuple(repo.all(Interface)),
+                address_owners=tuple(repo.all(AddressOwner)),
+                allocations=tuple(repo.all(NodeAllocation)),
+            )
+
+    def _owned_all(self, cls: type[T], tenant: str) -> tuple[T, ...]:
+        with self._read() as repo:
+            repo.tenant(tenant)
+            return tuple(x for x in repo.all(cls) if getattr(x, "tenant", None) == tenant)
+
+    def describe_vpcs(self, tenant: str) -> tuple[Vpc, ...]:
+        return self._owned_all(Vpc, tenant)
+
+    def describe_subnets(self, tenant: str) -> tuple[Subnet, ...]:
+        return self._owned_all(Subnet, tenant)
+
+    def describe_route_tables(self, tenant: str) -> tuple[RouteTable, ...]:
+        return self._owned_all(RouteTable, tenant)
+
+    def describe_associations(self, tenant: str) -> tuple[Association, ...]:
+        return self._owned_all(Association, tenant)
+
+    def describe_instances(self, tenant: str) -> tuple[Instance, ...]:
+        return self._owned_all(Instance, tenant)
+
+    def describe_interfaces(self, tenant: str) -> tuple[Interface, ...]:
+        return self._owned_all(Interface, tenant)
+
+    def describe_address_owners(self, tenant: str) -> tuple[AddressOwner, ...]:
+        return self._owned_all(AddressOwner, tenant)
+
+    def describe_nodes(self) -> tuple[ComputeNode, ...]:
+        with self._read() as repo:
+            return tuple(repo.all(ComputeNode))

@@ -184,7 +184,7 @@ def test_learn_address_moves_an_allowed_address(svc: Service) -> None:
 
 
 # -- IPAM -------------------------------------------------------------------------------
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(
     st.integers(min_value=16, max_value=28),
     st.integers(min_value=0, max_value=(1 << 32) - 1),

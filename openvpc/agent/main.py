@@ -1,0 +1,102 @@
+"""The agent process: four threads around the pure parts.
+
+southbound (follow the controller, reconnect forever), vrouter (the control channel and
+reconcile), punts (answer what the vRouter sends up), reporter (acks and learned addresses).
+While the controller is unreachable nothing is flushed: forwarding goes on with the last state.
+"""
+
+import logging
+import os
+import threading
+
+from pyroute2 import netns as pyroute2_netns
+
+from openvpc.agent.desired import Desired
+from openvpc.agent.punt_worker import PuntWorker
+from openvpc.agent.reporter import Reporter
+from openvpc.agent.vrouter_link import VrouterLink
+from openvpc.model.nodeconfig import NodeConfig
+from openvpc.process import setup_logging, stop_on_signals
+from openvpc.southbound.client import Follower, SouthboundClient
+
+log = logging.getLogger("openvpc.agent")
+
+JOIN = 3.0  # seconds each thread gets to finish on stop
+
+
+class Agent:
+    def __init__(self, node: str, controller: str, vrouter: str) -> None:
+        self.node = node
+        self.stop = threading.Event()
+        self.desired = Desired()
+        self.client = SouthboundClient(controller)
+        self.reporter = Reporter(self.client, node, self.stop)
+        self.punts = PuntWorker(self.desired, self.reporter, self.stop)
+        self.link = VrouterLink(
+            node, vrouter, self.desired, self.reporter, self.punts.offer, self.stop
+        )
+        self.punts.link = self.link
+        self.follower = Follower(self.client, node, self._on_config)
+        self._threads = [
+            threading.Thread(target=self.follower.run, name="southbound", daemon=True),
+            threading.Thread(target=self.link.run, name="vrouter", daemon=True),
+            threading.Thread(target=self.punts.run, name="punts", daemon=True),
+            threading.Thread(target=self.reporter.run, name="reporter", daemon=True),
+        ]
+
+    def _on_config(self, config: NodeConfig) -> None:
+        if config.node != self.node:
+            log.error("controller sent the config of %s to %s: ignored", config.node, self.node)
+            return
+        log.info("config generation %d from the controller", config.generation)
+        self.desired.offer(config)
+
+    def start(self) -> None:
+        for t in self._threads:
+            t.start()
+
+    def shutdown(self) -> None:
+        """Stop every thread; the vRouter keeps its state (it forwards without us)."""
+        self.stop.set()
+        self.follower.stop()
+        self.link.close()
+        self.reporter.wake()
+        for t in self._threads:
+            t.join(JOIN)
+            if t.is_alive():
+                log.warning("thread %s did not stop in %.0f s", t.name, JOIN)
+        self.client.close()
+        log.info(
+            "punts handled: %s",
+            ", ".join(f"{k} {v}" for k, v in sorted(self.punts.snapshot().items())) or "none",
+        )
+
+
+def enter_netns(name: str) -> None:
+    """Move this process (before it starts threads) into network namespace `name`."""
+    if not os.path.exists(os.path.join("/var/run/netns", name)):
+        raise OSError(f"network namespace {name!r} does not exist")
+    pyroute2_netns.setns(name, flags=0)
+
+
+def run_agent(
+    node: str, controller: str, vrouter: str, netns: str | None = None, verbose: bool = False
+) -> int:
+    """The `openvpc agent` command: 0 after SIGTERM/SIGINT, 1 when it cannot start."""
+    setup_logging(verbose)
+    try:
+        if netns is not None:
+            enter_netns(netns)
+        agent = Agent(node, controller, vrouter)
+    except (OSError, ValueError) as e:
+        log.error("agent: %s", e)
+        return 1
+    stop = threading.Event()
+    stop_on_signals(stop)
+    agent.start()
+    log.info("agent for %s: controller %s, vrouter %s", node, controller, vrouter)
+    while not stop.wait(0.5):
+        pass
+    agent.shutdown()
+    log.info("agent stopped")
+    return 0

@@ -1,0 +1,1 @@
+"""The controller process: store + service + compiler behind the southbound gRPC server."""

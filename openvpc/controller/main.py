@@ -1,0 +1,89 @@
+"""The controller's loop: every store revision is compiled for all nodes and published.
+
+Agents keep their state while the controller is away and resync when it is back, so stopping
+or restarting it never touches forwarding.
+"""
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable
+
+from openvpc.compiler.compile import compile_all
+from openvpc.model.nodeconfig import NodeConfig
+from openvpc.model.resources import Snapshot
+from openvpc.process import setup_logging, stop_on_signals
+from openvpc.service import Service
+from openvpc.southbound import wire
+from openvpc.southbound.server import SouthboundServer
+from openvpc.store import Store, StoreError
+
+log = logging.getLogger("openvpc.controller")
+
+WAIT = 0.5  # how long one wait for a store change lasts before the stop flag is checked
+Compile = Callable[[Snapshot], dict[str, NodeConfig]]
+
+
+class Controller:
+    """Owns the store, the service and the southbound server of one controller process."""
+
+    def __init__(self, db: str, listen: str, compile_fn: Compile = compile_all) -> None:
+        self.store = Store(db)
+        self.service = Service(self.store)
+        self.compile = compile_fn
+        self.server = SouthboundServer(listen, self.service.learn_address)
+        self.published: int | None = None  # the revision last compiled and handed out
+        self.serving = threading.Event()  # set once listening with the first revision published
+
+    def sync(self) -> int:
+        """Compile the current revision and publish it; returns that revision.
+
+        A compiler failure is logged and the last good configs stay published.
+        """
+        snapshot = self.service.snapshot()
+        try:
+            configs = self.compile(snapshot)
+        except Exception:  # a bug in the compiler must not take the southbound down
+            log.exception("revision %d does not compile; keeping the last one", snapshot.revision)
+            return snapshot.revision
+        self.server.publish(snapshot.revision, configs)
+        self.published = snapshot.revision
+        return snapshot.revision
+
+    def run(self, stop: threading.Event) -> None:
+        """Serve until `stop` is set, then stop the server (its socket file goes too)."""
+        self.server.start()
+        try:
+            revision = self.sync()
+            self.serving.set()
+            while not stop.is_set():
+                current = self.store.wait_for_change(revision, WAIT)
+                if current != revision:
+                    revision = self.sync()
+        finally:
+            self.server.stop()
+            self.store.close()
+            log.info("controller stopped")
+
+
+def run_controller(db: str, listen: str, verbose: bool = False) -> int:
+    """The `openvpc controller` command: 0 after SIGTERM/SIGINT, 1 when it cannot start."""
+    setup_logging(verbose)
+    stop = threading.Event()
+    stop_on_signals(stop)
+    try:
+        wire.grpc_target(listen)
+    except ValueError as e:
+        log.error("controller: %s", e)
+        return 1
+    try:
+        controller = Controller(db, listen)
+    except (StoreError, OSError, sqlite3.Error) as e:
+        log.error("controller: store %s: %s", db, e)
+        return 1
+    try:
+        controller.run(stop)
+    except OSError as e:  # the listen address is taken or unusable
+        log.error("controller: %s", e)
+        return 1
+    return 0

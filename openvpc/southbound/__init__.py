@@ -1,0 +1,1 @@
+"""The southbound: controller <-> agent gRPC stream of NodeConfigs, acks and learned addresses."""

@@ -1,0 +1,174 @@
+"""The agent's end of the southbound: calls, and a subscription that reconnects forever.
+
+While the controller is unreachable the follower only retries (bounded backoff); it never tells
+the agent to change anything, so forwarding goes on with the last state (headless).
+"""
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from openvpc.model.codec import from_dict
+from openvpc.model.nodeconfig import NodeConfig
+from openvpc.southbound import wire
+from openvpc.southbound.backoff import Backoff
+
+log = logging.getLogger("openvpc.southbound")
+
+CHANNEL_OPTIONS = [
+    # grpc's own reconnect backoff defaults to minutes; keep it as short as ours
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2_000),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+
+
+class SouthboundError(Exception):
+    """The controller could not be reached, or refused the call."""
+
+
+class Subscription:
+    """An open Subscribe stream: iterate for NodeConfigs; `cancel` from any thread ends it."""
+
+    def __init__(self, call: Any) -> None:
+        self._call = call
+
+    def __iter__(self) -> Iterator[NodeConfig]:
+        """Raises SouthboundError when the stream breaks; skips (and logs) malformed configs."""
+        try:
+            for body in self._call:
+                config = parse_config(body)
+                if config is not None:
+                    yield config
+        except grpc.RpcError as e:
+            raise SouthboundError(_describe(e)) from e
+
+    def cancel(self) -> None:
+        self._call.cancel()
+
+
+def parse_config(body: wire.Body) -> NodeConfig | None:
+    if isinstance(body, wire.BadBody) or "config" not in body:
+        log.warning("southbound message without a config ignored")
+        return None
+    try:
+        return from_dict(NodeConfig, body["config"])
+    except (ValueError, TypeError) as e:
+        log.warning("malformed config ignored: %s", e)
+        return None
+
+
+class SouthboundClient:
+    def __init__(self, target: str, timeout: float = 5.0) -> None:
+        self.target = target
+        self.timeout = timeout
+        self._channel = grpc.insecure_channel(wire.grpc_target(target), options=CHANNEL_OPTIONS)
+        self._subscribe = self._channel.unary_stream(
+            wire.method_path(wire.SUBSCRIBE),
+            request_serializer=wire.encode,
+            response_deserializer=wire.decode,
+        )
+        self._unary = {
+            m: self._channel.unary_unary(
+                wire.method_path(m),
+                request_serializer=wire.encode,
+                response_deserializer=wire.decode,
+            )
+            for m in (wire.ACK, wire.LEARN, wire.STATUS)
+        }
+
+    def subscribe(self, node: str) -> Subscription:
+        return Subscription(self._subscribe({"node": node}))
+
+    def ack(self, node: str, generation: int) -> None:
+        self._call(wire.ACK, {"node": node, "generation": generation})
+
+    def learn(self, node: str, interface_id: str, ip: str) -> tuple[bool, str | None]:
+        """Ask the controller to move `ip` to `interface_id`: (accepted, why not)."""
+        reply = self._call(wire.LEARN, {"node": node, "interface_id": interface_id, "ip": ip})
+        error = reply.get("error")
+        return bool(reply.get("ok")), str(error) if error is not None else None
+
+    def status(self) -> dict[str, Any]:
+        return self._call(wire.STATUS, {})
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _call(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            reply: wire.Body = self._unary[method](body, timeout=self.timeout)
+        except grpc.RpcError as e:
+            raise SouthboundError(f"{method}: {_describe(e)}") from e
+        if isinstance(reply, wire.BadBody):
+            raise SouthboundError(f"{method}: bad reply: {reply.why}")
+        return reply
+
+
+class Follower:
+    """Keeps `node`'s subscription open until stopped, handing every config to `on_config`.
+
+    `on_config` runs on the follower's thread; the stream is read again only after it returns.
+    """
+
+    def __init__(
+        self,
+        client: SouthboundClient,
+        node: str,
+        on_config: Callable[[NodeConfig], None],
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.client = client
+        self.node = node
+        self.on_config = on_config
+        self.backoff = backoff or Backoff()
+        self.connected = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._current: Subscription | None = None
+
+    def run(self) -> None:
+        warned = False  # one warning per outage, not one per retry
+        while not self._stop.is_set():
+            with self._lock:
+                if self._stop.is_set():
+                    break
+                sub = self._current = self.client.subscribe(self.node)
+            try:
+                for config in sub:
+                    if not self.connected.is_set():
+                        log.info("controller %s: subscribed as %s", self.client.target, self.node)
+                        self.connected.set()
+                        warned = False
+                    self.backoff.reset()
+                    self.on_config(config)
+                if not self._stop.is_set():
+                    raise SouthboundError("the stream ended")
+            except SouthboundError as e:
+                if not self._stop.is_set():
+                    level = logging.DEBUG if warned else logging.WARNING
+                    log.log(level, "controller %s: %s; retrying", self.client.target, e)
+                    warned = True
+            finally:
+                self.connected.clear()
+                with self._lock:
+                    self._current = None
+            self._stop.wait(self.backoff.delay())
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stop.set()
+            if self._current is not None:
+                self._current.cancel()
+
+
+def _describe(e: grpc.RpcError) -> str:
+    code = e.code() if isinstance(e, grpc.Call) else None
+    details = e.details() if isinstance(e, grpc.Call) else None
+    return f"{code.name if code else 'error'}: {details or e}"

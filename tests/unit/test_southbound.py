@@ -1,0 +1,349 @@
+"""The southbound over real gRPC on a unix socket, fed by a real store, service and compiler."""
+
+import os
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import grpc
+import pytest
+
+from openvpc.compiler.compile import compile_all
+from openvpc.controller.main import Controller
+from openvpc.model.nodeconfig import DnsRecord, NodeConfig
+from openvpc.service import Service
+from openvpc.southbound import wire
+from openvpc.southbound.backoff import Backoff
+from openvpc.southbound.client import Follower, SouthboundClient, SouthboundError
+from openvpc.southbound.hub import ConfigHub
+from openvpc.southbound.server import SouthboundServer
+from openvpc.store import Store
+
+WAIT = 5.0
+
+
+@dataclass
+class World:
+    db: Path
+    listen: str
+    sock: Path
+    service: Service
+    web: str  # subnet id of red's web subnet
+    vm1_eni: str
+    vm2_eni: str
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    store = Store(tmp_path / "ov.db")
+    service = Service(store)
+    service.register_node("node1", "192.168.0.10")
+    service.register_node("node2", "192.168.0.11")
+    for tenant in ("red", "blue"):
+        service.create_tenant(tenant)
+    vpc = service.create_vpc("red", "prod", "10.0.0.0/16")
+    web = service.create_subnet("red", vpc.id, "web", "10.0.1.0/24")
+    _, eni1 = service.run_instance(
+        "red", web.id, "vm1", "node1", "ov-t-vm1", allowed_addresses=["10.0.1.100"]
+    )
+    _, eni2 = service.run_instance(
+        "red", web.id, "vm2", "node1", "ov-t-vm2", allowed_addresses=["10.0.1.100"]
+    )
+    sock = tmp_path / "sb.sock"
+    try:
+        yield World(tmp_path / "ov.db", f"unix:{sock}", sock, service, web.id, eni1.id, eni2.id)
+    finally:
+        store.close()
+
+
+class RunningController:
+    """A Controller on its own thread, stopped (and its thread joined) by `stop`."""
+
+    def __init__(self, world: World) -> None:
+        self.controller = Controller(str(world.db), world.listen)
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self.controller.run, args=(self.stop_event,))
+        self.thread.start()
+        assert self.controller.serving.wait(WAIT)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(WAIT)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture
+def controller(world: World) -> Iterator[RunningController]:
+    running = RunningController(world)
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+class Subscriber:
+    """A Follower on its own thread; every config it receives lands in `configs`."""
+
+    def __init__(self, target: str, node: str) -> None:
+        self.client = SouthboundClient(target)
+        self.configs: queue.Queue[NodeConfig] = queue.Queue()
+        self.follower = Follower(self.client, node, self.configs.put, Backoff(0.05, 0.2))
+        self.thread = threading.Thread(target=self.follower.run)
+        self.thread.start()
+
+    def next(self, timeout: float = WAIT) -> NodeConfig:
+        return self.configs.get(timeout=timeout)
+
+    def close(self) -> None:
+        self.follower.stop()
+        self.thread.join(WAIT)
+        self.client.close()
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture
+def subscribe(world: World) -> Iterator[type[Subscriber]]:
+    made: list[Subscriber] = []
+
+    class Tracked(Subscriber):
+        def __init__(self, target: str, node: str) -> None:
+            super().__init__(target, node)
+            made.append(self)
+
+    try:
+        yield Tracked
+    finally:
+        for s in made:
+            s.close()
+
+
+def status_of(client: SouthboundClient, node: str) -> dict[str, object]:
+    return next(n for n in client.status()["nodes"] if n["node"] == node)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.02)
+
+
+# -- pure parts ----------------------------------------------------------------------------
+
+
+def test_targets() -> None:
+    assert wire.grpc_target("unix:/run/ov/sb.sock") == "unix:/run/ov/sb.sock"
+    assert wire.grpc_target("tcp:127.0.0.1:7000") == "127.0.0.1:7000"
+    assert wire.grpc_target("tcp:::1:7000") == "[::1]:7000"
+    assert wire.unix_path("unix:/run/sb.sock") == "/run/sb.sock"
+    assert wire.unix_path("unix:///run/sb.sock") == "/run/sb.sock"
+    assert wire.unix_path("tcp:h:1") is None
+    for bad in ("", "unix:", "tcp:host", "tcp:host:port", "tcp::80", "http://x", "tcp:h:99999"):
+        with pytest.raises(ValueError, match="unix:/PATH or tcp:HOST:PORT"):
+            wire.grpc_target(bad)
+
+
+def test_backoff_is_bounded_and_resets() -> None:
+    b = Backoff(0.1, 1.0)
+    assert [b.delay() for _ in range(6)] == [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    b.reset()
+    assert b.delay() == 0.1
+    with pytest.raises(ValueError):
+        Backoff(0, 1)
+
+
+def test_hub_reports_only_nodes_whose_config_changed() -> None:
+    hub = ConfigHub()
+    a = NodeConfig("a", 1)
+    b = NodeConfig("b", 1, dns=(DnsRecord(1, "vm9.internal", "10.0.0.9"),))
+    assert hub.publish(1, {"a": a, "b": b}) == ["a", "b"]
+    # a new generation alone is not a change
+    assert hub.publish(2, {"a": replace(a, generation=2), "b": replace(b, generation=2)}) == []
+    with_dns = replace(a, generation=3, dns=(DnsRecord(1, "vm1.internal", "10.0.0.5"),))
+    assert hub.publish(3, {"a": with_dns, "b": b}) == ["a"]
+    # a node the compiler no longer lists gets an empty config at that revision
+    assert hub.publish(4, {"a": with_dns}) == ["b"]
+    assert hub.publish(5, {"a": with_dns}) == []
+    got = hub.next_config("b", 0, 0.1)
+    assert got is not None and got[1] == NodeConfig("b", 4)
+    assert hub.next_config("b", got[0], 0.05) is None  # nothing newer: times out
+    # a node nobody compiled is told it hosts nothing
+    unknown = hub.next_config("c", 0, 0.1)
+    assert unknown is not None and unknown[1] == NodeConfig("c", 5)
+
+
+# -- the real thing ----------------------------------------------------------------------
+
+
+def test_subscribe_gets_the_compiled_config_at_once(
+    world: World, controller: RunningController, subscribe: type[Subscriber]
+) -> None:
+    sub = subscribe(world.listen, "node1")
+    first = sub.next()
+    expected = compile_all(world.service.snapshot())["node1"]
+    assert first == expected
+    assert first.generation == world.service.revision()
+    assert len(first.ports) == 2
+    other = subscribe(world.listen, "node2").next()
+    assert other.ports == () and other.node == "node2"
+
+
+def test_a_change_reaches_only_the_nodes_it_affects(
+    world: World, controller: RunningController, subscribe: type[Subscriber]
+) -> None:
+    sub1 = subscribe(world.listen, "node1")
+    sub2 = subscribe(world.listen, "node2")
+    before1, before2 = sub1.next(), sub2.next()
+    # blue's VM on node2 changes nothing on node1
+    blue = world.service.create_vpc("blue", "dev", "10.0.0.0/16")
+    blue_web = world.service.create_subnet("blue", blue.id, "web", "10.0.1.0/24")
+    world.service.run_instance("blue", blue_web.id, "b1", "node2", "ov-t-b1")
+    after2 = sub2.next()
+    revision = world.service.revision()
+    assert after2.generation == revision > before2.generation
+    assert [p.name for p in after2.ports] == ["b1"]
+    assert after2 == compile_all(world.service.snapshot())["node2"]
+    client = SouthboundClient(world.listen)
+    try:
+        assert client.status()["revision"] == revision
+        assert status_of(client, "node1")["generation_sent"] == before1.generation
+    finally:
+        client.close()
+    with pytest.raises(queue.Empty):
+        sub1.next(timeout=0.3)
+    # a VM on node2 in red's network gives node1 a route to it
+    world.service.run_instance("red", world.web, "vm3", "node2", "ov-t-vm3")
+    after1 = sub1.next()
+    assert len(after1.routes) > len(before1.routes)
+    assert sub2.next().generation == after1.generation
+
+
+def test_acks_and_connections_show_in_status(
+    world: World, controller: RunningController, subscribe: type[Subscriber]
+) -> None:
+    client = SouthboundClient(world.listen)
+    try:
+        sub = subscribe(world.listen, "node1")
+        config = sub.next()
+        wait_until(lambda: status_of(client, "node1")["connected"] is True)
+        node1 = status_of(client, "node1")
+        assert node1["generation_acked"] is None
+        assert node1["generation_sent"] == node1["generation"] == config.generation
+        client.ack("node1", config.generation)
+        assert status_of(client, "node1")["generation_acked"] == config.generation
+        assert status_of(client, "node2")["connected"] is False
+        sub.close()
+        wait_until(lambda: status_of(client, "node1")["connected"] is False)
+    finally:
+        client.close()
+
+
+def test_learn_moves_an_allowed_address_and_refuses_others(
+    world: World, controller: RunningController, subscribe: type[Subscriber]
+) -> None:
+    sub = subscribe(world.listen, "node1")
+    sub.next()
+    client = SouthboundClient(world.listen)
+    try:
+        assert client.learn("node1", world.vm2_eni, "10.0.1.100") == (True, None)
+        moved = sub.next()
+        vip = [r for r in moved.routes if r.prefix == "10.0.1.100/32"]
+        vm2_vif = next(p.vif for p in moved.ports if p.interface_id == world.vm2_eni)
+        nh = next(n for n in moved.nexthops if n.key == vip[0].nh)
+        assert nh.vif == vm2_vif
+        assert client.learn("node1", world.vm2_eni, "10.0.1.101") == (False, None)
+        assert client.learn("node2", world.vm1_eni, "10.0.1.100") == (False, None)
+        with pytest.raises(SouthboundError, match="INVALID_ARGUMENT"):
+            client.learn("node1", world.vm1_eni, 5)  # type: ignore[arg-type]
+    finally:
+        client.close()
+
+
+def test_malformed_requests_are_refused(world: World, controller: RunningController) -> None:
+    channel = grpc.insecure_channel(world.listen)
+    try:
+        raw = channel.unary_unary(wire.method_path(wire.ACK), None, None)
+        with pytest.raises(grpc.RpcError) as e:
+            raw(b"\xff not json", timeout=WAIT)
+        assert e.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        stream = channel.unary_stream(wire.method_path(wire.SUBSCRIBE), None, None)
+        with pytest.raises(grpc.RpcError) as e:
+            list(stream(b'{"node": 3}', timeout=WAIT))
+        assert e.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        channel.close()
+    # the server is still there
+    client = SouthboundClient(world.listen)
+    try:
+        assert client.status()["revision"] == world.service.revision()
+    finally:
+        client.close()
+
+
+def test_a_restarted_controller_is_resubscribed(world: World, subscribe: type[Subscriber]) -> None:
+    first = RunningController(world)
+    try:
+        sub = subscribe(world.listen, "node1")
+        config = sub.next()
+    finally:
+        first.stop()
+    assert not world.sock.exists()  # a graceful stop removes its socket
+    wait_until(lambda: not sub.follower.connected.is_set())
+    # a change while the controller is away is picked up on resubscribe
+    world.service.run_instance("red", world.web, "vm4", "node1", "ov-t-vm4")
+    second = RunningController(world)
+    try:
+        again = sub.next()
+        assert len(again.ports) == len(config.ports) + 1
+        assert again == compile_all(world.service.snapshot())["node1"]
+        assert sub.follower.connected.is_set()
+    finally:
+        second.stop()
+
+
+def test_tcp_listen_on_an_ephemeral_port() -> None:
+    server = SouthboundServer("tcp:127.0.0.1:0", lambda node, eni, ip: False)
+    server.start()
+    try:
+        assert server.port
+        server.publish(3, {"n1": NodeConfig("n1", 3)})
+        client = SouthboundClient(f"tcp:127.0.0.1:{server.port}")
+        try:
+            assert next(iter(client.subscribe("n1"))) == NodeConfig("n1", 3)
+            assert client.learn("n1", "eni-1", "10.0.0.9") == (False, None)
+        finally:
+            client.close()
+    finally:
+        server.stop()
+
+
+def test_a_stale_socket_file_is_replaced_but_a_live_server_is_not(world: World) -> None:
+    leftover = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    leftover.bind(str(world.sock))
+    leftover.close()  # a crashed server leaves the file behind
+    running = RunningController(world)
+    try:
+        client = SouthboundClient(world.listen)
+        try:
+            wait_until(lambda: _answers(client))
+        finally:
+            client.close()
+        second = Controller(str(world.db), world.listen)
+        with pytest.raises(OSError, match="another server"):
+            second.run(threading.Event())  # refuses, and leaves the live server's socket alone
+        assert os.path.exists(world.sock)
+    finally:
+        running.stop()
+
+
+def _answers(client: SouthboundClient) -> bool:
+    try:
+        client.status()
+    except SouthboundError:
+        return False
+    return True

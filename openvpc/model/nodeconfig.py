@@ -11,9 +11,7 @@ from typing import Literal
 
 Mode = Literal["l3", "l2", "l2_l3"]
 EncapName = Literal["vxlan", "mplsoudp", "mplsogre", "vlan"]
-NextHopKind = Literal[
-    "encap", "tunnel", "receive", "l2receive", "discard", "resolve", "composite"
-]
+NextHopKind = Literal["encap", "tunnel", "receive", "l2receive", "discard", "resolve", "composite"]
 
 
 @dataclass(frozen=True, slots=True)

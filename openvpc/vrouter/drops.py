@@ -36,6 +36,9 @@ class Drop(StrEnum):
     FRAG_NEEDED = "fragmentation_needed"
     FRAGMENT_FAILED = "fragmentation_failed"
     AGENT_ABSENT = "no_agent_vif"
+    AGENT_DISCONNECTED = "agent_disconnected"  # punted while no agent is on the channel
+    AGENT_BACKLOG = "agent_backlog"  # the agent reads too slowly: its send buffer is full
+    TX_FAILED = "tx_failed"  # a port's send or write failed (buffer full, MTU, port gone)
     FROM_AGENT_INVALID = "agent_frame_invalid"
     INVALID_VRF = "invalid_vrf"
     OUTER_FRAGMENT = "outer_fragment"

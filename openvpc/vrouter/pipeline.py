@@ -16,6 +16,7 @@ from openvpc.packet.ethernet import (
     ETH_P_ARP,
     ETH_P_IP,
     ETH_P_MPLS,
+    ZERO_MAC,
     Ethernet,
     is_multicast,
     parse_ethernet,
@@ -26,6 +27,7 @@ from openvpc.packet.ipv4 import (
     PROTO_TCP,
     PROTO_UDP,
     IPv4,
+    build_ipv4,
     fragment,
     ip_to_str,
     parse_ipv4,
@@ -102,12 +104,47 @@ def _forward(
     except Malformed as e:
         run.drop(e.reason)
         return []
+    return _count_out(tables, run)
+
+
+def process_overlay(
+    tables: Tables, kind: str, data: bytes, now: float, recorder: Recorder | None = None
+) -> list[Emit]:
+    """A tunnel payload a socket received without outer headers, counted on the fabric vif:
+    kind "vxlan" starts at the VXLAN header, "mpls" at the MPLS label (MPLSoUDP or GRE)."""
+    vif = tables.vifs[tables.fabric.vif]
+    vif.stats.rx_packets += 1
+    vif.stats.rx_bytes += len(data)
+    run = _Pass(tables, vif, data, now, recorder)
+    run.overlay = kind
+    try:
+        if kind == "vxlan":
+            run.vxlan_in(data)
+        elif kind == "mpls":
+            run.mpls_in(data)
+        else:
+            raise ValueError(f"unknown overlay kind {kind!r}")
+    except Malformed as e:
+        run.drop(e.reason)
+        return []
+    return _count_out(tables, run)
+
+
+def _count_out(tables: Tables, run: "_Pass") -> list[Emit]:
     for out_vif, data in run.out:
         out = tables.vifs.get(out_vif)
         if out is not None:
             out.stats.tx_packets += 1
             out.stats.tx_bytes += len(data)
     return run.out
+
+
+def _outer_frame(tables: Tables, kind: str, data: bytes) -> bytes:
+    """A fabric frame around an overlay payload, so that a held packet can run again."""
+    port = UDP_PORT_VXLAN if kind == "vxlan" else UDP_PORT_MPLS
+    udp = _PORTS.pack(0, port) + (8 + len(data)).to_bytes(2, "big") + b"\0\0" + data
+    ip = build_ipv4(tables.fabric.ip, tables.fabric.ip, PROTO_UDP, udp)
+    return tables.fabric.mac + tables.fabric.mac + _IP_HDR + ip
 
 
 def install_flow(
@@ -180,7 +217,7 @@ class _Pass:
     Every recorder call sits under `if self.rec is not None` so untraced frames format nothing.
     """
 
-    __slots__ = ("fabric_in", "frame", "in_vif", "now", "out", "rec", "t")
+    __slots__ = ("fabric_in", "frame", "in_vif", "now", "out", "overlay", "rec", "t")
 
     def __init__(
         self, tables: Tables, vif: Vif, frame: bytes, now: float, rec: Recorder | None
@@ -193,6 +230,7 @@ class _Pass:
         self.now = now
         self.rec = rec
         self.out: list[Emit] = []
+        self.overlay: str | None = None  # set by process_overlay: `frame` has no outer headers
 
     # -- helpers -------------------------------------------------------------------
     def drop(self, reason: str) -> None:
@@ -212,6 +250,12 @@ class _Pass:
         if self.rec is not None:
             self.rec("punt", f"{reason.name.lower()} to agent")
         self.emit(self.t.agent_vif, build_punt(reason, self.in_vif.id, vrf, frame))
+
+    def held(self) -> tuple[bytes, int]:
+        """What a flow holds to run again later: always a whole frame with its input vif."""
+        if self.overlay is not None:
+            return _outer_frame(self.t, self.overlay, self.frame), self.in_vif.id
+        return self.frame, self.in_vif.id
 
     # -- from a VM -----------------------------------------------------------------
     def from_vm(self, frame: bytes) -> None:
@@ -363,7 +407,7 @@ class _Pass:
                 return None
             if self.rec is not None:
                 self.rec("flow", "miss: hold and punt")
-            made.held.append((self.frame, self.in_vif.id))
+            made.held.append(self.held())
             # the agent keys the flow on the tenant packet: from the fabric, the inner one
             punted = self.frame
             if self.in_vif.kind is VifKind.FABRIC:
@@ -376,7 +420,7 @@ class _Pass:
             else:
                 if self.rec is not None:
                     self.rec("flow", "hold: queued")
-                flow.held.append((self.frame, self.in_vif.id))
+                flow.held.append(self.held())
             return None
         tcp_flags = 0
         if ip.proto == PROTO_TCP and len(packet) > ip.header_len + 13:
@@ -619,6 +663,11 @@ class _Pass:
     def to_node(self, node_ip: bytes, rest: bytes) -> None:
         """Send `rest` (everything after the MAC addresses) toward `node_ip` on the underlay."""
         t = self.t
+        if t.fabric.kernel_routed and rest[:2] == _IP_HDR:
+            # the kernel routes the outer packet and resolves neighbours: no destination MAC
+            if self.rec is not None:
+                self.rec("global_fib", f"{ip_to_str(node_ip)} routed by the kernel")
+            return self.emit(t.fabric.vif, ZERO_MAC + t.fabric.mac + rest)
         gateway = t.underlay.lookup(node_ip)
         if gateway is None:
             return self.drop(Drop.NO_UNDERLAY_ROUTE)
@@ -744,7 +793,7 @@ class _Pass:
             self.rec("underlay_arp", f"{ip_to_str(arp.spa)} is-at {arp.sha.hex(':')}")
         for rest in t.pending.pop(arp.spa, []):
             self.emit(t.fabric.vif, arp.sha + t.fabric.mac + rest)
-        if arp.op == ARP_REQUEST:
+        if arp.op == ARP_REQUEST and not t.fabric.kernel_routed:  # else the kernel answers
             self.emit(t.fabric.vif, replies.arp_reply(arp, t.fabric.mac))
         return None
 

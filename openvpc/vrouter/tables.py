@@ -102,6 +102,8 @@ class Fabric:
     ip: bytes
     mac: bytes
     mtu: int = 1500
+    # the kernel routes outer IPv4 packets (raw socket): no underlay FIB or ARP for them
+    kernel_routed: bool = False
 
 
 class Tables:

@@ -1,0 +1,334 @@
+"""The vRouter process: one thread, a `selectors` loop moving frames between the real ports and
+the pure pipeline, and serving the agent's control channel. Time is `time.monotonic()`."""
+
+import contextlib
+import json
+import logging
+import selectors
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from types import FrameType
+
+from pyroute2 import netns as pyroute2_netns
+
+from openvpc.model.nodeconfig import PortConfig
+from openvpc.packet.errors import Malformed
+from openvpc.vrouter.channel import AgentChannel, ChannelError
+from openvpc.vrouter.control import TYPE_JSON, TYPE_PACKET
+from openvpc.vrouter.drops import Drop
+from openvpc.vrouter.handler import ControlHandler
+from openvpc.vrouter.offload import frames_from_tap
+from openvpc.vrouter.pipeline import Emit, process, process_overlay
+from openvpc.vrouter.ports import FabricPorts, PortError, TapPort, fabric_link
+from openvpc.vrouter.program import AGENT_VIF, FABRIC_VIF, build_tables
+from openvpc.vrouter.tables import Fabric
+
+log = logging.getLogger("openvpc.vrouter")
+
+BATCH = 64  # reads per readiness of one fd, so that no port starves the others
+AGE_INTERVAL = 1.0  # seconds between flow-table aging passes
+INTERNAL_ERROR = "internal_error"
+Callback = Callable[[int], None]
+_IP_HDR = b"\x08\x00"
+
+
+class Taps:
+    """The open TAP of every VM vif (the `PortAttacher` of the control handler)."""
+
+    def __init__(self, vrouter: "Vrouter") -> None:
+        self.vrouter = vrouter
+        self.by_vif: dict[int, TapPort] = {}
+
+    def attach(self, port: PortConfig, apply: Callable[[], None]) -> None:
+        old = self.by_vif.get(port.vif)
+        if old is not None and old.fd >= 0 and (old.netns, old.ifname) == (port.netns, port.ifname):
+            apply()
+            return
+        tap = TapPort(port.vif, port.netns, port.ifname)
+        try:
+            apply()
+        except BaseException:
+            tap.close()
+            raise
+        self.detach(port.vif)
+        self.by_vif[port.vif] = tap
+        self.vrouter.watch(tap.fd, lambda _: self.vrouter.on_tap(tap))
+        log.info("vif %d: attached TAP %s in %s", port.vif, port.ifname, port.netns)
+
+    def detach(self, vif: int) -> None:
+        tap = self.by_vif.pop(vif, None)
+        if tap is not None:
+            self.unplug(tap)
+
+    def unplug(self, tap: TapPort) -> None:
+        """Close a TAP's fd (the TAP itself belongs to the lab)."""
+        if tap.fd >= 0:
+            self.vrouter.unwatch(tap.fd)
+            tap.close()
+
+    def close(self) -> None:
+        for vif in list(self.by_vif):
+            self.detach(vif)
+
+
+class Vrouter:
+    """Everything one vRouter process owns; `run` until SIGTERM/SIGINT, then `close`."""
+
+    def __init__(self, control_path: str, fabric_ifname: str) -> None:
+        link = fabric_link(fabric_ifname)
+        self.stopping = False
+        self.now = time.monotonic()
+        self.internal_errors = 0
+        self.sel = selectors.DefaultSelector()
+        fabric = Fabric(FABRIC_VIF, link.ip, link.mac, link.mtu, kernel_routed=True)
+        self.programmer = build_tables(fabric, [])
+        self.tables = self.programmer.tables
+        self.tables.add_underlay_route(link.network, link.prefix_len, None)
+        self.boot_id = uuid.uuid4().hex
+        self.taps = Taps(self)
+        self.handler = ControlHandler(self.programmer, self.boot_id, self.taps)
+        self._agent_mask = 0
+        self._wake_r, self._wake_w = socket.socketpair()
+        self.fabric: FabricPorts | None = None
+        self.channel: AgentChannel | None = None
+        try:
+            self.fabric = FabricPorts(link)
+            self.channel = AgentChannel(control_path, on_drop=self._agent_gone)
+        except BaseException:
+            self.close()
+            raise
+        f = self.fabric
+        self.watch(f.vxlan, lambda _: self._on_udp(f.vxlan, "vxlan"))
+        self.watch(f.mpls, lambda _: self._on_udp(f.mpls, "mpls"))
+        self.watch(f.gre, self._on_gre)
+        self.watch(f.packet, self._on_packet)
+        self.watch(self.channel.listener, self._on_listener)
+        for s in (self._wake_r, self._wake_w):
+            s.setblocking(False)
+        self.watch(self._wake_r, self._on_wake)
+        log.info(
+            "vrouter %s: fabric %s %s/%d mtu %d, control %s",
+            self.boot_id[:8],
+            link.ifname,
+            socket.inet_ntoa(link.ip),
+            link.prefix_len,
+            link.mtu,
+            control_path,
+        )
+
+    # -- the selector -----------------------------------------------------------------------
+    def watch(self, fileobj: socket.socket | int, callback: Callback) -> None:
+        self.sel.register(fileobj, selectors.EVENT_READ, callback)
+
+    def unwatch(self, fileobj: socket.socket | int) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self.sel.unregister(fileobj)
+
+    def run(self) -> None:
+        """Forward until `stopping` is set (by a signal: the wakeup fd ends the select)."""
+        old_wakeup = signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+        try:
+            next_age = time.monotonic() + AGE_INTERVAL
+            while not self.stopping:
+                events = self.sel.select(max(0.0, next_age - time.monotonic()))
+                self.now = time.monotonic()
+                for key, mask in events:
+                    try:
+                        key.data(mask)
+                    except Exception:  # a bug must not stop forwarding: count, log, go on
+                        self._internal_error()
+                if self.now >= next_age:
+                    self.tables.flows.age(self.now)
+                    next_age = self.now + AGE_INTERVAL
+        finally:
+            signal.set_wakeup_fd(old_wakeup)
+
+    def _on_wake(self, mask: int) -> None:
+        with contextlib.suppress(BlockingIOError):
+            self._wake_r.recv(4096)
+
+    def _internal_error(self) -> None:
+        self.internal_errors += 1
+        self.tables.count_drop(INTERNAL_ERROR, None)
+        if self.internal_errors <= 10 or self.internal_errors % 1000 == 0:
+            log.exception("internal error #%d (frame dropped)", self.internal_errors)
+
+    # -- receive ----------------------------------------------------------------------------
+    def on_tap(self, tap: TapPort) -> None:
+        t = self.tables
+        for _ in range(BATCH):
+            if tap.fd < 0:
+                return
+            try:
+                data = tap.read()
+            except OSError as e:
+                # the TAP went away under us (the lab removed the VM): stop polling it
+                log.warning("vif %d: TAP %s unreadable (%s); closed", tap.vif, tap.ifname, e)
+                self.taps.unplug(tap)
+                return
+            if not data:
+                return
+            try:
+                frames = frames_from_tap(data)
+            except Malformed as e:
+                t.count_drop(e.reason, t.vifs.get(tap.vif))
+                continue
+            for frame in frames:
+                self.send(process(t, frame, tap.vif, self.now))
+
+    def _on_udp(self, sock: socket.socket, kind: str) -> None:
+        assert self.fabric is not None
+        for _ in range(BATCH):
+            data = self.fabric.recv_udp(sock)
+            if data is None:
+                return
+            self.send(process_overlay(self.tables, kind, data, self.now))
+
+    def _on_gre(self, mask: int) -> None:
+        assert self.fabric is not None
+        fabric = self.tables.fabric
+        for _ in range(BATCH):
+            packet = self.fabric.recv_gre()
+            if packet is None:
+                return
+            # the raw socket hands over the outer IPv4 packet: frame it as the link delivered it
+            frame = fabric.mac + fabric.mac + _IP_HDR + packet
+            self.send(process(self.tables, frame, FABRIC_VIF, self.now))
+
+    def _on_packet(self, mask: int) -> None:
+        assert self.fabric is not None
+        for _ in range(BATCH):
+            frame = self.fabric.recv_frame()
+            if frame is None:
+                return
+            if frame:
+                self.send(process(self.tables, frame, FABRIC_VIF, self.now))
+
+    # -- send -------------------------------------------------------------------------------
+    def send(self, emits: list[Emit]) -> None:
+        t = self.tables
+        for vif, data in emits:
+            if vif == AGENT_VIF:
+                self._punt(data)
+                continue
+            if vif == FABRIC_VIF:
+                assert self.fabric is not None
+                ok = self.fabric.send(data)
+            else:
+                tap = self.taps.by_vif.get(vif)
+                ok = tap is not None and tap.fd >= 0 and tap.write(data)
+            if not ok:
+                t.count_drop(Drop.TX_FAILED, t.vifs.get(vif))
+
+    def _punt(self, data: bytes) -> None:
+        assert self.channel is not None
+        agent = self.tables.vifs.get(AGENT_VIF)
+        if not self.channel.connected:
+            self.tables.count_drop(Drop.AGENT_DISCONNECTED, agent)
+        elif not self.channel.send(TYPE_PACKET, data):
+            self.tables.count_drop(Drop.AGENT_BACKLOG, agent)
+        self._agent_interest()
+
+    # -- the agent ----------------------------------------------------------------------------
+    def _on_listener(self, mask: int) -> None:
+        assert self.channel is not None
+        conn = self.channel.accept()
+        if conn is not None:
+            self._agent_mask = selectors.EVENT_READ
+            self.sel.register(conn, self._agent_mask, self._on_agent)
+            log.info("agent connected")
+
+    def _agent_gone(self, conn: socket.socket) -> None:
+        self.unwatch(conn)
+        self._agent_mask = 0
+        log.info("agent disconnected")
+
+    def _agent_interest(self) -> None:
+        """Wait for writability only while replies or punts are queued."""
+        channel = self.channel
+        if channel is None or channel.conn is None:
+            return
+        mask = selectors.EVENT_READ | (selectors.EVENT_WRITE if channel.wants_write else 0)
+        if mask != self._agent_mask:
+            self.sel.modify(channel.conn, mask, self._on_agent)
+            self._agent_mask = mask
+
+    def _on_agent(self, mask: int) -> None:
+        channel = self.channel
+        assert channel is not None
+        if mask & selectors.EVENT_WRITE:
+            channel.flush()
+        if mask & selectors.EVENT_READ and channel.conn is not None:
+            frames = channel.read()
+            if frames is None:
+                channel.drop()
+                return
+            for kind, body in frames:
+                if kind == TYPE_JSON:
+                    self._request(body)
+                elif kind == TYPE_PACKET:
+                    self.send(process(self.tables, body, AGENT_VIF, self.now))
+                else:
+                    self.tables.count_drop(Drop.FROM_AGENT_INVALID, None)
+        self._agent_interest()
+
+    def _request(self, body: bytes) -> None:
+        assert self.channel is not None
+        try:
+            request = json.loads(body)
+        except ValueError:
+            reply: dict[str, object] = {"id": None, "ok": False, "error": "request is not JSON"}
+            emits: list[Emit] = []
+        else:
+            reply, emits = self.handler.handle(request, self.now)
+            if not reply["ok"]:
+                log.warning("request refused: %s", reply["error"])
+        self.channel.send(TYPE_JSON, json.dumps(reply, separators=(",", ":")).encode())
+        self.send(emits)
+
+    # -- shutdown ----------------------------------------------------------------------------
+    def close(self) -> None:
+        self.taps.close()
+        if self.channel is not None:
+            self.channel.close()
+        if self.fabric is not None:
+            self.fabric.close()
+        self._wake_r.close()
+        self._wake_w.close()
+        self.sel.close()
+
+
+def serve(control: str, fabric: str, netns: str | None = None) -> int:
+    """The `openvpc vrouter` command: 0 after a clean stop, 1 when the setup fails."""
+    vrouter: Vrouter | None = None
+    stop_early = False
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal stop_early
+        log.info("signal %d: stopping", signum)
+        stop_early = True
+        if vrouter is not None:
+            vrouter.stopping = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    try:
+        if netns is not None:
+            try:
+                pyroute2_netns.setns(netns, flags=0)
+            except OSError as e:
+                raise PortError(f"cannot enter network namespace {netns!r}: {e}") from e
+        vrouter = Vrouter(control, fabric)
+    except (ChannelError, OSError) as e:
+        log.error("vrouter: %s", e)
+        return 1
+    vrouter.stopping = stop_early
+    try:
+        vrouter.run()
+    finally:
+        vrouter.close()
+    log.info("vrouter stopped")
+    return 0

@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean sysdeps
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -11,15 +11,19 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-demo: $(STAMP)
-	$(VENV)/bin/openvpc demo --sim
+demo: $(STAMP) sysdeps
+	$(VENV)/bin/openvpc demo examples/two-tenants.yaml
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check openvpc tests bench
 	$(VENV)/bin/ruff format --check openvpc tests bench
 	$(VENV)/bin/mypy
 
-test: $(STAMP) lint
+# the real lab needs ping, iperf3, tshark, tcpdump, dhclient and ip (Debian packages)
+sysdeps:
+	bash .ci/sysdeps
+
+test: $(STAMP) sysdeps lint
 	$(VENV)/bin/pytest tests
 
 bench: $(STAMP)

@@ -1,5 +1,7 @@
 """The `openvpc` command line."""
 
+from typing import Annotated
+
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -14,13 +16,23 @@ def _root() -> None:
 
 @app.command()
 def demo(
-    sim: bool = typer.Option(True, "--sim/--no-sim", help="run on the in-memory fabric"),
+    file: str = typer.Argument("examples/two-tenants.yaml", help="topology file for the lab"),
+    sim: bool = typer.Option(False, "--sim", help="the in-memory fabric instead (no root)"),
 ) -> None:
-    """Two tenants with the same 10.0.0.0/16 on two compute nodes: who reaches whom."""
+    """Bring a lab up and print who reaches whom, expected against observed."""
+    if not sim:
+        from openvpc.tools.showcase import run_showcase
+
+        _need_root()
+        console = Console()
+        try:
+            code = run_showcase(file, console, lambda m: console.print(f"[dim]{m}[/]"))
+        except _lab_errors() as exc:
+            Console(stderr=True).print(str(exc), style="red", markup=False, highlight=False)
+            raise typer.Exit(1) from None
+        raise typer.Exit(code)
     from openvpc.tools.demo import figure13_walk, run_demo
 
-    if not sim:
-        raise typer.BadParameter("the namespace lab comes with the next issue; use --sim")
     console = Console()
     rows = run_demo()
     for scheme in dict.fromkeys(r.scheme for r in rows):
@@ -40,6 +52,139 @@ def demo(
     )
     if bad:
         raise typer.Exit(1)
+
+
+def _lab_errors() -> tuple[type[Exception], ...]:
+    from openvpc.lab.netns import NetnsError
+    from openvpc.lab.nsexec import NsExecError
+    from openvpc.lab.real import LabError
+    from openvpc.lab.state import StateError
+
+    return (LabError, NetnsError, NsExecError, StateError, ValueError, OSError)
+
+
+def _need_root() -> None:
+    import os
+
+    if os.geteuid() != 0:
+        Console(stderr=True).print("[red]the namespace lab needs root[/]")
+        raise typer.Exit(1)
+
+
+@app.command()
+def up(
+    file: str = typer.Argument(..., help="topology file (YAML, see docs/topology.md)"),
+    dhcp: bool = typer.Option(True, "--dhcp/--no-dhcp", help="run a DHCP client in each VM"),
+) -> None:
+    """Bring up a lab: namespaces, underlay, controller, and a vRouter + agent per node."""
+    from openvpc.lab import real
+    from openvpc.lab.report import print_status
+
+    _need_root()
+    console = Console()
+    try:
+        st = real.up(file, dhcp=dhcp, progress=lambda m: console.print(f"[dim]{m}[/]"))
+    except _lab_errors() as exc:
+        Console(stderr=True).print(str(exc), style="red", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    print_status(console, st)
+    vm = st.vms[0].name if st.vms else "VM"
+    console.print(f"run in a VM: openvpc exec --lab {st.name} {vm} -- ip addr", highlight=False)
+    console.print(f"tear down:   openvpc down {st.name}", highlight=False)
+
+
+@app.command()
+def status(lab: str | None = typer.Argument(None, help="lab name (default: the only one)")) -> None:
+    """Nodes, processes, agents' connection and applied generation, and VMs of a lab."""
+    from openvpc.lab import real
+    from openvpc.lab.report import print_status
+
+    _need_root()
+    try:
+        st = real.status(lab)
+    except _lab_errors() as exc:
+        Console(stderr=True).print(str(exc), style="red", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    print_status(Console(), st)
+
+
+@app.command(
+    "exec",
+    context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True},
+)
+def exec_(
+    vm: Annotated[str, typer.Argument(help="VM name")],
+    command: Annotated[list[str], typer.Argument(help="command to run inside the VM (after --)")],
+    lab: Annotated[
+        str | None, typer.Option("--lab", help="lab name (default: the only one)")
+    ] = None,
+) -> None:
+    """Run a command inside a VM's namespace; exits with the command's exit code."""
+    from openvpc.lab import nsexec, real
+
+    _need_root()
+    try:
+        ns = real.vm_namespace(vm, lab)
+        # options after VM are not parsed, so click hands the "--" separator through
+        nsexec.exec_in(ns, command[1:] if command[:1] == ["--"] else command)
+    except _lab_errors() as exc:
+        Console(stderr=True).print(str(exc), style="red", markup=False, highlight=False)
+        raise typer.Exit(125) from None
+
+
+@app.command()
+def down(lab: str | None = typer.Argument(None, help="lab name (default: the only one)")) -> None:
+    """Stop a lab's processes and remove everything it created."""
+    from openvpc.lab import real
+
+    _need_root()
+    try:
+        done = real.down(lab)
+    except _lab_errors() as exc:
+        Console(stderr=True).print(str(exc), style="red", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    Console().print("lab removed" if done else "no such lab: nothing to do")
+
+
+@app.command()
+def vrouter(
+    control: str = typer.Option(..., "--control", help="unix socket path for the agent"),
+    fabric: str = typer.Option(..., "--fabric", help="the underlay interface"),
+    netns: str | None = typer.Option(None, "--netns", help="network namespace to run in"),
+) -> None:
+    """Run a compute node's forwarding plane (vRouter) until SIGTERM or SIGINT."""
+    import logging
+
+    from openvpc.vrouter.daemon import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    raise typer.Exit(serve(control, fabric, netns))
+
+
+@app.command()
+def controller(
+    db: str = typer.Option(..., "--db", help="the store's SQLite file"),
+    listen: str = typer.Option(..., "--listen", help="unix:/PATH or tcp:HOST:PORT"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging"),
+) -> None:
+    """Run the controller (store, service, compiler, southbound) until SIGTERM or SIGINT."""
+    from openvpc.controller.main import run_controller
+
+    raise typer.Exit(run_controller(db, listen, verbose))
+
+
+@app.command()
+def agent(
+    node: str = typer.Option(..., "--node", help="this compute node's name"),
+    controller: str = typer.Option(..., "--controller", help="unix:/PATH or tcp:HOST:PORT"),
+    vrouter: str = typer.Option(..., "--vrouter", help="the vRouter's control socket path"),
+    netns: str | None = typer.Option(None, "--netns", help="network namespace to run in"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging"),
+) -> None:
+    """Run a compute node's agent until SIGTERM or SIGINT."""
+    from openvpc.agent.main import run_agent
+
+    raise typer.Exit(run_agent(node, controller, vrouter, netns, verbose))
 
 
 def main() -> None:

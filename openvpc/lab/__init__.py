@@ -1,1 +1,2 @@
-"""Labs: the in-memory fabric and simulator (and, later, real namespaces and processes)."""
+"""Labs: the in-memory fabric and simulator, and the real lab on network namespaces with real
+processes (`real.py`: `openvpc up/status/exec/down`)."""

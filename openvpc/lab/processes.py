@@ -1,0 +1,74 @@
+"""The command lines of the lab's processes: one controller, and per compute node a vRouter and
+an agent inside the node's namespace, each with its socket and log in the lab's state dir."""
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from openvpc.lab.naming import FABRIC_IF
+
+CONTROLLER = "controller"
+VROUTER = "vrouter"
+AGENT = "agent"
+ROLES = (CONTROLLER, VROUTER, AGENT)
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessSpec:
+    role: str
+    node: str  # "" for the controller
+    argv: tuple[str, ...]
+    log: str
+    socket: str | None  # a unix socket it creates: ready once it exists
+
+
+def openvpc_command() -> tuple[str, ...]:
+    """How to run `openvpc` with the interpreter we run under (a venv's console script)."""
+    script = Path(sys.executable).parent / "openvpc"
+    if script.exists():
+        return (str(script),)
+    return (sys.executable, "-c", "import sys; from openvpc.cli import main; main()")
+
+
+def controller_target(state_dir: Path) -> str:
+    return f"unix:{state_dir / 'sb.sock'}"
+
+
+def vrouter_socket(state_dir: Path, node: str) -> Path:
+    return state_dir / f"vr-{node}.sock"
+
+
+def controller_spec(state_dir: Path, openvpc: tuple[str, ...]) -> ProcessSpec:
+    argv = (
+        *openvpc,
+        "controller",
+        "--db",
+        str(state_dir / "openvpc.db"),
+        "--listen",
+        controller_target(state_dir),
+    )
+    return ProcessSpec(
+        CONTROLLER, "", argv, str(state_dir / "controller.log"), str(state_dir / "sb.sock")
+    )
+
+
+def vrouter_spec(state_dir: Path, openvpc: tuple[str, ...], node: str, ns: str) -> ProcessSpec:
+    sock = vrouter_socket(state_dir, node)
+    argv = (*openvpc, "vrouter", "--control", str(sock), "--fabric", FABRIC_IF, "--netns", ns)
+    return ProcessSpec(VROUTER, node, argv, str(state_dir / f"vrouter-{node}.log"), str(sock))
+
+
+def agent_spec(state_dir: Path, openvpc: tuple[str, ...], node: str, ns: str) -> ProcessSpec:
+    argv = (
+        *openvpc,
+        "agent",
+        "--node",
+        node,
+        "--controller",
+        controller_target(state_dir),
+        "--vrouter",
+        str(vrouter_socket(state_dir, node)),
+        "--netns",
+        ns,
+    )
+    return ProcessSpec(AGENT, node, argv, str(state_dir / f"agent-{node}.log"), None)

@@ -1,0 +1,572 @@
+"""The real lab: `up` a topology file on network namespaces with real processes, `status`,
+`exec` into a VM, `down`; plus process kill/restart helpers for tests.
+
+Everything `up` creates is recorded in /run/openvpc/<lab>/state.json the moment it exists, and
+`down` undoes exactly those records (it never looks for things by name), so `down` after a
+crash, a failed `up`, or a second `down` are all safe.
+"""
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from openvpc.lab import netns, nsexec, supervise, vms
+from openvpc.lab.naming import RUN_ROOT, STATE_FILE, check_name, state_dir, vm_netns
+from openvpc.lab.processes import (
+    AGENT,
+    CONTROLLER,
+    VROUTER,
+    ProcessSpec,
+    agent_spec,
+    controller_spec,
+    controller_target,
+    openvpc_command,
+    vrouter_spec,
+)
+from openvpc.lab.state import (
+    Record,
+    StateError,
+    StateFile,
+    latest_processes,
+    of_kind,
+    teardown_order,
+)
+from openvpc.lab.topology import Topology, apply_topology, load_topology
+from openvpc.lab.underlay import NodePlacement, UnderlayPlan, build_underlay, plan_underlay
+from openvpc.model.resources import Interface
+
+log = logging.getLogger("openvpc.lab")
+
+START_TIMEOUT = 15.0  # a process's socket appears within this
+SYNC_TIMEOUT = 30.0  # every agent has acked the compiled generation within this
+DHCP_TIMEOUT = 30.0  # every VM holds a lease within this
+
+
+class LabError(Exception):
+    """The lab could not be brought up, found, or operated; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessStatus:
+    role: str
+    node: str
+    pid: int
+    alive: bool
+    log: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentStatus:
+    node: str
+    connected: bool
+    generation: int | None  # the node's latest compiled config
+    generation_acked: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    name: str
+    netns: str
+    fabric_ip: str
+
+
+@dataclass(frozen=True, slots=True)
+class VmStatus:
+    name: str
+    node: str
+    netns: str
+    ip: str | None  # "a.b.c.d/len" now on its interface
+
+
+@dataclass(frozen=True, slots=True)
+class LabStatus:
+    name: str
+    underlay: str
+    state_dir: str
+    ready: bool  # `up` finished
+    nodes: tuple[NodeStatus, ...]
+    processes: tuple[ProcessStatus, ...]
+    revision: int | None  # the store revision the controller has compiled
+    agents: tuple[AgentStatus, ...]
+    vms: tuple[VmStatus, ...]
+    controller_error: str | None = None
+
+    def vm(self, name: str) -> VmStatus:
+        for vm in self.vms:
+            if vm.name == name:
+                return vm
+        raise LabError(f"lab {self.name} has no VM {name}")
+
+    def error_free(self) -> bool:
+        return self.controller_error is None
+
+    def in_sync(self) -> bool:
+        return bool(self.agents) and all(
+            a.connected and a.generation is not None and a.generation_acked == a.generation
+            for a in self.agents
+        )
+
+
+def _state(name: str, root: Path) -> StateFile:
+    return StateFile(state_dir(name, root) / STATE_FILE)
+
+
+def labs(root: Path = RUN_ROOT) -> list[str]:
+    """Labs that have a state directory (up, or left behind by a crash)."""
+    try:
+        return sorted(p.name for p in root.iterdir() if (p / STATE_FILE).exists())
+    except FileNotFoundError:
+        return []
+
+
+def resolve_name(name: str | None, root: Path = RUN_ROOT) -> str:
+    """The named lab, or the only one there is."""
+    if name is not None:
+        return check_name("lab", name)
+    found = labs(root)
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise LabError("no lab is up")
+    raise LabError(f"several labs are up ({', '.join(found)}): name one")
+
+
+# --- up -------------------------------------------------------------------------------------
+
+
+def up(
+    path: str | Path,
+    root: Path = RUN_ROOT,
+    dhcp: bool = True,
+    progress: Callable[[str], None] = log.info,
+) -> LabStatus:
+    """Bring the topology in `path` up; if that lab is already up, change nothing."""
+    topo = load_topology(Path(path))
+    name = check_name("lab", topo.name)
+    state = _state(name, root)
+    if state.exists():
+        try:
+            current: LabStatus | None = status(name, root)
+        except LabError:
+            current = None  # an unreadable state: treat it as a crash's leftovers
+        if current is not None and current.ready and all(p.alive for p in current.processes):
+            progress(f"lab {name} is already up")
+            return current
+        progress(f"lab {name}: cleaning up what a previous run left behind")
+        down(name, root)
+    try:
+        _up(topo, Path(path), root, state, dhcp, progress)
+    except BaseException as exc:
+        tails = _log_tails(state)
+        down(name, root)
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise LabError(f"lab {name} failed to come up: {exc}{tails}") from exc
+    return status(name, root)
+
+
+def _up(
+    topo: Topology,
+    path: Path,
+    root: Path,
+    state: StateFile,
+    dhcp: bool,
+    progress: Callable[[str], None],
+) -> None:
+    name = topo.name
+    plan = plan_underlay(name, topo.underlay, list(topo.nodes), topo.fabric_mtu)
+    vm_namespaces = [vm_netns(name, check_name("VM", spec.name)) for _, _, spec in topo.vms()]
+    _check_free([*plan.all_netns(), *vm_namespaces])
+    sdir = state.path.parent
+    first: list[Record] = []
+    if not root.exists():
+        root.mkdir(parents=True)
+        first.append({"kind": "dir", "path": str(root)})
+    sdir.mkdir()
+    first.append({"kind": "dir", "path": str(sdir), "tree": True})
+    meta = {
+        "name": name,
+        "topology": str(path.resolve()),
+        "underlay": plan.kind,
+        "state_dir": str(sdir),
+        "controller": controller_target(sdir),
+    }
+    StateFile.create(state.path, meta, *first)
+    _build(topo, plan, state, progress)
+    progress("processes: controller, then a vRouter and an agent per node")
+    _run_processes(state, plan.nodes, root)
+    if dhcp and of_kind(state.records(), "vm"):
+        progress("DHCP: dhclient in every VM")
+        targets = [(r["name"], r["netns"], r["ifname"]) for r in of_kind(state.records(), "vm")]
+        _run_dhcp(state, sdir, targets)
+    state.add("ready")
+
+
+def _check_free(namespaces: list[str]) -> None:
+    """Recorded things are removed by `down`: never record what someone else made."""
+    taken = [ns for ns in namespaces if netns.netns_exists(ns)]
+    taken += [str(nsexec.ETC_NETNS / ns) for ns in namespaces if (nsexec.ETC_NETNS / ns).exists()]
+    if taken:
+        raise LabError(f"not created by this lab, remove them first: {', '.join(taken)}")
+
+
+def _build(
+    topo: Topology, plan: UnderlayPlan, state: StateFile, progress: Callable[[str], None]
+) -> None:
+    """The underlay, the store (through the service layer), then the VMs."""
+    progress(
+        f"underlay {plan.kind}: {len(plan.fabric_ns)} fabric and {len(plan.nodes)} node namespaces"
+    )
+    build_underlay(
+        plan,
+        lambda ns: state.add("netns", name=ns),
+        lambda ns, ifname: state.add("link", ns=ns, ifname=ifname),
+    )
+    for p in plan.nodes:
+        state.add("node", name=p.node, netns=p.ns, fabric_ip=p.ip, ifname=p.ifname)
+
+    progress("store: nodes, fabric MTU and the topology through the service layer")
+    interfaces = _feed_store(state.path.parent, topo, plan.nodes, state)
+
+    progress(f"VMs: {len(interfaces)} namespaces with a TAP each")
+    for vm, eni in interfaces.items():
+        vms.create_vm(state, eni.netns, eni.ifname, eni.mac, vm)
+        state.add(
+            "vm",
+            name=vm,
+            node=eni.node,
+            netns=eni.netns,
+            ifname=eni.ifname,
+            interface=eni.id,
+            mac=eni.mac,
+            ip=eni.ip,
+        )
+
+
+def _run_processes(state: StateFile, nodes: Sequence[NodePlacement], root: Path) -> None:
+    """The controller, then every node's vRouter and agent; wait until all agents applied
+    what the controller compiled from the store."""
+    sdir = state.path.parent
+    openvpc = openvpc_command()
+    _start(state, controller_spec(sdir, openvpc))
+    for p in nodes:
+        _start(state, vrouter_spec(sdir, openvpc, p.node, p.ns))
+    for p in nodes:
+        _start(state, agent_spec(sdir, openvpc, p.node, p.ns))
+    _wait_in_sync(sdir.name, root, _store_revision(sdir), [p.node for p in nodes])
+
+
+def _feed_store(
+    sdir: Path, topo: Topology, nodes: Sequence[NodePlacement], state: StateFile
+) -> dict[str, Interface]:
+    """Nodes, MTU and the topology into a new store; returns each VM's interface."""
+    from openvpc.service import Service
+    from openvpc.store import Store
+
+    db = sdir / "openvpc.db"
+    state.add("file", path=str(db))
+    store = Store(db)
+    try:
+        service = Service(store)
+        for p in nodes:
+            service.register_node(p.node, p.ip)
+        service.set_fabric_mtu(topo.fabric_mtu)
+        return apply_topology(service, topo, lambda vm: vm_netns(topo.name, vm))
+    finally:
+        store.close()
+
+
+def _store_revision(sdir: Path) -> int:
+    from openvpc.store import Store
+
+    store = Store(sdir / "openvpc.db")
+    try:
+        return store.revision()
+    finally:
+        store.close()
+
+
+def _start(state: StateFile, spec: ProcessSpec) -> supervise.Started:
+    def record(started: supervise.Started) -> None:
+        state.add(
+            "process",
+            role=spec.role,
+            node=spec.node,
+            pid=started.pid,
+            start=started.start,
+            argv=list(spec.argv),
+            log=spec.log,
+            socket=spec.socket,
+        )
+
+    started = supervise.spawn(spec.argv, Path(spec.log), record, _child_env())
+    if spec.socket is not None:
+        _wait_for_socket(spec, started)
+    return started
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _wait_for_socket(spec: ProcessSpec, started: supervise.Started) -> None:
+    assert spec.socket is not None
+    deadline = time.monotonic() + START_TIMEOUT
+    while not os.path.exists(spec.socket):
+        if not supervise.alive(started.pid, started.start):
+            raise LabError(f"{_label(spec.role, spec.node)} exited at start; see {spec.log}")
+        if time.monotonic() > deadline:
+            raise LabError(
+                f"{_label(spec.role, spec.node)} made no socket in "
+                f"{START_TIMEOUT:.0f} s; see {spec.log}"
+            )
+        time.sleep(0.05)
+
+
+def _label(role: str, node: str) -> str:
+    return f"{role} {node}" if node else role
+
+
+def _wait_in_sync(
+    name: str, root: Path, revision: int, nodes: list[str], timeout: float = SYNC_TIMEOUT
+) -> LabStatus:
+    deadline = time.monotonic() + timeout
+    while True:
+        current = status(name, root)
+        dead = [p for p in current.processes if not p.alive]
+        if dead:
+            raise LabError(f"{_label(dead[0].role, dead[0].node)} died; see {dead[0].log}")
+        if (
+            current.revision is not None
+            and current.revision >= revision
+            and current.in_sync()
+            and {a.node for a in current.agents} >= set(nodes)
+        ):
+            return current
+        if time.monotonic() > deadline:
+            raise LabError(
+                f"agents did not apply revision {revision} within {timeout:.0f} s: "
+                f"{current.agents or current.controller_error}"
+            )
+        time.sleep(0.1)
+
+
+def wait_in_sync(name: str, root: Path = RUN_ROOT, timeout: float = SYNC_TIMEOUT) -> LabStatus:
+    """Wait until every agent has acked the latest compiled generation of the current store."""
+    sdir = state_dir(name, root)
+    nodes = [r["name"] for r in of_kind(_state(name, root).records(), "node")]
+    return _wait_in_sync(name, root, _store_revision(sdir), nodes, timeout)
+
+
+def _run_dhcp(state: StateFile, sdir: Path, targets: list[tuple[str, str, str]]) -> None:
+    """dhclient in every (VM, namespace, interface) at once, all bound by one deadline."""
+    deadline = time.monotonic() + DHCP_TIMEOUT
+    running = [
+        (vm, ns, ifname, vms.start_dhclient(state, sdir, vm, ns, ifname))
+        for vm, ns, ifname in targets
+    ]
+    failed = []
+    for vm, ns, ifname, proc in running:
+        lease = vms.finish_dhclient(proc, sdir, vm, ns, ifname, deadline)
+        state.add("lease", vm=vm, ip=lease.ip, detail=lease.detail)
+        if lease.ip is None:
+            failed.append(f"{vm}: {lease.detail}")
+    if failed:
+        raise LabError("DHCP failed in " + "; ".join(failed))
+
+
+def _log_tails(state: StateFile, lines: int = 8) -> str:
+    try:
+        records = state.records()
+    except StateError:
+        return ""
+    logs = [r["log"] for r in of_kind(records, "process")]
+    logs += [r["path"] for r in of_kind(records, "file") if r["path"].endswith(".log")]
+    out = []
+    for path in logs:
+        try:
+            text = Path(path).read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            continue
+        if text:
+            out.append(f"\n--- {path} (last lines)\n" + "\n".join(text))
+    return "".join(out)
+
+
+# --- status ---------------------------------------------------------------------------------
+
+
+def status(name: str | None = None, root: Path = RUN_ROOT) -> LabStatus:
+    name = resolve_name(name, root)
+    state = _state(name, root)
+    try:
+        records = state.records()
+        meta = state.meta()
+    except StateError as exc:
+        raise LabError(f"lab {name}: {exc}") from exc
+    processes = tuple(
+        ProcessStatus(
+            r["role"], r["node"], r["pid"], supervise.alive(r["pid"], r["start"]), r["log"]
+        )
+        for r in latest_processes(records).values()
+    )
+    revision, agents, error = _controller_status(meta["controller"])
+    vm_list = []
+    for r in of_kind(records, "vm"):
+        ip = None
+        if netns.netns_exists(r["netns"]):
+            found = netns.ipv4_addresses(r["netns"], r["ifname"])
+            ip = found[0] if found else None
+        vm_list.append(VmStatus(r["name"], r["node"], r["netns"], ip))
+    return LabStatus(
+        name=name,
+        underlay=meta["underlay"],
+        state_dir=meta["state_dir"],
+        ready=bool(of_kind(records, "ready")),
+        nodes=tuple(
+            NodeStatus(r["name"], r["netns"], r["fabric_ip"]) for r in of_kind(records, "node")
+        ),
+        processes=processes,
+        revision=revision,
+        agents=agents,
+        vms=tuple(vm_list),
+        controller_error=error,
+    )
+
+
+def _controller_status(target: str) -> tuple[int | None, tuple[AgentStatus, ...], str | None]:
+    from openvpc.southbound.client import SouthboundClient, SouthboundError
+
+    client = SouthboundClient(target, timeout=2.0)
+    try:
+        body = client.status()
+    except SouthboundError as exc:
+        return None, (), str(exc)
+    finally:
+        client.close()
+    agents = tuple(
+        AgentStatus(
+            n["node"], bool(n.get("connected")), n.get("generation"), n.get("generation_acked")
+        )
+        for n in body.get("nodes", [])
+    )
+    return body.get("revision"), agents, None
+
+
+# --- exec -----------------------------------------------------------------------------------
+
+
+def vm_namespace(vm: str, name: str | None = None, root: Path = RUN_ROOT) -> str:
+    name = resolve_name(name, root)
+    for r in of_kind(_state(name, root).records(), "vm"):
+        if r["name"] == vm:
+            return str(r["netns"])
+    raise LabError(f"lab {name} has no VM {vm}")
+
+
+def run_in_vm(
+    vm: str, argv: Sequence[str], timeout: float, name: str | None = None, root: Path = RUN_ROOT
+) -> "subprocess.CompletedProcess[str]":
+    return nsexec.run(vm_namespace(vm, name, root), argv, timeout)
+
+
+# --- processes ------------------------------------------------------------------------------
+
+
+def _process(name: str, root: Path, role: str, node: str) -> Record:
+    if role not in (CONTROLLER, VROUTER, AGENT):
+        raise LabError(f"no process role {role!r}")
+    found = latest_processes(_state(name, root).records()).get((role, node))
+    if found is None:
+        raise LabError(f"lab {name} has no {_label(role, node)}")
+    return found
+
+
+def kill_process(
+    name: str, role: str, node: str = "", sig: int = signal.SIGKILL, root: Path = RUN_ROOT
+) -> None:
+    """Signal a lab process (SIGKILL: a crash) and wait until it is gone."""
+    record = _process(name, root, role, node)
+    supervise.signal_process(record["pid"], record["start"], sig)
+    if not supervise.wait_gone(record["pid"], record["start"], 5.0):
+        raise LabError(f"{_label(role, node)} (pid {record['pid']}) did not exit")
+
+
+def start_process(name: str, role: str, node: str = "", root: Path = RUN_ROOT) -> int:
+    """Start a lab process again with its recorded command line; returns the new pid."""
+    record = _process(name, root, role, node)
+    if supervise.alive(record["pid"], record["start"]):
+        raise LabError(f"{_label(role, node)} is still running (pid {record['pid']})")
+    spec = ProcessSpec(role, node, tuple(record["argv"]), record["log"], record.get("socket"))
+    if spec.socket is not None and os.path.exists(spec.socket):
+        # a killed process could not remove its socket; the new one binds afresh
+        os.unlink(spec.socket)
+    return _start(_state(name, root), spec).pid
+
+
+def restart_process(
+    name: str, role: str, node: str = "", sig: int = signal.SIGKILL, root: Path = RUN_ROOT
+) -> int:
+    kill_process(name, role, node, sig, root)
+    return start_process(name, role, node, root)
+
+
+# --- down -----------------------------------------------------------------------------------
+
+
+def down(name: str | None = None, root: Path = RUN_ROOT) -> bool:
+    """Stop and remove everything the lab's state records; False if there was no lab."""
+    name = resolve_name(name, root) if name is None else check_name("lab", name)
+    sdir = state_dir(name, root)
+    if not sdir.exists():
+        return False
+    state = StateFile(sdir / STATE_FILE)
+    try:
+        records = state.records()
+    except StateError:
+        # the state file is written first: without it nothing but the directory exists
+        shutil.rmtree(sdir, ignore_errors=True)
+        return True
+    steps = teardown_order(records)
+    for step in (s for s in steps if s["kind"] == "process"):
+        supervise.stop(step["pid"], step["start"])
+    for step in (s for s in steps if s["kind"] == "netns"):
+        # whatever still runs inside (a DHCP daemon, a command run by exec) pins it: stop it
+        supervise.stop_pids(netns.pids_in_netns(step["name"]))
+    for step in steps:
+        _undo(step)
+    shutil.rmtree(sdir, ignore_errors=True)
+    for step in steps:
+        if step["kind"] == "dir" and not step.get("tree"):
+            _rmdir(Path(step["path"]))
+    return True
+
+
+def _undo(step: Record) -> None:
+    kind = step["kind"]
+    if kind == "link":
+        try:
+            netns.delete_link(step["ns"], step["ifname"])
+        except netns.NetnsError as exc:
+            log.warning("%s", exc)
+    elif kind == "netns":
+        netns.remove_netns(step["name"])
+    elif kind == "file":
+        Path(step["path"]).unlink(missing_ok=True)
+
+
+def _rmdir(path: Path) -> None:
+    try:
+        path.rmdir()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.info("left %s in place: %s", path, exc.strerror)

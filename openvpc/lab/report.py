@@ -1,0 +1,54 @@
+"""How `openvpc up` and `openvpc status` show a real lab: rich tables of nodes, processes,
+agents' generations and VMs."""
+
+from rich.console import Console
+from rich.table import Table
+
+from openvpc.lab.real import AgentStatus, LabStatus
+
+
+def _mark(ok: bool, yes: str = "yes", no: str = "no") -> str:
+    return f"[green]{yes}[/]" if ok else f"[red]{no}[/]"
+
+
+def _applied(a: AgentStatus | None) -> str:
+    """The generation the node's agent has acked, against the one compiled for it."""
+    if a is None:
+        return "[red]unknown[/]"
+    if not a.connected:
+        return f"[red]disconnected[/] ({a.generation_acked})"
+    if a.generation is not None and a.generation_acked == a.generation:
+        return f"[green]gen {a.generation}[/]"
+    return f"[yellow]{a.generation_acked} of {a.generation}[/]"
+
+
+def print_status(console: Console, st: LabStatus) -> None:
+    procs = {(p.role, p.node): p for p in st.processes}
+    agents = {a.node: a for a in st.agents}
+    controller = procs.get(("controller", ""))
+    head = f"lab [bold]{st.name}[/]: {st.underlay} underlay, state in {st.state_dir}"
+    if not st.ready:
+        head += " [yellow](not fully up)[/]"
+    console.print(head)
+    if controller is not None:
+        where = f"revision {st.revision}" if st.error_free() else f"[red]{st.controller_error}[/]"
+        console.print(
+            f"controller pid {controller.pid} {_mark(controller.alive, 'running', 'dead')}, {where}"
+        )
+    nodes = Table(title="compute nodes")
+    for col in ("node", "namespace", "fabric ip", "vrouter", "agent", "applied"):
+        nodes.add_column(col)
+    for n in st.nodes:
+        cells = []
+        for role in ("vrouter", "agent"):
+            p = procs.get((role, n.name))
+            cells.append("-" if p is None else _mark(p.alive, str(p.pid), f"{p.pid} dead"))
+        nodes.add_row(n.name, n.netns, n.fabric_ip, *cells, _applied(agents.get(n.name)))
+    console.print(nodes)
+    if st.vms:
+        vms = Table(title="VMs")
+        for col in ("vm", "node", "namespace", "address (DHCP)"):
+            vms.add_column(col)
+        for v in st.vms:
+            vms.add_row(v.name, v.node, v.netns, v.ip or "[red]none[/]")
+        console.print(vms)

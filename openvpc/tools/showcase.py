@@ -1,0 +1,130 @@
+"""The main job: bring a topology up on namespaces and print its connectivity matrix, expected
+(from the store's desired state) against observed (real ping and TCP from inside each VM)."""
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from openvpc.lab import nsexec, real
+from openvpc.lab.real import LabStatus
+from openvpc.model.resources import Snapshot
+from openvpc.tools.matrix import Result, expected_probes, run_probes
+
+PROBE_TIMEOUT = 15.0
+
+
+def lab_snapshot(st: LabStatus) -> Snapshot:
+    """The desired state the lab's controller compiles from."""
+    from openvpc.service import Service
+    from openvpc.store import Store
+
+    store = Store(Path(st.state_dir) / "openvpc.db")
+    try:
+        return Service(store).snapshot()
+    finally:
+        store.close()
+
+
+class Responders:
+    """A naming TCP responder in every VM, stopped on exit (no process is left behind)."""
+
+    def __init__(self, st: LabStatus) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.vms = {vm.name: vm for vm in st.vms}
+
+    def __enter__(self) -> "Responders":
+        for name, vm in self.vms.items():
+            argv = [sys.executable, "-m", "openvpc.tools.probe", "serve", name]
+            self.procs.append(nsexec.popen(vm.netns, argv, stdout=subprocess.DEVNULL))
+        self._wait_listening()
+        return self
+
+    def _wait_listening(self, timeout: float = 10.0) -> None:
+        """Each responder answers its own VM on loopback before probing starts."""
+        deadline = time.monotonic() + timeout
+        pending = set(self.vms)
+        while pending and time.monotonic() < deadline:
+            for name in sorted(pending):
+                out = nsexec.run(
+                    self.vms[name].netns,
+                    [sys.executable, "-m", "openvpc.tools.probe", "connect", "127.0.0.1"],
+                    timeout=PROBE_TIMEOUT,
+                )
+                if out.stdout.strip() == name:
+                    pending.discard(name)
+            if pending:
+                time.sleep(0.2)
+
+    def __exit__(self, *exc: object) -> None:
+        for p in self.procs:
+            p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def probe_lab(st: LabStatus) -> list[Result]:
+    netns = {vm.name: vm.netns for vm in st.vms}
+
+    def run(vm: str, argv: list[str]) -> tuple[int, str]:
+        out = nsexec.run(netns[vm], argv, timeout=PROBE_TIMEOUT)
+        return out.returncode, out.stdout
+
+    with Responders(st):
+        return run_probes(expected_probes(lab_snapshot(st)), run, sys.executable)
+
+
+def render_matrix(results: list[Result]) -> Table:
+    """Rows probe, columns are probed; a cell shows who answered (expected in brackets)."""
+    sources = sorted({r.probe.src for r in results})
+    targets = sorted({r.probe.target for r in results})
+    cell = {(r.probe.src, r.probe.target): r for r in results}
+    table = Table(title="connectivity: who answered ping + TCP (expected)", show_lines=False)
+    table.add_column("from \\ to")
+    for t in targets:
+        table.add_column(t, justify="center")
+    for s in sources:
+        row = []
+        for t in targets:
+            r = cell.get((s, t))
+            if r is None:
+                row.append("[dim]-[/]")
+                continue
+            seen = r.tcp or ("ping" if r.ping else ".")
+            want = r.probe.expect or "."
+            style = "green" if r.ok else "bold red"
+            row.append(f"[{style}]{seen}[/]" + ("" if r.ok else f" ({want})"))
+        table.add_row(s, *row)
+    return table
+
+
+def run_showcase(path: str, console: Console, progress: Callable[[str], None]) -> int:
+    st = real.up(path, progress=progress)
+    results = probe_lab(st)
+    console.print(render_matrix(results))
+    bad = [r for r in results if not r.ok]
+    for r in bad:
+        console.print(
+            f"[red]MISMATCH[/] {r.probe.src} -> {r.probe.target} ({r.probe.dst_ip}): expected"
+            f" {r.probe.expect or 'no answer'}, ping {'answered' if r.ping else 'silent'},"
+            f" TCP {r.tcp or 'silent'}"
+        )
+    console.print(
+        f"{len(results) - len(bad)}/{len(results)} probes as expected"
+        " ('.' = no answer: another tenant, or a route table that blackholes the path)."
+    )
+    first = st.vms[0].name if st.vms else "VM"
+    console.print(
+        f"The lab stays up. Try: openvpc exec {first} -- ip addr;"
+        f" openvpc status; tear down: openvpc down {st.name}",
+        highlight=False,
+    )
+    return 1 if bad else 0

@@ -1,0 +1,211 @@
+"""Fixtures for the real-lab system tests (root; real namespaces, processes and traffic).
+
+`lab` is a factory: `lab(topology_dict)` writes the dict to a YAML file with a unique lab
+name, runs `up`, and returns a `LabHandle`; every lab it made is brought down afterwards, and
+then the test fails if any namespace, interface, process or file of ours is left behind.
+"""
+
+import hashlib
+import os
+import re
+import signal
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from openvpc.lab import real
+from openvpc.lab.naming import NETNS_DIR, RUN_ROOT
+from openvpc.lab.nsexec import ETC_NETNS
+from openvpc.lab.real import LabStatus
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.geteuid() == 0:
+        return
+    skip = pytest.mark.skip(reason="real-lab tests need root (network namespaces)")
+    for item in items:
+        if "tests/system" in str(item.fspath):
+            item.add_marker(skip)
+
+
+def unique_name(prefix: str = "t") -> str:
+    """A lab name no other test (or run) uses: namespaces are named after it."""
+    return f"{prefix}{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True)
+class HostSnapshot:
+    """What the host shows of our kinds of things; compared before `up` and after `down`."""
+
+    netns: frozenset[str]
+    links: frozenset[str]
+    run_dirs: frozenset[str]
+    etc_netns: frozenset[str]
+    processes: frozenset[tuple[int, str]]
+    resolv_conf: str
+
+    @classmethod
+    def take(cls) -> "HostSnapshot":
+        return cls(
+            netns=frozenset(_listdir(Path(NETNS_DIR))),
+            links=frozenset(_listdir(Path("/sys/class/net"))),
+            run_dirs=frozenset(_listdir(RUN_ROOT)) | _exists(RUN_ROOT),
+            etc_netns=frozenset(_listdir(ETC_NETNS)) | _exists(ETC_NETNS),
+            processes=frozenset(_our_kind_of_processes()),
+            resolv_conf=hashlib.sha256(Path("/etc/resolv.conf").read_bytes()).hexdigest(),
+        )
+
+    def leaks_since(self, before: "HostSnapshot", labs: Sequence[str]) -> list[str]:
+        """What appeared since `before`: namespaces, directories and processes are counted
+        only when they carry one of `labs`' names (other work may run on the machine), host
+        interfaces always (a lab creates none in the host namespace). /run/openvpc and
+        /etc/netns themselves are shared by labs that overlap in time, so they are not
+        counted here."""
+        found = []
+        for field in ("netns", "links", "run_dirs", "etc_netns", "processes"):
+            extra = getattr(self, field) - getattr(before, field)
+            if field != "links":
+                extra = {x for x in extra if any(name in str(x) for name in labs)}
+            if extra:
+                found.append(f"{field}: {sorted(extra)}")
+        if self.resolv_conf != before.resolv_conf:
+            found.append("/etc/resolv.conf changed")
+        return found
+
+
+def _listdir(path: Path) -> list[str]:
+    try:
+        return os.listdir(path)
+    except FileNotFoundError:
+        return []
+
+
+def _exists(path: Path) -> frozenset[str]:
+    return frozenset({f"<{path}>"}) if path.exists() else frozenset()
+
+
+_OURS = re.compile(r"openvpc|dhclient|iperf3|tcpdump|tshark")
+
+
+def _our_kind_of_processes() -> list[tuple[int, str]]:
+    """Processes that look like ours (for a leak *check* only; nothing is killed by name)."""
+    found = []
+    me = os.getpid()
+    for entry in _listdir(Path("/proc")):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z" and _OURS.search(cmd) and "pytest" not in cmd:
+            found.append((int(entry), cmd.strip()))
+    return found
+
+
+class LabHandle:
+    """A lab that is up: run commands in its VMs and nodes, and crash or restart processes."""
+
+    def __init__(self, name: str, path: Path, status: LabStatus) -> None:
+        self.name = name
+        self.path = path  # the topology file it was brought up from
+        self.started = status
+
+    def status(self) -> LabStatus:
+        return real.status(self.name)
+
+    def vm_netns(self, vm: str) -> str:
+        return real.vm_namespace(vm, self.name)
+
+    def node_netns(self, node: str) -> str:
+        for n in self.started.nodes:
+            if n.name == node:
+                return n.netns
+        raise KeyError(node)
+
+    def fabric_ip(self, node: str) -> str:
+        for n in self.started.nodes:
+            if n.name == node:
+                return n.fabric_ip
+        raise KeyError(node)
+
+    def ip(self, vm: str) -> str:
+        """The VM's current address (without the prefix length)."""
+        address = self.status().vm(vm).ip
+        if address is None:
+            raise AssertionError(f"VM {vm} has no address")
+        return address.split("/")[0]
+
+    def exec(
+        self, vm: str, argv: Sequence[str], timeout: float = 30.0
+    ) -> "subprocess.CompletedProcess[str]":
+        return real.run_in_vm(vm, argv, timeout, self.name)
+
+    def ping(self, vm: str, target: str, count: int = 1, wait: float = 2.0) -> bool:
+        """True if `target` answered at least one of `count` echo requests from `vm`."""
+        argv = ["ping", "-n", "-c", str(count), "-W", str(wait), target]
+        return self.exec(vm, argv, timeout=count * (wait + 1) + 5).returncode == 0
+
+    def node_exec(
+        self, node: str, argv: Sequence[str], timeout: float = 30.0
+    ) -> "subprocess.CompletedProcess[str]":
+        """A command in a compute node's namespace (the underlay side of the lab)."""
+        cmd = ["ip", "netns", "exec", self.node_netns(node), *argv]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+
+    def kill(self, role: str, node: str = "", sig: int = signal.SIGKILL) -> None:
+        """Crash (SIGKILL) or stop (SIGTERM) the controller, or a node's agent or vRouter."""
+        real.kill_process(self.name, role, node, sig)
+
+    def start(self, role: str, node: str = "") -> int:
+        return real.start_process(self.name, role, node)
+
+    def restart(self, role: str, node: str = "") -> int:
+        return real.restart_process(self.name, role, node)
+
+    def wait_in_sync(self, timeout: float = 30.0) -> LabStatus:
+        return real.wait_in_sync(self.name, timeout=timeout)
+
+    def down(self) -> bool:
+        return real.down(self.name)
+
+
+LabFactory = Callable[..., LabHandle]
+
+
+@pytest.fixture
+def host_snapshot() -> HostSnapshot:
+    return HostSnapshot.take()
+
+
+@pytest.fixture
+def lab(tmp_path: Path, host_snapshot: HostSnapshot) -> Iterator[LabFactory]:
+    """`lab(topology, dhcp=True)`: up a topology dict (its name is replaced by a unique one)."""
+    made: list[str] = []
+
+    def make(topology: dict[str, Any], dhcp: bool = True) -> LabHandle:
+        name = unique_name()
+        doc = {**topology, "name": name}
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        made.append(name)
+        return LabHandle(name, path, real.up(path, dhcp=dhcp))
+
+    try:
+        yield make
+    finally:
+        errors = []
+        for name in made:
+            try:
+                real.down(name)
+            except Exception as exc:
+                errors.append(f"down {name}: {exc!r}")
+        leaks = HostSnapshot.take().leaks_since(host_snapshot, made)
+        assert not errors and not leaks, "; ".join(errors + leaks)

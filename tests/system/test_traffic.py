@@ -1,0 +1,357 @@
+"""Real traffic between VMs on two compute nodes, for every encapsulation on both underlays.
+
+One lab per underlay (module-scoped, so each comes up once): one tenant per encapsulation,
+all with the same 10.0.0.0/16 and the same three subnets (web and app reach each other; db's
+route table blackholes web). Real dhclient, ping, TCP, iperf3, tcpdump and tshark.
+"""
+
+import ipaddress
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import HostSnapshot, LabHandle, unique_name
+
+from openvpc.compiler.compile import compile_node, mtu_for
+from openvpc.lab import nsexec, real
+from openvpc.model.resources import Snapshot
+from openvpc.tools.matrix import expected_probes, run_probes
+from openvpc.tools.showcase import Responders, lab_snapshot
+
+ENCAPS = {"l2": ("vxlan", "mplsoudp", "mplsogre", "vlan"), "l3": ("vxlan", "mplsoudp", "mplsogre")}
+LETTER = {"vxlan": "x", "mplsoudp": "u", "mplsogre": "g", "vlan": "v"}
+VIP = "10.0.1.100"
+PY = sys.executable
+
+
+def tenant(encap: str) -> dict[str, Any]:
+    x = LETTER[encap]
+    vip = {"allowed_addresses": [VIP]}
+    return {
+        "name": encap,
+        "vpcs": [
+            {
+                "name": "prod",
+                "cidr": "10.0.0.0/16",
+                "encap": encap,
+                "route_tables": [
+                    {"name": "app"},
+                    {
+                        "name": "isolated",
+                        "routes": [{"destination": "10.0.1.0/24", "target": "blackhole"}],
+                    },
+                ],
+                "subnets": [
+                    {"name": "web", "cidr": "10.0.1.0/24"},
+                    {"name": "app", "cidr": "10.0.2.0/24", "route_table": "app"},
+                    {"name": "db", "cidr": "10.0.3.0/24", "route_table": "isolated"},
+                ],
+                "vms": [
+                    {"name": f"{x}1", "subnet": "web", "node": "node1", **vip},
+                    {"name": f"{x}2", "subnet": "web", "node": "node2", **vip},
+                    {"name": f"{x}3", "subnet": "app", "node": "node2"},
+                    {"name": f"{x}4", "subnet": "db", "node": "node1"},
+                ],
+            }
+        ],
+    }
+
+
+@dataclass
+class World:
+    underlay: str
+    lab: LabHandle
+    snapshot: Snapshot
+
+    def run(self, vm: str, argv: list[str], timeout: float = 30.0) -> "subprocess.CompletedProcess[str]":
+        return self.lab.exec(vm, argv, timeout)
+
+    def popen(self, vm: str, argv: list[str]) -> "subprocess.Popen[str]":
+        return nsexec.popen(
+            self.lab.vm_netns(vm), argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+
+    def ip(self, vm: str) -> str:
+        iface = next(
+            i for i in self.snapshot.interfaces if self._name(i.instance) == vm
+        )
+        return iface.ip
+
+    def _name(self, instance: str) -> str:
+        return next(i.name for i in self.snapshot.instances if i.id == instance)
+
+
+@pytest.fixture(scope="module", params=["l2", "l3"])
+def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    underlay: str = request.param
+    before = HostSnapshot.take()
+    name = unique_name("w")
+    doc = {
+        "name": name,
+        "underlay": underlay,
+        "encap": "vxlan",
+        "fabric_mtu": 1500,
+        "nodes": ["node1", "node2"],
+        "tenants": [tenant(e) for e in ENCAPS[underlay]],
+    }
+    path = tmp_path_factory.mktemp(name) / "lab.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    try:
+        status = real.up(path)
+        lab = LabHandle(name, path, status)
+        with Responders(status):
+            yield World(underlay, lab, lab_snapshot(status))
+    finally:
+        real.down(name)
+        leaks = HostSnapshot.take().leaks_since(before, [name])
+        assert not leaks, "; ".join(leaks)
+
+
+def encaps(world: World) -> tuple[str, ...]:
+    return ENCAPS[world.underlay]
+
+
+@pytest.fixture(params=["vxlan", "mplsoudp", "mplsogre", "vlan"])
+def encap(request: pytest.FixtureRequest, world: World) -> str:
+    if request.param not in encaps(world):
+        pytest.skip("VLAN needs the l2 underlay")
+    return str(request.param)
+
+
+def test_dhcp_gives_each_vm_its_address_mtu_and_dns(world: World) -> None:
+    st = world.lab.status()
+    vpcs = {v.id: v for v in world.snapshot.vpcs}
+    subnets = {s.id: s for s in world.snapshot.subnets}
+    names = {i.id: i.name for i in world.snapshot.instances}
+    for iface in world.snapshot.interfaces:
+        vm = names[iface.instance]
+        subnet = ipaddress.IPv4Network(subnets[iface.subnet].cidr)
+        assert st.vm(vm).ip == f"{iface.ip}/{subnet.prefixlen}", vm
+        link = world.run(vm, ["cat", "/sys/class/net/eth0/mtu"]).stdout.strip()
+        assert int(link) == mtu_for(1500, vpcs[subnets[iface.subnet].vpc]), vm
+        route = world.run(vm, ["ip", "-4", "route", "show", "default"]).stdout
+        assert f"via {subnet.network_address + 1}" in route, (vm, route)
+    for e in encaps(world):
+        x = LETTER[e]
+        answer = world.run(f"{x}1", ["getent", "hosts", f"{x}3"]).stdout.split()
+        assert answer[:2] == [world.ip(f"{x}3"), f"{x}3.ec2.internal"]
+
+
+def test_connectivity_matrix_route_tables_and_tenant_isolation(world: World) -> None:
+    def run(vm: str, argv: list[str]) -> tuple[int, str]:
+        out = world.run(vm, argv, timeout=15)
+        return out.returncode, out.stdout
+
+    results = run_probes(expected_probes(world.snapshot), run, PY)
+    bad = [r for r in results if not r.ok]
+    assert not bad, bad
+    # the matrix holds cross-tenant probes and blackholed paths, not only successes
+    assert sum(1 for r in results if not r.probe.expect) >= 4 * len(encaps(world))
+
+
+def test_ten_megabytes_cross_node_intact(world: World, encap: str) -> None:
+    x = LETTER[encap]
+    sink = world.popen(f"{x}2", [PY, "-m", "openvpc.tools.probe", "sink", "7100"])
+    try:
+        time.sleep(0.5)
+        sent = world.run(
+            f"{x}1", [PY, "-m", "openvpc.tools.probe", "source", world.ip(f"{x}2"), "7100", "10000000"]
+        )
+        received, _ = sink.communicate(timeout=60)
+    finally:
+        sink.kill()
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    assert sent.stdout.split() == received.split()
+    assert sent.stdout.split()[0] == "10000000"
+
+
+def test_gateways_ttl_and_broadcast(world: World, encap: str) -> None:
+    x = LETTER[encap]
+    assert world.lab.ping(f"{x}1", "10.0.1.1")
+    assert not world.lab.ping(f"{x}1", "10.0.2.1", wait=1)  # another subnet's gateway
+    # routed across nodes and subnets, the datagram keeps the TTL it was sent with
+    listener = world.popen(f"{x}3", [PY, "-m", "openvpc.tools.probe", "ttl-listen", "7200"])
+    try:
+        time.sleep(0.3)
+        world.run(f"{x}1", [PY, "-m", "openvpc.tools.probe", "ttl-send", world.ip(f"{x}3"), "7200", "9"])
+        ttl, _ = listener.communicate(timeout=15)
+    finally:
+        listener.kill()
+    assert ttl.strip() == "9"
+    # every VM would answer a broadcast echo; nothing but the sender's own stack may
+    for i in (1, 2):
+        world.run(f"{x}{i}", ["sysctl", "-qw", "net.ipv4.icmp_echo_ignore_broadcasts=0"])
+    out = world.run(f"{x}1", ["ping", "-n", "-b", "-c", "3", "-i", "0.3", "-W", "1", "10.0.1.255"])
+    repliers = set(re.findall(r"bytes from ([\d.]+)", out.stdout))
+    assert repliers <= {world.ip(f"{x}1")}, out.stdout
+
+
+def test_df_packet_over_overlay_mtu_gets_frag_needed_and_tcp_still_works(
+    world: World, encap: str
+) -> None:
+    if encap == "vlan":
+        pytest.skip("VLAN adds no overhead: the overlay MTU is the fabric's")
+    x = LETTER[encap]
+    overlay = int(world.run(f"{x}1", ["cat", "/sys/class/net/eth0/mtu"]).stdout)
+    dst = world.ip(f"{x}2")
+    world.run(f"{x}1", ["ip", "link", "set", "eth0", "mtu", "1500"])
+    world.run(f"{x}1", ["ip", "route", "flush", "cache"])
+    try:
+        out = world.run(f"{x}1", ["ping", "-n", "-M", "do", "-s", "1472", "-c", "2", "-W", "1", dst])
+        text = out.stdout + out.stderr
+        assert f"mtu = {overlay}" in text or f"mtu={overlay}" in text, text
+        assert f"mtu {overlay}" in world.run(f"{x}1", ["ip", "route", "get", dst]).stdout
+        test_ten_megabytes_cross_node_intact(world, encap)
+    finally:
+        world.run(f"{x}1", ["ip", "link", "set", "eth0", "mtu", str(overlay)])
+
+
+def _labels(world: World, encap: str) -> set[int]:
+    """The VNI / label / VLAN id the two directions between x1 and x2 must carry."""
+    x = LETTER[encap]
+    found = set()
+    for vm, peer in ((f"{x}1", f"{x}2"), (f"{x}2", f"{x}1")):
+        node = "node1" if vm.endswith("1") else "node2"
+        config = compile_node(world.snapshot, node)
+        vrf = next(p.vrf for p in config.ports if p.name == vm)
+        route = next(r for r in config.routes if r.vrf == vrf and r.prefix == f"{world.ip(peer)}/32")
+        assert route.label is not None
+        found.add(route.label)
+    return found
+
+
+DECODE = {
+    "vxlan": (["-Y", "vxlan"], "vxlan.vni"),
+    "mplsoudp": (["-d", "udp.port==6635,mpls", "-Y", "mpls && udp"], "mpls.label"),
+    "mplsogre": (["-Y", "gre && mpls"], "mpls.label"),
+    "vlan": (["-Y", "vlan"], "vlan.id"),
+}
+
+
+def test_tshark_decodes_the_underlay(world: World, encap: str, tmp_path: Path) -> None:
+    x = LETTER[encap]
+    pcap = tmp_path / "fabric.pcap"
+    capture = subprocess.Popen(
+        ["ip", "netns", "exec", world.lab.node_netns("node1"),
+         "tcpdump", "-U", "-n", "-i", "fabric0", "-c", "40", "-w", str(pcap)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert capture.stderr is not None
+        capture.stderr.readline()  # "listening on ...": the capture is armed
+        assert world.lab.ping(f"{x}1", world.ip(f"{x}2"), count=5)
+        time.sleep(0.5)
+    finally:
+        capture.send_signal(signal.SIGINT)
+        capture.wait(10)
+    args, field = DECODE[encap]
+    out = subprocess.run(
+        ["tshark", "-r", str(pcap), *args, "-T", "fields", "-e", field, "-e", "icmp.type"],
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout
+    icmp = [line.split("\t") for line in out.splitlines() if line.strip()]
+    seen = {int(v.split(",")[0]) for v, kind in icmp if kind in ("0", "8")}
+    assert seen == _labels(world, encap), out
+
+
+def test_ecmp_spreads_flows_over_both_spines(world: World) -> None:
+    if world.underlay != "l3":
+        pytest.skip("the l2 underlay has no spines")
+
+    def spine_packets() -> list[int]:
+        counts = []
+        for spine in ("spine1", "spine2"):
+            ns = f"ov-{world.lab.name}-u-{spine}"
+            text = subprocess.run(
+                ["ip", "netns", "exec", ns, "cat", "/proc/net/dev"],
+                capture_output=True, text=True, timeout=10, check=True,
+            ).stdout
+            counts.append(
+                sum(int(line.split(":")[1].split()[1]) for line in text.splitlines() if "leaf" in line)
+            )
+        return counts
+
+    before = spine_packets()
+    server = world.popen("x2", ["iperf3", "-s", "-1", "-p", "7300"])
+    try:
+        time.sleep(0.5)
+        out = world.run("x1", ["iperf3", "-c", world.ip("x2"), "-p", "7300", "-P", "8", "-t", "2"])
+        assert out.returncode == 0, out.stdout + out.stderr
+    finally:
+        server.kill()
+        server.wait()
+    delta = [a - b for a, b in zip(spine_packets(), before, strict=True)]
+    assert min(delta) > 500, delta
+
+
+def _ping_loss(world: World, action: "Any", count: int = 40) -> int:
+    ping = world.popen("x1", ["ping", "-n", "-i", "0.1", "-c", str(count), "-W", "1", world.ip("x2")])
+    time.sleep(1.0)
+    action()
+    out, _ = ping.communicate(timeout=count * 0.1 + 20)
+    received = int(re.search(r"(\d+) received", out).group(1))  # type: ignore[union-attr]
+    return count - received
+
+
+def test_agent_kill9_loses_at_most_one_reply(world: World) -> None:
+    if world.underlay != "l3":
+        pytest.skip("once is enough")
+    try:
+        assert _ping_loss(world, lambda: world.lab.kill("agent", "node1")) <= 1
+    finally:
+        world.lab.start("agent", "node1")
+        world.lab.wait_in_sync()
+
+
+def test_controller_restart_loses_nothing(world: World) -> None:
+    if world.underlay != "l3":
+        pytest.skip("once is enough")
+
+    def bounce() -> None:
+        world.lab.kill("controller")
+        time.sleep(0.5)
+        world.lab.start("controller")
+
+    assert _ping_loss(world, bounce) == 0
+    world.lab.wait_in_sync()
+
+
+def test_vrouter_restart_restores_forwarding_within_two_seconds(world: World) -> None:
+    if world.underlay != "l3":
+        pytest.skip("once is enough")
+    world.lab.kill("vrouter", "node2")
+    start = time.monotonic()
+    world.lab.start("vrouter", "node2")
+    while time.monotonic() - start < 10:
+        if world.lab.ping("x1", world.ip("x2"), wait=0.2):
+            break
+    assert time.monotonic() - start < 2.0
+    world.lab.wait_in_sync()
+
+
+def test_moved_vip_is_reachable_at_its_new_place(world: World) -> None:
+    if world.underlay != "l3":
+        pytest.skip("once is enough")
+    connect = [PY, "-m", "openvpc.tools.probe", "connect", VIP]
+    world.run("x1", ["ip", "addr", "add", f"{VIP}/24", "dev", "eth0"])
+    try:
+        assert world.run("x3", connect).stdout.strip() == "x1"
+        world.run("x1", ["ip", "addr", "del", f"{VIP}/24", "dev", "eth0"])
+        world.run("x2", ["ip", "addr", "add", f"{VIP}/24", "dev", "eth0"])
+        world.run("x2", ["arping", "-U", "-c", "2", "-I", "eth0", VIP])
+        deadline = time.monotonic() + 10
+        answer = ""
+        while time.monotonic() < deadline and answer != "x2":
+            answer = world.run("x3", connect).stdout.strip()
+        assert answer == "x2"
+    finally:
+        world.run("x1", ["ip", "addr", "del", f"{VIP}/24", "dev", "eth0"])
+        world.run("x2", ["ip", "addr", "del", f"{VIP}/24", "dev", "eth0"])

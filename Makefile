@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean sysdeps
+.PHONY: demo test lint bench bench-overlay clean sysdeps
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -28,6 +28,9 @@ test: $(STAMP) sysdeps lint
 
 bench: $(STAMP)
 	$(PY) -m bench.pipeline
+
+bench-overlay: $(STAMP) sysdeps
+	$(PY) -m bench.overlay
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

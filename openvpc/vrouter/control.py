@@ -9,12 +9,14 @@ from the vRouter, INJECT frames from the agent. Requests:
   batch {"ops": [...], "generation": int | None}
         each op {"op": "set", "kind": K, "obj": {...}} or {"op": "delete", "kind": K, "key": str}
         applied in order; the generation is recorded once all applied -> {"applied": n}
-  dump                          -> {"generation": int | None, "objects": [{"kind": K, "obj": {...}}]}
+  dump                          -> {"generation": int | None,
+                                    "objects": [{"kind": K, "obj": {...}}]}
   flow {"key": [vrf, proto, src, dst, sport, dport], "reverse": [...] | None, "action": "forward"
         | "drop"}  (addresses as text)  -> {"released": n}
   show                          -> {"text": the table dumps of `dump.py`}
 """
 
+import contextlib
 import itertools
 import json
 import socket
@@ -65,7 +67,8 @@ class FrameReader:
 class ControlClient:
     """The agent's end: blocking requests from any thread; punts go to `on_packet`.
 
-    A reader thread owns the socket's receive side; `closed` is set when the vRouter goes away.
+    A reader thread owns the socket's receive side and calls `on_packet`, which therefore must
+    not call `request()`; `closed` is set when the vRouter goes away.
     """
 
     def __init__(self, path: str, on_packet: Callable[[bytes], None], timeout: float = 10.0):
@@ -106,10 +109,8 @@ class ControlClient:
 
     def close(self) -> None:
         self.closed.set()
-        try:
+        with contextlib.suppress(OSError):
             self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         self.sock.close()
 
     def _send(self, frame: bytes) -> None:

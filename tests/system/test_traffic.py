@@ -71,7 +71,9 @@ class World:
     lab: LabHandle
     snapshot: Snapshot
 
-    def run(self, vm: str, argv: list[str], timeout: float = 30.0) -> "subprocess.CompletedProcess[str]":
+    def run(
+        self, vm: str, argv: list[str], timeout: float = 30.0
+    ) -> "subprocess.CompletedProcess[str]":
         return self.lab.exec(vm, argv, timeout)
 
     def popen(self, vm: str, argv: list[str]) -> "subprocess.Popen[str]":
@@ -80,9 +82,7 @@ class World:
         )
 
     def ip(self, vm: str) -> str:
-        iface = next(
-            i for i in self.snapshot.interfaces if self._name(i.instance) == vm
-        )
+        iface = next(i for i in self.snapshot.interfaces if self._name(i.instance) == vm)
         return iface.ip
 
     def _name(self, instance: str) -> str:
@@ -90,7 +90,9 @@ class World:
 
 
 @pytest.fixture(scope="module", params=["l2", "l3"])
-def world(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
     underlay: str = request.param
     before = HostSnapshot.take()
     name = unique_name("w")
@@ -163,7 +165,8 @@ def test_ten_megabytes_cross_node_intact(world: World, encap: str) -> None:
     try:
         time.sleep(0.5)
         sent = world.run(
-            f"{x}1", [PY, "-m", "openvpc.tools.probe", "source", world.ip(f"{x}2"), "7100", "10000000"]
+            f"{x}1",
+            [PY, "-m", "openvpc.tools.probe", "source", world.ip(f"{x}2"), "7100", "10000000"],
         )
         received, _ = sink.communicate(timeout=60)
     finally:
@@ -181,7 +184,9 @@ def test_gateways_ttl_and_broadcast(world: World, encap: str) -> None:
     listener = world.popen(f"{x}3", [PY, "-m", "openvpc.tools.probe", "ttl-listen", "7200"])
     try:
         time.sleep(0.3)
-        world.run(f"{x}1", [PY, "-m", "openvpc.tools.probe", "ttl-send", world.ip(f"{x}3"), "7200", "9"])
+        world.run(
+            f"{x}1", [PY, "-m", "openvpc.tools.probe", "ttl-send", world.ip(f"{x}3"), "7200", "9"]
+        )
         ttl, _ = listener.communicate(timeout=15)
     finally:
         listener.kill()
@@ -205,7 +210,9 @@ def test_df_packet_over_overlay_mtu_gets_frag_needed_and_tcp_still_works(
     world.run(f"{x}1", ["ip", "link", "set", "eth0", "mtu", "1500"])
     world.run(f"{x}1", ["ip", "route", "flush", "cache"])
     try:
-        out = world.run(f"{x}1", ["ping", "-n", "-M", "do", "-s", "1472", "-c", "2", "-W", "1", dst])
+        out = world.run(
+            f"{x}1", ["ping", "-n", "-M", "do", "-s", "1472", "-c", "2", "-W", "1", dst]
+        )
         text = out.stdout + out.stderr
         assert f"mtu = {overlay}" in text or f"mtu={overlay}" in text, text
         assert f"mtu {overlay}" in world.run(f"{x}1", ["ip", "route", "get", dst]).stdout
@@ -222,7 +229,9 @@ def _labels(world: World, encap: str) -> set[int]:
         node = "node1" if vm.endswith("1") else "node2"
         config = compile_node(world.snapshot, node)
         vrf = next(p.vrf for p in config.ports if p.name == vm)
-        route = next(r for r in config.routes if r.vrf == vrf and r.prefix == f"{world.ip(peer)}/32")
+        route = next(
+            r for r in config.routes if r.vrf == vrf and r.prefix == f"{world.ip(peer)}/32"
+        )
         assert route.label is not None
         found.add(route.label)
     return found
@@ -240,9 +249,24 @@ def test_tshark_decodes_the_underlay(world: World, encap: str, tmp_path: Path) -
     x = LETTER[encap]
     pcap = tmp_path / "fabric.pcap"
     capture = subprocess.Popen(
-        ["ip", "netns", "exec", world.lab.node_netns("node1"),
-         "tcpdump", "-U", "-n", "-i", "fabric0", "-c", "40", "-w", str(pcap)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [
+            "ip",
+            "netns",
+            "exec",
+            world.lab.node_netns("node1"),
+            "tcpdump",
+            "-U",
+            "-n",
+            "-i",
+            "fabric0",
+            "-c",
+            "40",
+            "-w",
+            str(pcap),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert capture.stderr is not None
@@ -255,7 +279,10 @@ def test_tshark_decodes_the_underlay(world: World, encap: str, tmp_path: Path) -
     args, field = DECODE[encap]
     out = subprocess.run(
         ["tshark", "-r", str(pcap), *args, "-T", "fields", "-e", field, "-e", "icmp.type"],
-        capture_output=True, text=True, timeout=60, check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     ).stdout
     icmp = [line.split("\t") for line in out.splitlines() if line.strip()]
     seen = {int(v.split(",")[0]) for v, kind in icmp if kind in ("0", "8")}
@@ -272,10 +299,17 @@ def test_ecmp_spreads_flows_over_both_spines(world: World) -> None:
             ns = f"ov-{world.lab.name}-u-{spine}"
             text = subprocess.run(
                 ["ip", "netns", "exec", ns, "cat", "/proc/net/dev"],
-                capture_output=True, text=True, timeout=10, check=True,
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
             ).stdout
             counts.append(
-                sum(int(line.split(":")[1].split()[1]) for line in text.splitlines() if "leaf" in line)
+                sum(
+                    int(line.split(":")[1].split()[1])
+                    for line in text.splitlines()
+                    if "leaf" in line
+                )
             )
         return counts
 
@@ -293,7 +327,9 @@ def test_ecmp_spreads_flows_over_both_spines(world: World) -> None:
 
 
 def _ping_loss(world: World, action: "Any", count: int = 40) -> int:
-    ping = world.popen("x1", ["ping", "-n", "-i", "0.1", "-c", str(count), "-W", "1", world.ip("x2")])
+    ping = world.popen(
+        "x1", ["ping", "-n", "-i", "0.1", "-c", str(count), "-W", "1", world.ip("x2")]
+    )
     time.sleep(1.0)
     action()
     out, _ = ping.communicate(timeout=count * 0.1 + 20)
@@ -355,3 +391,75 @@ def test_moved_vip_is_reachable_at_its_new_place(world: World) -> None:
     finally:
         world.run("x1", ["ip", "addr", "del", f"{VIP}/24", "dev", "eth0"])
         world.run("x2", ["ip", "addr", "del", f"{VIP}/24", "dev", "eth0"])
+
+
+def _ip(ns: str, *args: str) -> None:
+    subprocess.run(["ip", "-n", ns, *args], check=True, capture_output=True, timeout=10)
+
+
+def test_linux_kernel_vxlan_pings_a_vm_behind_our_vrouter(world: World) -> None:
+    """A namespace with the kernel's own VXLAN device on the underlay, registered as a VTEP
+    holding one address of the vxlan tenant. Last in the module: its node has no agent."""
+    from openvpc.service import Service
+    from openvpc.store import Store
+
+    kv_ns = f"ov-{world.lab.name}-kv"
+    if world.underlay == "l2":
+        bridge_ns, kv_ip, gateway = f"ov-{world.lab.name}-u-sw", "192.168.0.200", None
+    else:
+        bridge_ns, kv_ip, gateway = f"ov-{world.lab.name}-u-leaf1", "172.16.1.200", "172.16.1.1"
+    web = next(s for s in world.snapshot.subnets if s.tenant == "vxlan" and s.name == "web")
+    store = Store(Path(world.lab.status().state_dir) / "openvpc.db")
+    try:
+        service = Service(store)
+        service.register_node("kvtep", kv_ip)
+        _, iface = service.run_instance("vxlan", web.id, "kv", "kvtep", kv_ns)
+        rtb = next(t for t in service.snapshot().route_tables if t.id == web_table(world, web.id))
+    finally:
+        store.close()
+    subprocess.run(["ip", "netns", "add", kv_ns], check=True, timeout=10)
+    try:
+        _ip(kv_ns, "link", "add", "kv0", "type", "veth", "peer", "name", "kvb", "netns", bridge_ns)
+        _ip(bridge_ns, "link", "set", "kvb", "master", "br0", "up")
+        _ip(kv_ns, "addr", "add", f"{kv_ip}/24", "dev", "kv0")
+        _ip(kv_ns, "link", "set", "kv0", "up")
+        if gateway:
+            _ip(kv_ns, "route", "add", "default", "via", gateway)
+        node1 = world.lab.fabric_ip("node1")
+        _ip(
+            kv_ns,
+            "link",
+            "add",
+            "vx0",
+            "type",
+            "vxlan",
+            "id",
+            str(rtb.vni),
+            "remote",
+            node1,
+            "local",
+            kv_ip,
+            "dstport",
+            "4789",
+            "nolearning",
+        )
+        _ip(kv_ns, "link", "set", "vx0", "address", iface.mac, "mtu", "1450", "up")
+        _ip(kv_ns, "addr", "add", f"{iface.ip}/24", "dev", "vx0")
+        # an l3 VPC forwards IP only: its gateway MAC stands for every address, as in AWS
+        _ip(kv_ns, "neigh", "add", world.ip("x1"), "lladdr", "00:00:5e:00:01:00", "dev", "vx0")
+        ping = ["ip", "netns", "exec", kv_ns, "ping", "-n", "-c", "1", "-W", "1", world.ip("x1")]
+        deadline = time.monotonic() + 15
+        ok = False
+        while not ok and time.monotonic() < deadline:
+            ok = subprocess.run(ping, capture_output=True, timeout=10).returncode == 0
+        assert ok, "the kernel VTEP got no echo reply from x1"
+        # and the VM sees the kernel host as an ordinary neighbour in its subnet
+        assert world.lab.ping("x1", iface.ip)
+    finally:
+        subprocess.run(["ip", "netns", "del", kv_ns], check=False, timeout=10)
+
+
+def web_table(world: World, subnet_id: str) -> str:
+    vpc = next(v for v in world.snapshot.vpcs if v.tenant == "vxlan")
+    assoc = {a.subnet: a.route_table for a in world.snapshot.associations}
+    return assoc.get(subnet_id, vpc.main_route_table)

@@ -24,6 +24,7 @@ from openvpc.lab.naming import underlay_netns
 
 LAB = "bench"
 ENCAPS = ("vxlan", "mplsoudp", "mplsogre", "vlan")
+VM_PREFIX = {"vxlan": "vx", "mplsoudp": "mu", "mplsogre": "mg", "vlan": "vl"}
 KERNEL_VNI = 4242
 
 
@@ -45,8 +46,8 @@ def topology(encaps: tuple[str, ...]) -> dict[str, Any]:
                         "encap": encap,
                         "subnets": [{"name": "s", "cidr": "10.0.1.0/24"}],
                         "vms": [
-                            {"name": f"{encap[:4]}1", "subnet": "s", "node": "node1"},
-                            {"name": f"{encap[:4]}2", "subnet": "s", "node": "node2"},
+                            {"name": f"{VM_PREFIX[encap]}1", "subnet": "s", "node": "node1"},
+                            {"name": f"{VM_PREFIX[encap]}2", "subnet": "s", "node": "node2"},
                         ],
                     }
                 ],
@@ -182,7 +183,7 @@ def run(seconds: int) -> dict[str, Any]:
             with kernel_vxlan_pair(underlay_netns(LAB, "sw")) as (a, b, b_ip):
                 results["kernel vxlan (baseline)"] = measure(a, b, b_ip, seconds)
             for encap in ENCAPS:
-                client, server = f"{encap[:4]}1", f"{encap[:4]}2"
+                client, server = f"{VM_PREFIX[encap]}1", f"{VM_PREFIX[encap]}2"
                 results[f"openvpc {encap}"] = measure(ns[client], ns[server], ips[server], seconds)
         finally:
             real.down(LAB)

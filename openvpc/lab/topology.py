@@ -139,7 +139,7 @@ def parse_topology(data: object) -> Topology:
     )
     _unique([t.name for t in tenants], "tenants", "tenant")
     vm_names = [vm.name for tenant in tenants for vpc in tenant.vpcs for vm in vpc.vms]
-    _unique(vm_names, "tenants", "VM (VM names are global to the lab)")
+    _unique(vm_names, "tenants", "VM", " (VM names are global to the lab)")
     return Topology(name, underlay, encap, mtu, nodes, tenants)
 
 
@@ -354,11 +354,11 @@ def _address(data: object, path: str) -> IPv4Address:
         raise TopologyError(f"{path}: {text!r} is not an IPv4 address") from None
 
 
-def _unique(names: Sequence[str], path: str, what: str) -> None:
+def _unique(names: Sequence[str], path: str, what: str, why: str = "") -> None:
     seen: set[str] = set()
     for name in names:
         if name in seen:
-            raise TopologyError(f"{path}: two {what}s named {name!r}")
+            raise TopologyError(f"{path}: two {what}s named {name!r}{why}")
         seen.add(name)
 
 

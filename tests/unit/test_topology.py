@@ -175,7 +175,7 @@ def test_vm_names_are_global_to_the_lab() -> None:
     doc = base()
     doc["tenants"][0]["vpcs"][0]["subnets"] = [{"name": "s", "cidr": "10.9.1.0/24"}]
     doc["tenants"][0]["vpcs"][0]["vms"] = [{"name": "v1", "subnet": "s", "node": "node1"}]
-    with pytest.raises(TopologyError, match=r"two VM .* named 'v1'"):
+    with pytest.raises(TopologyError, match=r"two VMs named 'v1' \(VM names are global"):
         parse_topology(doc)
 
 

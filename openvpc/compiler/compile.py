@@ -32,6 +32,7 @@ from openvpc.vrouter.encap import overhead
 from openvpc.vrouter.nexthop import Encap
 
 GATEWAY_MAC = "00:00:5e:00:01:00"  # tables.VROUTER_MAC as text
+LINK_LOCAL_GATEWAY = "169.254.0.1"
 BROADCAST_MAC = "ff:ff:ff:ff:ff:ff"
 RECEIVE = NextHopConfig("receive", "receive")
 L2_RECEIVE = NextHopConfig("l2receive", "l2receive")
@@ -160,7 +161,9 @@ class _NodeCompiler:
         labels = x.labels(self.node, table.id) or (0, 0)
         fib: dict[str, RouteConfig] = {}  # by prefix: later entries override earlier ones
         for route in table.routes:
-            if route.target in ("local", "blackhole") or route.target not in x.interfaces:
+            if route.target == "local":
+                continue  # host routes below; no entry for the rest (l2_l3 bridges on a miss)
+            if route.target == "blackhole" or route.target not in x.interfaces:
                 fib[route.destination] = RouteConfig(vrf_id, route.destination, self.nh(DISCARD))
             else:
                 nh, label = self.to_interface(x.interfaces[route.target], l2=False)
@@ -177,7 +180,10 @@ class _NodeCompiler:
                 fib[f"{ip}/32"] = RouteConfig(vrf_id, f"{ip}/32", nh, label, iface.mac)
         receive = self.nh(RECEIVE)
         gateways = [_net(s.cidr).network_address + 1 for s in x.subnets.values() if s.vpc == vpc.id]
-        for addr in [*gateways, _net(vpc.cidr).network_address + 2]:
+        receivers = [*map(str, gateways), str(_net(vpc.cidr).network_address + 2)]
+        if vpc.link_local_gateway:
+            receivers.append(LINK_LOCAL_GATEWAY)
+        for addr in receivers:
             fib[f"{addr}/32"] = RouteConfig(vrf_id, f"{addr}/32", receive, mac=GATEWAY_MAC)
         self.routes.extend(fib.values())
         if vpc.mode != "l3":
@@ -191,6 +197,9 @@ class _NodeCompiler:
             table.vlan,
             labels[0],
             labels[1],
+            vpc.arp_mode,
+            vpc.link_local_gateway,
+            vpc.decrement_ttl,
         )
 
     def bridge_domain(
@@ -216,7 +225,11 @@ class _NodeCompiler:
         flood.extend(m for m in remote if m[0] != DISCARD.key)
         composite = NextHopConfig(f"flood:{vrf_id}", "composite", members=tuple(flood))
         self.mac_routes.append(MacRouteConfig(vrf_id, BROADCAST_MAC, self.nh(composite)))
-        self.mac_routes.append(MacRouteConfig(vrf_id, GATEWAY_MAC, self.nh(L2_RECEIVE)))
+        if vpc.gateway_node in (None, self.node):
+            gateway: tuple[str, int | None] = (self.nh(L2_RECEIVE), None)
+        else:  # a centralized gateway: routed traffic crosses to its node first
+            gateway = self.to_instance(vpc.gateway_node, vpc, table, l2=True)
+        self.mac_routes.append(MacRouteConfig(vrf_id, GATEWAY_MAC, *gateway))
 
     def port(self, iface: Interface) -> PortConfig:
         x = self.x

@@ -6,37 +6,33 @@ exists), then moves frames between devices until the network is quiet. No thread
 
 import ipaddress
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from openvpc.compiler.compile import compile_all
 from openvpc.lab.endpoint import VmEndpoint
 from openvpc.lab.fabric import Router, RouterPort, Switch
+from openvpc.model import resources as model
+from openvpc.model.nodeconfig import vrouter_objects
+from openvpc.model.resources import Snapshot
 from openvpc.packet.errors import Malformed
-from openvpc.packet.ethernet import BROADCAST, parse_ethernet
-from openvpc.packet.ipv4 import parse_ipv4
+from openvpc.packet.ethernet import parse_ethernet
+from openvpc.packet.ipv4 import ip_to_str, parse_ipv4
 from openvpc.vrouter.flow import FlowAction
 from openvpc.vrouter.nexthop import (
-    CompositeNH,
     Encap,
-    EncapNH,
-    L2ReceiveNH,
-    NextHop,
-    ReceiveNH,
-    TunnelNH,
 )
 from openvpc.vrouter.pipeline import Emit, install_flow, l4_ports, process
+from openvpc.vrouter.program import Programmer
 from openvpc.vrouter.punt import AgentHeader, Punt, parse_punt
 from openvpc.vrouter.tables import (
-    VROUTER_MAC,
     ArpMode,
     Fabric,
-    LabelEntry,
     Mode,
-    Route,
     Tables,
     Vif,
     VifKind,
-    Vrf,
 )
 from openvpc.vrouter.trace import Recorder
 
@@ -44,6 +40,15 @@ FABRIC_VIF = 0
 AGENT_VIF = 1
 LINK_LOCAL_GATEWAY = ipaddress.IPv4Address("169.254.0.1").packed
 Underlay = Literal["l2", "l3"]
+
+
+def _covering(cidrs: Iterable[ipaddress.IPv4Network]) -> ipaddress.IPv4Network:
+    """The smallest network holding every subnet (the VPC CIDR the simulator implies)."""
+    nets = list(cidrs)
+    net = nets[0]
+    while not all(n.subnet_of(net) for n in nets):
+        net = net.supernet()
+    return net
 
 
 @dataclass
@@ -112,6 +117,7 @@ class SimLab:
         auto_allow: bool = True,
     ) -> None:
         self.underlay = underlay
+        self.fabric_mtu = fabric_mtu
         self.auto_allow = auto_allow
         self.now = 0.0
         self.recorder: Recorder | None = None
@@ -237,111 +243,98 @@ class SimLab:
 
     # -- programming the vRouters ------------------------------------------------------
     def build(self) -> None:
-        """Program every vRouter: VRFs, labels, VNIs, VLANs, vifs, routes and next hops."""
-        hosting: dict[str, list[str]] = {}
-        for vpc in self.vpcs:
-            names = sorted(
-                {p.node for p in self.ports.values() if p.vpc is vpc}
-                | ({vpc.gateway_node} if vpc.gateway_node else set())
-            )
-            hosting[vpc.label] = names
-            for name in names:
+        """Program every vRouter from the compiler's output for this topology."""
+        configs = compile_all(self.snapshot())
+        for node in self.nodes.values():
+            config = configs[node.name]
+            policy = {p.vif: p.policy for p in self.ports.values() if p.node == node.name}
+            ports = tuple(replace(p, policy=policy[p.vif]) for p in config.ports)
+            Programmer(node.tables).load(vrouter_objects(replace(config, ports=ports)))
+
+    def snapshot(self) -> Snapshot:
+        """The topology as desired state: one route table (routing instance) per VPC, labels
+        numbered per receiving node from 100 x (node index + 1)."""
+        vpcs: list[model.Vpc] = []
+        subnets: list[model.Subnet] = []
+        tables: list[model.RouteTable] = []
+        instances: list[model.Instance] = []
+        interfaces: list[model.Interface] = []
+        for n, vpc in enumerate(self.vpcs):
+            hosts = {p.node for p in self.ports.values() if p.vpc is vpc}
+            hosts |= {vpc.gateway_node} if vpc.gateway_node else set()
+            for name in sorted(hosts):
                 node = self.nodes[name]
-                # labels are the receiving vRouter's own: each node numbers from its own base
                 base = 100 * (node.index + 1) + 2 * len(node.vrf_of)
                 node.vrf_of[vpc.label] = len(node.vrf_of) + 1
                 node.labels[vpc.label] = (base, base + 1)
-        for node in self.nodes.values():
-            self._program(node, hosting)
-
-    def _program(self, node: Node, hosting: dict[str, list[str]]) -> None:
-        t = node.tables
-        nh_ids: dict[object, int] = {}
-
-        def nh(key: object, value: NextHop) -> int:
-            if key not in nh_ids:
-                nh_ids[key] = len(nh_ids) + 1
-                t.add_nexthop(nh_ids[key], value)
-            return nh_ids[key]
-
-        receive = nh("receive", ReceiveNH())
-        l2_receive = nh("l2receive", L2ReceiveNH())
-        for vpc in self.vpcs:
-            if vpc.label not in node.vrf_of:
-                continue
-            vrf_id = node.vrf_of[vpc.label]
-            l3_label, l2_label = node.labels[vpc.label]
-            t.add_vrf(
-                Vrf(
-                    vrf_id,
-                    vpc.label,
-                    vpc.mode,
-                    VROUTER_MAC,
-                    vpc.arp_mode,
-                    LINK_LOCAL_GATEWAY if vpc.link_local else None,
-                    vpc.decrement_ttl,
+            cidr = _covering(s.cidr for s in vpc.subnets)
+            vpcs.append(
+                model.Vpc(
+                    f"vpc-{n}",
+                    vpc.tenant,
+                    vpc.name,
+                    str(cidr),
+                    vpc.mode.value,
+                    vpc.encap.value,
+                    f"rtb-{n}",
+                    arp_mode=vpc.arp_mode.value,
+                    link_local_gateway=vpc.link_local,
+                    decrement_ttl=vpc.decrement_ttl,
+                    gateway_node=vpc.gateway_node,
                 )
             )
-            t.add_label(l3_label, LabelEntry(vrf_id))
-            t.add_label(l2_label, LabelEntry(vrf_id, l2=True))
-            t.add_vni(vpc.vni, vrf_id)
-            if vpc.encap is Encap.VLAN:
-                t.add_vlan(vpc.vlan, vrf_id)
-            for subnet in vpc.subnets:
-                t.add_route(vrf_id, subnet.gateway, 32, Route(receive))
-            if vpc.link_local:
-                t.add_route(vrf_id, LINK_LOCAL_GATEWAY, 32, Route(receive))
-
-            def remote(peer: Node, l2: bool, vpc: Vpc = vpc) -> tuple[int, int]:
-                tunnel = nh(("tunnel", peer.name, vpc.encap), TunnelNH(vpc.encap, peer.ip))
-                if vpc.encap is Encap.VXLAN:
-                    return tunnel, vpc.vni
-                if vpc.encap is Encap.VLAN:
-                    return tunnel, vpc.vlan
-                return tunnel, peer.labels[vpc.label][1 if l2 else 0]
-
-            flood: list[tuple[int, int | None]] = []
-            for port in self.ports.values():
-                if port.vpc is not vpc:
-                    continue
-                vm = port.vm
-                if port.node == node.name:
-                    t.add_vif(
-                        Vif(
-                            port.vif,
-                            VifKind.VIRTUAL,
-                            vm.name,
-                            vrf_id,
-                            vm.mac,
-                            vm.ip,
-                            port.subnet.cidr.prefixlen,
-                            port.subnet.gateway,
-                            policy=port.policy,
-                        )
-                    )
-                    local = nh(("encap", port.vif), EncapNH(port.vif, vm.mac, VROUTER_MAC))
-                    t.add_route(vrf_id, vm.ip, 32, Route(local, mac=vm.mac))
-                    t.add_mac_route(vrf_id, vm.mac, Route(local))
-                    flood.append((local, None))
-                else:
-                    peer = self.nodes[port.node]
-                    tunnel, label = remote(peer, l2=False)
-                    t.add_route(vrf_id, vm.ip, 32, Route(tunnel, label, vm.mac))
-                    tunnel, label = remote(peer, l2=True)
-                    t.add_mac_route(vrf_id, vm.mac, Route(tunnel, label))
-            peers = [name for name in hosting[vpc.label] if name != node.name]
-            if vpc.encap is Encap.VLAN:
-                peers = peers[:1]  # one tagged copy: the underlay floods the VLAN to every node
-            for name in peers:
-                flood.append(remote(self.nodes[name], l2=True))
-            t.add_mac_route(
-                vrf_id, BROADCAST, Route(nh(("flood", vpc.label), CompositeNH(False, tuple(flood))))
+            route = model.Route(str(cidr), "local")
+            tables.append(
+                model.RouteTable(
+                    f"rtb-{n}", vpc.tenant, f"vpc-{n}", "main", vpc.vni, vpc.vlan, (route,)
+                )
             )
-            if vpc.gateway_node in (None, node.name):
-                t.add_mac_route(vrf_id, VROUTER_MAC, Route(l2_receive))
-            else:
-                tunnel, label = remote(self.nodes[vpc.gateway_node], l2=True)
-                t.add_mac_route(vrf_id, VROUTER_MAC, Route(tunnel, label))
+            subnets.extend(
+                model.Subnet(f"subnet-{n}-{k}", vpc.tenant, f"vpc-{n}", str(s.cidr), str(s.cidr))
+                for k, s in enumerate(vpc.subnets)
+            )
+        for name, port in self.ports.items():
+            n = self.vpcs.index(port.vpc)
+            instances.append(
+                model.Instance(f"i-{name}", port.vpc.tenant, name, port.node, f"eni-{name}")
+            )
+            interfaces.append(
+                model.Interface(
+                    f"eni-{name}",
+                    port.vpc.tenant,
+                    f"subnet-{n}-{port.vpc.subnets.index(port.subnet)}",
+                    f"i-{name}",
+                    port.node,
+                    port.vm.mac.hex(":"),
+                    str(ipaddress.IPv4Address(port.vm.ip)),
+                    name,
+                )
+            )
+        allocations = [
+            model.NodeAllocation(
+                node.name,
+                tuple((f"rtb-{self._vpc_index(v)}", i) for v, i in node.vrf_of.items()),
+                tuple((f"rtb-{self._vpc_index(v)}", *ls) for v, ls in node.labels.items()),
+                tuple(
+                    (f"eni-{p.vm.name}", p.vif) for p in self.ports.values() if p.node == node.name
+                ),
+            )
+            for node in self.nodes.values()
+        ]
+        return Snapshot(
+            revision=1,
+            fabric_mtu=self.fabric_mtu,
+            nodes=tuple(model.ComputeNode(n.name, ip_to_str(n.ip)) for n in self.nodes.values()),
+            vpcs=tuple(vpcs),
+            subnets=tuple(subnets),
+            route_tables=tuple(tables),
+            instances=tuple(instances),
+            interfaces=tuple(interfaces),
+            allocations=tuple(allocations),
+        )
+
+    def _vpc_index(self, label: str) -> int:
+        return next(i for i, v in enumerate(self.vpcs) if v.label == label)
 
     # -- running -----------------------------------------------------------------------
     def run(self, max_frames: int = 200_000) -> int:

@@ -6,6 +6,7 @@ per-node VRF ids, labels and vif ids) is allocated by the service and stored her
 """
 
 from dataclasses import dataclass
+from typing import Literal
 
 from openvpc.model.nodeconfig import EncapName, Mode
 
@@ -31,6 +32,10 @@ class Vpc:
     encap: EncapName = "vxlan"
     main_route_table: str = ""  # "rtb-...", created with the VPC
     domain: str = "ec2.internal"
+    arp_mode: Literal["proxy", "single_mac"] = "proxy"  # single_mac: legacy Amazon
+    link_local_gateway: bool = False  # Contrail's 169.254.0.1 gateway in every VRF
+    decrement_ttl: bool = False  # Amazon does not
+    gateway_node: str | None = None  # l2 modes: a centralized gateway; None: anycast everywhere
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,16 +76,17 @@ def test_l2_unicast_across_nodes_over_mac_fib(
         Encap.VLAN: ("vlan", f"vlan {tag} -> vrf"),
     }.get(encap, ("mpls", f"label {tag} -> vrf"))
     route = lab.nodes["node1"].tables.vrfs[1].mac_fib[c.mac]
+    vrf = f"{vpc.label}/main"  # the routing instance of the VPC's main route table
     steps = steps_by_node(trace)
     assert_in_order(
         steps,
         [
             ("node1", "arp_proxy", f"10.1.1.30 is-at {mac_str(c.mac)}"),
-            ("node1", "mac_fib", f"{vpc.label}: {mac_str(c.mac)} -> nh {route.nh} label {tag}"),
+            ("node1", "mac_fib", f"{vrf}: {mac_str(c.mac)} -> nh {route.nh} label {tag}"),
             ("node1", "nexthop", "TunnelNH"),
             ("node1", "tx", "vif 0 "),
             ("node2", *into),
-            ("node2", "mac_fib", f"{vpc.label}: {mac_str(c.mac)} -> nh"),
+            ("node2", "mac_fib", f"{vrf}: {mac_str(c.mac)} -> nh"),
             ("node2", "nexthop", "EncapNH"),
             ("node2", "tx", f"vif {lab.ports['c'].vif} "),
         ],

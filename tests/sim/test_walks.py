@@ -68,7 +68,7 @@ def test_figure13_walk(encap: Encap, monkeypatch: pytest.MonkeyPatch) -> None:
         ("node1", "tx", f"vif {lab.ports['vm1a'].vif} "),
         # 3-4. the IP packet: IP FIB 1a, /32 route with node2's label, tunnel next hop
         ("node1", "vif", "(vm1a)"),
-        ("node1", "ip_fib", f"{vpc.label}: 10.1.2.20 -> nh {route.nh} label {tag}"),
+        ("node1", "ip_fib", f"{vpc.label}/main: 10.1.2.20 -> nh {route.nh} label {tag}"),
         ("node1", "nexthop", "TunnelNH"),
         ("node1", "encap", f"{encap} label/vni {tag} to 192.168.0.11"),
         # 5-6. global IP FIB 1 for the outer destination; the L2 underlay resolves node2
@@ -84,7 +84,7 @@ def test_figure13_walk(encap: Encap, monkeypatch: pytest.MonkeyPatch) -> None:
         # 8. label (or VNI) -> routing instance 2a
         tag_step,
         # 9. IP FIB 2a -> the vif of VM 2a
-        ("node2", "ip_fib", f"{vpc.label}: 10.1.2.20 -> nh"),
+        ("node2", "ip_fib", f"{vpc.label}/main: 10.1.2.20 -> nh"),
         ("node2", "nexthop", "EncapNH"),
         # 10. to VM 2a
         ("node2", "tx", f"vif {vif2a} "),
@@ -172,7 +172,7 @@ def test_same_node_walk_stays_local(monkeypatch: pytest.MonkeyPatch) -> None:
         steps_by_node(trace),
         [
             ("node1", "arp_proxy", f"10.1.1.11 is-at {mac_str(b.mac)}"),
-            ("node1", "ip_fib", f"{vpc.label}: 10.1.1.11 -> nh"),
+            ("node1", "ip_fib", f"{vpc.label}/main: 10.1.1.11 -> nh"),
             ("node1", "nexthop", "EncapNH"),
             ("node1", "tx", f"vif {lab.ports['b'].vif} "),
         ],

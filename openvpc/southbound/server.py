@@ -7,8 +7,6 @@ nodes; Ack, Learn and Status are short unary calls.
 import contextlib
 import logging
 import os
-import socket
-import stat
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from typing import Any
@@ -17,6 +15,7 @@ import grpc
 
 from openvpc.model.codec import to_dict
 from openvpc.model.nodeconfig import NodeConfig
+from openvpc.process import claim_socket_path
 from openvpc.southbound import wire
 from openvpc.southbound.hub import ConfigHub
 
@@ -54,7 +53,7 @@ class SouthboundServer:
         """Bind and serve; raises OSError if a live server already owns the unix socket."""
         target = wire.grpc_target(self.listen)
         if self._socket_path is not None:
-            _clear_stale_socket(self._socket_path)
+            claim_socket_path(self._socket_path, "controller")
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=MAX_STREAMS + 16, thread_name_prefix="sb"),
             options=SERVER_OPTIONS,
@@ -163,23 +162,3 @@ def _field(request: wire.Body, name: str, kind: type[Any], context: grpc.Service
     if not isinstance(value, kind) or isinstance(value, bool) or value == "":
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"field {name!r} must be a {kind.__name__}")
     return value
-
-
-def _clear_stale_socket(path: str) -> None:
-    """Remove a socket file left by a crashed server; refuse to steal a live one."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(mode):
-        raise OSError(f"{path} exists and is not a socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.settimeout(1.0)
-        probe.connect(path)
-    except OSError:
-        os.unlink(path)
-        return
-    finally:
-        probe.close()
-    raise OSError(f"another server is listening on {path}")

@@ -7,9 +7,9 @@ checks `wants_write` to know when to wait for writability. Framing is `control.p
 import contextlib
 import os
 import socket
-import stat
 from collections.abc import Callable
 
+from openvpc.process import claim_socket_path
 from openvpc.vrouter.control import (
     TYPE_PACKET,
     ControlError,
@@ -31,7 +31,10 @@ class AgentChannel:
     def __init__(self, path: str, on_drop: Callable[[socket.socket], None] | None = None) -> None:
         self.path = path
         self.on_drop = on_drop  # told before a connection closes (to unregister it)
-        _claim(path)
+        try:
+            claim_socket_path(path, "vRouter")
+        except OSError as e:
+            raise ChannelError(str(e)) from e
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self.listener.bind(path)
@@ -121,22 +124,3 @@ class AgentChannel:
         self.listener.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
-
-
-def _claim(path: str) -> None:
-    """Remove a stale socket file left by a crash; refuse one a live vRouter listens on."""
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(mode):
-        raise ChannelError(f"{path} exists and is not a socket")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-    except OSError:
-        os.unlink(path)
-        return
-    finally:
-        probe.close()
-    raise ChannelError(f"another vRouter is listening on {path}")

@@ -334,7 +334,7 @@ def test_a_stale_socket_file_is_replaced_but_a_live_server_is_not(world: World) 
         finally:
             client.close()
         second = Controller(str(world.db), world.listen)
-        with pytest.raises(OSError, match="another server"):
+        with pytest.raises(OSError, match="another controller is listening"):
             second.run(threading.Event())  # refuses, and leaves the live server's socket alone
         assert os.path.exists(world.sock)
     finally:

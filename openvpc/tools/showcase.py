@@ -83,25 +83,24 @@ def probe_lab(st: LabStatus) -> list[Result]:
 
 
 def render_matrix(results: list[Result]) -> Table:
-    """Rows probe, columns are probed; a cell shows who answered (expected in brackets)."""
+    """Rows probe; a column is a VM's address, probed from every other VM of every tenant."""
     sources = sorted({r.probe.src for r in results})
-    targets = sorted({r.probe.target for r in results})
+    address = {r.probe.target: r.probe.dst_ip for r in results}
     cell = {(r.probe.src, r.probe.target): r for r in results}
-    table = Table(title="connectivity: who answered ping + TCP (expected)", show_lines=False)
+    table = Table(title="who answers ping + TCP at each VM's address, seen from each VM")
     table.add_column("from \\ to")
-    for t in targets:
+    for t in sorted(address):
         table.add_column(t, justify="center")
     for s in sources:
         row = []
-        for t in targets:
+        for t in sorted(address):
             r = cell.get((s, t))
             if r is None:
                 row.append("[dim]-[/]")
                 continue
             seen = r.tcp or ("ping" if r.ping else ".")
-            want = r.probe.expect or "."
             style = "green" if r.ok else "bold red"
-            row.append(f"[{style}]{seen}[/]" + ("" if r.ok else f" ({want})"))
+            row.append(f"[{style}]{seen}[/]" + ("" if r.ok else f" ({r.probe.expect or '.'})"))
         table.add_row(s, *row)
     return table
 
@@ -110,6 +109,15 @@ def run_showcase(path: str, console: Console, progress: Callable[[str], None]) -
     st = real.up(path, progress=progress)
     results = probe_lab(st)
     console.print(render_matrix(results))
+    targets = sorted({(r.probe.target, r.probe.dst_ip) for r in results})
+    console.print("addresses: " + ", ".join(f"{t} {ip}" for t, ip in targets), highlight=False)
+    console.print(
+        "A cell names the VM that answered at that address: its holder in the prober's own VPC."
+        " '.' nobody answered (an address the prober's VPC does not use, or a route table that"
+        " blackholes the path); '-' the prober's own address; red: not as expected (expected"
+        " in brackets).",
+        highlight=False,
+    )
     bad = [r for r in results if not r.ok]
     for r in bad:
         console.print(
@@ -117,10 +125,7 @@ def run_showcase(path: str, console: Console, progress: Callable[[str], None]) -
             f" {r.probe.expect or 'no answer'}, ping {'answered' if r.ping else 'silent'},"
             f" TCP {r.tcp or 'silent'}"
         )
-    console.print(
-        f"{len(results) - len(bad)}/{len(results)} probes as expected"
-        " ('.' = no answer: another tenant, or a route table that blackholes the path)."
-    )
+    console.print(f"{len(results) - len(bad)}/{len(results)} probes as expected.")
     first = st.vms[0].name if st.vms else "VM"
     console.print(
         f"The lab stays up. Try: openvpc exec {first} -- ip addr;"

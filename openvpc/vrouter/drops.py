@@ -32,6 +32,7 @@ class Drop(StrEnum):
     FLOW_ACTION_DROP = "flow_action_drop"
     FLOW_TABLE_FULL = "flow_table_full"
     FLOW_QUOTA = "flow_vrf_quota_exceeded"
+    HOLD_EXPIRED = "flow_hold_expired"  # held first packets of a flow the agent never decided
     FLOW_QUEUE_LIMIT = "flow_queue_limit"
     FRAG_NEEDED = "fragmentation_needed"
     FRAGMENT_FAILED = "fragmentation_failed"

@@ -55,8 +55,10 @@ class FlowTable:
         capacity: int = 65536,
         vrf_quota: int | None = None,
         timeouts: FlowTimeouts | None = None,
+        drops: Counter[str] | None = None,
     ) -> None:
         self.capacity = capacity
+        self.drops: Counter[str] = Counter() if drops is None else drops  # shared with Tables
         self.vrf_quota = vrf_quota
         self.timeouts = timeouts or FlowTimeouts()
         self.flows: dict[FlowKey, Flow] = {}
@@ -163,7 +165,11 @@ class FlowTable:
             last = max(flow.last_used, peer.last_used if peer else flow.last_used)
             if now - last >= self._timeout(flow):
                 expired.append(key)
+                lost = len(flow.held)
                 if peer is not None:
                     expired.append(peer.key)
+                    lost += len(peer.held)
+                if lost:  # the agent never answered these first packets
+                    self.drops[Drop.HOLD_EXPIRED] += lost
                 self.remove(key)
         return expired

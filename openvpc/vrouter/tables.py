@@ -119,11 +119,11 @@ class Tables:
         self.labels: dict[int, LabelEntry] = {}
         self.vnis: dict[int, int] = {}
         self.vlans: dict[int, int] = {}
-        self.flows = FlowTable(flow_capacity, flow_vrf_quota)
         self.underlay: Lpm[bytes] = Lpm()  # prefix -> gateway (b"": directly attached)
         self.neighbors: dict[bytes, bytes] = {}  # underlay IP -> MAC
         self.pending: dict[bytes, list[bytes]] = {}  # underlay IP -> IP packets awaiting ARP
         self.drops: Counter[str] = Counter()
+        self.flows = FlowTable(flow_capacity, flow_vrf_quota, drops=self.drops)
         self.agent_vif: int | None = None
         self.templates: dict[tuple[Encap, bytes, int], OuterTemplate] = {}
         self.generation = 0

@@ -1,5 +1,7 @@
 """The flow table: HOLD entries, limits, installation with reverse flows, TCP-aware aging."""
 
+from collections import Counter
+
 from openvpc.packet.l4 import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN
 from openvpc.vrouter.drops import Drop
 from openvpc.vrouter.flow import Flow, FlowAction, FlowKey, FlowTable, FlowTimeouts
@@ -210,6 +212,15 @@ def test_hold_timeout() -> None:
     assert ft.age(T.hold - 0.5) == []
     assert ft.age(T.hold) == [key()]
     assert ft.flows == {}
+
+
+def test_packets_held_on_an_undecided_flow_are_counted_when_it_ages_out() -> None:
+    drops: Counter[str] = Counter()
+    ft = FlowTable(drops=drops)
+    flow = held(ft.hold(key(), 0))
+    flow.held.extend([(b"first", 2), (b"second", 2)])
+    ft.age(T.hold)
+    assert drops == {Drop.HOLD_EXPIRED: 2}
 
 
 def test_a_pair_lives_while_either_side_is_used() -> None:

@@ -20,6 +20,7 @@ from openvpc.vrouter.channel import AgentChannel, ChannelError
 from openvpc.vrouter.control import TYPE_JSON, TYPE_PACKET
 from openvpc.vrouter.drops import Drop
 from openvpc.vrouter.handler import ControlHandler
+from openvpc.vrouter.neighbors import retry_pending
 from openvpc.vrouter.offload import frames_from_tap
 from openvpc.vrouter.pipeline import Emit, process, process_overlay
 from openvpc.vrouter.ports import FabricPorts, PortError, TapPort, fabric_link
@@ -142,6 +143,7 @@ class Vrouter:
                         self._internal_error()
                 if self.now >= next_age:
                     self.tables.flows.age(self.now)
+                    self.send(retry_pending(self.tables))
                     next_age = self.now + AGE_INTERVAL
         finally:
             signal.set_wakeup_fd(old_wakeup)

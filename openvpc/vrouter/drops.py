@@ -28,6 +28,7 @@ class Drop(StrEnum):
     INVALID_VLAN = "invalid_vlan"
     GRE_NOT_MPLS = "gre_not_mpls"
     NEIGHBOR_PENDING = "underlay_neighbor_pending"
+    NEIGHBOR_UNRESOLVED = "underlay_neighbor_unresolved"  # no ARP answer after the retries
     NO_UNDERLAY_ROUTE = "no_underlay_route"
     FLOW_ACTION_DROP = "flow_action_drop"
     FLOW_TABLE_FULL = "flow_table_full"

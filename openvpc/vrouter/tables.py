@@ -122,6 +122,7 @@ class Tables:
         self.underlay: Lpm[bytes] = Lpm()  # prefix -> gateway (b"": directly attached)
         self.neighbors: dict[bytes, bytes] = {}  # underlay IP -> MAC
         self.pending: dict[bytes, list[bytes]] = {}  # underlay IP -> IP packets awaiting ARP
+        self.arp_retries: dict[bytes, int] = {}  # underlay IP -> ARP requests re-sent
         self.drops: Counter[str] = Counter()
         self.flows = FlowTable(flow_capacity, flow_vrf_quota, drops=self.drops)
         self.agent_vif: int | None = None

@@ -180,11 +180,14 @@ def agent(
     vrouter: str = typer.Option(..., "--vrouter", help="the vRouter's control socket path"),
     netns: str | None = typer.Option(None, "--netns", help="network namespace to run in"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging"),
+    state: str | None = typer.Option(
+        None, "--state", help="file keeping the last config (served while headless)"
+    ),
 ) -> None:
     """Run a compute node's agent until SIGTERM or SIGINT."""
     from openvpc.agent.main import run_agent
 
-    raise typer.Exit(run_agent(node, controller, vrouter, netns, verbose))
+    raise typer.Exit(run_agent(node, controller, vrouter, netns, verbose, state))
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ While the controller is unreachable nothing is flushed: forwarding goes on with 
 import logging
 import os
 import threading
+from pathlib import Path
 
 from pyroute2 import netns as pyroute2_netns
 
@@ -25,10 +26,10 @@ JOIN = 3.0  # seconds each thread gets to finish on stop
 
 
 class Agent:
-    def __init__(self, node: str, controller: str, vrouter: str) -> None:
+    def __init__(self, node: str, controller: str, vrouter: str, state: Path | None = None) -> None:
         self.node = node
         self.stop = threading.Event()
-        self.desired = Desired()
+        self.desired = Desired(state)
         self.client = SouthboundClient(controller)
         self.reporter = Reporter(self.client, node, self.stop)
         self.punts = PuntWorker(self.desired, self.reporter, self.stop)
@@ -80,14 +81,19 @@ def enter_netns(name: str) -> None:
 
 
 def run_agent(
-    node: str, controller: str, vrouter: str, netns: str | None = None, verbose: bool = False
+    node: str,
+    controller: str,
+    vrouter: str,
+    netns: str | None = None,
+    verbose: bool = False,
+    state: str | None = None,
 ) -> int:
     """The `openvpc agent` command: 0 after SIGTERM/SIGINT, 1 when it cannot start."""
     setup_logging(verbose)
     try:
         if netns is not None:
             enter_netns(netns)
-        agent = Agent(node, controller, vrouter)
+        agent = Agent(node, controller, vrouter, Path(state) if state else None)
     except (OSError, ValueError) as e:
         log.error("agent: %s", e)
         return 1

@@ -70,5 +70,7 @@ def agent_spec(state_dir: Path, openvpc: tuple[str, ...], node: str, ns: str) ->
         str(vrouter_socket(state_dir, node)),
         "--netns",
         ns,
+        "--state",
+        str(state_dir / f"agent-{node}.json"),
     )
     return ProcessSpec(AGENT, node, argv, str(state_dir / f"agent-{node}.log"), None)

@@ -6,6 +6,7 @@ The whole agent process, with a vRouter and a controller, is in tests/system/tes
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from agent_setup import CONFIG, PORT1, VIP, punt_of
@@ -131,3 +132,17 @@ def test_acks_reach_the_controller(reporter: Reporter, controller: Controller) -
         time.sleep(0.02)
     node1 = controller.server.hub.status()["nodes"][0]
     assert node1["generation_acked"] == 9
+
+
+def test_the_last_config_survives_an_agent_restart_in_its_state_file(tmp_path: Path) -> None:
+    state = tmp_path / "agent.json"
+    Desired(state).offer(CONFIG)
+    restarted = Desired(state)  # the controller has not spoken yet
+    assert restarted.latest() == (0, None)  # nothing to reconcile towards...
+    assert restarted.for_proxies() == CONFIG  # ...but DNS and DHCP answer as before
+
+
+def test_an_unreadable_state_file_is_ignored(tmp_path: Path) -> None:
+    state = tmp_path / "agent.json"
+    state.write_text('{"node": "node1", "generation": "not a number"}')
+    assert Desired(state).for_proxies() is None

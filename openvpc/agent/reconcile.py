@@ -19,11 +19,11 @@ from openvpc.model.nodeconfig import (
     RouteConfig,
     VrfConfig,
     VrouterObject,
+    decode_object,
     object_key,
     object_kind,
     vrouter_objects,
 )
-from openvpc.vrouter.program import decode_object
 
 Ref = tuple[ObjectKind, str]  # (kind, key)
 Op = dict[str, Any]

@@ -18,6 +18,7 @@ from openvpc.model.nodeconfig import (
     PortConfig,
     RouteConfig,
     VrfConfig,
+    canonical,
 )
 from openvpc.model.resources import (
     Interface,
@@ -264,7 +265,7 @@ class _NodeCompiler:
             for name in (hostname(iface.ip), iface.instance, x.instance_name.get(iface.instance)):
                 if name:
                     records.append(DnsRecord(vrf_id, f"{name}.{vpc.domain}".lower(), iface.ip))
-        return sorted(records, key=lambda r: r.name)
+        return records
 
     def build(self) -> NodeConfig:
         x = self.x
@@ -282,16 +283,17 @@ class _NodeCompiler:
             and x.interfaces[i].node == self.node
             and x.table_of(x.interfaces[i]) in self.vrf_of_table
         ]
-        nexthops = sorted(self.nexthops.values(), key=lambda n: (n.kind == "composite", n.key))
-        return NodeConfig(
-            node=self.node,
-            generation=x.snapshot.revision,
-            vrfs=tuple(vrfs),
-            nexthops=tuple(nexthops),
-            ports=tuple(ports),
-            routes=tuple(sorted(self.routes, key=_route_key)),
-            mac_routes=tuple(sorted(self.mac_routes, key=lambda r: (r.vrf, r.mac))),
-            dns=tuple(dns),
+        return canonical(
+            NodeConfig(
+                self.node,
+                x.snapshot.revision,
+                tuple(vrfs),
+                tuple(self.nexthops.values()),
+                tuple(ports),
+                tuple(self.routes),
+                tuple(self.mac_routes),
+                tuple(dns),
+            )
         )
 
 
@@ -302,8 +304,3 @@ def _compile(index: _Index, node: str) -> NodeConfig:
 def hostname(ip: str) -> str:
     """AWS's private DNS host name for an address: ip-10-0-1-5."""
     return "ip-" + ip.replace(".", "-")
-
-
-def _route_key(r: RouteConfig) -> tuple[int, int, int]:
-    net = _net(r.prefix)
-    return r.vrf, int(net.network_address), net.prefixlen

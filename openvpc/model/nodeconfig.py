@@ -9,6 +9,8 @@ what the vRouter dumps and write only the difference.
 from dataclasses import dataclass
 from typing import Literal
 
+from openvpc.model.codec import from_dict
+
 Mode = Literal["l3", "l2", "l2_l3"]
 EncapName = Literal["vxlan", "mplsoudp", "mplsogre", "vlan"]
 NextHopKind = Literal["encap", "tunnel", "receive", "l2receive", "discard", "resolve", "composite"]
@@ -120,6 +122,27 @@ ObjectKind = Literal["vrf", "nh", "vif", "route", "mac_route"]
 KIND_ORDER: tuple[ObjectKind, ...] = ("vrf", "nh", "vif", "route", "mac_route")
 
 
+KIND_CLASS: dict[ObjectKind, type[VrouterObject]] = {
+    "vrf": VrfConfig,
+    "nh": NextHopConfig,
+    "vif": PortConfig,
+    "route": RouteConfig,
+    "mac_route": MacRouteConfig,
+}
+
+
+def decode_object(kind: object, data: object) -> VrouterObject:
+    """A {"kind", "obj"} pair as its dataclass; ValueError when it does not fit."""
+    cls = KIND_CLASS.get(kind) if isinstance(kind, str) else None  # type: ignore[call-overload]
+    if cls is None:
+        raise ValueError(f"unknown object kind {kind!r}")
+    try:
+        obj: VrouterObject = from_dict(cls, data)
+    except TypeError as e:
+        raise ValueError(f"{kind}: {e}") from e
+    return obj
+
+
 def object_kind(obj: VrouterObject) -> ObjectKind:
     if isinstance(obj, VrfConfig):
         return "vrf"
@@ -157,3 +180,23 @@ def vrouter_objects(config: NodeConfig) -> list[VrouterObject]:
         *config.routes,
         *config.mac_routes,
     ]
+
+
+def _prefix_order(prefix: str) -> tuple[int, int]:
+    address, _, plen = prefix.partition("/")
+    a, b, c, d = (int(x) for x in address.split("."))
+    return (a << 24) | (b << 16) | (c << 8) | d, int(plen or 32)
+
+
+def canonical(config: NodeConfig) -> NodeConfig:
+    """The one order of every part of a config, so equal contents compare equal."""
+    return NodeConfig(
+        config.node,
+        config.generation,
+        tuple(sorted(config.vrfs, key=lambda v: v.id)),
+        tuple(sorted(config.nexthops, key=lambda n: (n.kind == "composite", n.key))),
+        tuple(sorted(config.ports, key=lambda p: p.vif)),
+        tuple(sorted(config.routes, key=lambda r: (r.vrf, *_prefix_order(r.prefix)))),
+        tuple(sorted(config.mac_routes, key=lambda m: (m.vrf, m.mac))),
+        tuple(sorted(config.dns, key=lambda d: (d.vrf, d.name, d.ip))),
+    )

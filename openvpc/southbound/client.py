@@ -15,6 +15,7 @@ from openvpc.model.codec import from_dict
 from openvpc.model.nodeconfig import NodeConfig
 from openvpc.southbound import wire
 from openvpc.southbound.backoff import Backoff
+from openvpc.southbound.delta import apply_delta
 
 log = logging.getLogger("openvpc.southbound")
 
@@ -40,12 +41,13 @@ class Subscription:
         self._call = call
 
     def __iter__(self) -> Iterator[NodeConfig]:
-        """Raises SouthboundError when the stream breaks; skips (and logs) malformed configs."""
+        """The whole config first, then the config after each change. Raises SouthboundError
+        when the stream breaks or a change cannot be applied (resubscribing starts afresh)."""
+        current: NodeConfig | None = None
         try:
             for body in self._call:
-                config = parse_config(body)
-                if config is not None:
-                    yield config
+                current = next_config(current, body)
+                yield current
         except grpc.RpcError as e:
             raise SouthboundError(_describe(e)) from e
 
@@ -53,15 +55,16 @@ class Subscription:
         self._call.cancel()
 
 
-def parse_config(body: wire.Body) -> NodeConfig | None:
-    if isinstance(body, wire.BadBody) or "config" not in body:
-        log.warning("southbound message without a config ignored")
-        return None
+def next_config(current: NodeConfig | None, body: wire.Body) -> NodeConfig:
+    """The config a stream message leads to: a whole config, or a change to `current`."""
     try:
-        return from_dict(NodeConfig, body["config"])
-    except (ValueError, TypeError) as e:
-        log.warning("malformed config ignored: %s", e)
-        return None
+        if isinstance(body, dict) and "config" in body:
+            return from_dict(NodeConfig, body["config"])
+        if isinstance(body, dict) and "delta" in body and current is not None:
+            return apply_delta(current, body["delta"])
+    except (ValueError, TypeError, KeyError) as e:
+        raise SouthboundError(f"malformed southbound message: {e}") from e
+    raise SouthboundError("southbound message is neither a config nor a change to one")
 
 
 class SouthboundClient:

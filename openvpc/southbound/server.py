@@ -17,6 +17,7 @@ from openvpc.model.codec import to_dict
 from openvpc.model.nodeconfig import NodeConfig
 from openvpc.process import claim_socket_path
 from openvpc.southbound import wire
+from openvpc.southbound.delta import config_delta
 from openvpc.southbound.hub import ConfigHub
 
 log = logging.getLogger("openvpc.southbound")
@@ -120,13 +121,18 @@ class SouthboundServer:
         log.info("node %s subscribed", node)
         try:
             seen = 0
+            last: NodeConfig | None = None  # what this stream's subscriber holds
             while context.is_active() and not self.hub.closed:
                 got = self.hub.next_config(node, seen, POLL, alive=context.is_active)
                 if got is None:
                     continue
                 seen, config = got
                 self.hub.mark_sent(node, config.generation)
-                yield {"config": to_dict(config)}
+                if last is None:
+                    yield {"config": to_dict(config)}
+                else:
+                    yield {"delta": config_delta(last, config)}
+                last = config
         finally:
             self.hub.detach(node)
             log.info("node %s unsubscribed", node)

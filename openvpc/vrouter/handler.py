@@ -6,11 +6,11 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from openvpc.model.codec import to_dict
-from openvpc.model.nodeconfig import PortConfig, object_key, object_kind
+from openvpc.model.nodeconfig import KIND_CLASS, PortConfig, decode_object, object_key, object_kind
 from openvpc.vrouter.dump import dump_all
 from openvpc.vrouter.flow import FlowAction, FlowKey
 from openvpc.vrouter.pipeline import Emit, install_flow
-from openvpc.vrouter.program import KIND_CLASS, Programmer, decode_object
+from openvpc.vrouter.program import Programmer
 
 Reply = dict[str, Any]
 

@@ -6,10 +6,9 @@ maps next-hop keys to the integer ids the tables use.
 
 import ipaddress
 from collections.abc import Iterable
-from typing import Any
 
-from openvpc.model.codec import from_dict
 from openvpc.model.nodeconfig import (
+    KIND_CLASS,
     KIND_ORDER,
     MacRouteConfig,
     NextHopConfig,
@@ -51,26 +50,7 @@ FABRIC_VIF = 0
 AGENT_VIF = 1
 FIRST_VM_VIF = 2
 LINK_LOCAL_GATEWAY = ipaddress.IPv4Address("169.254.0.1").packed
-KIND_CLASS: dict[ObjectKind, type[VrouterObject]] = {
-    "vrf": VrfConfig,
-    "nh": NextHopConfig,
-    "vif": PortConfig,
-    "route": RouteConfig,
-    "mac_route": MacRouteConfig,
-}
 Ref = tuple[ObjectKind, str]
-
-
-def decode_object(kind: Any, data: Any) -> VrouterObject:
-    """A control-channel {"kind", "obj"} pair as its dataclass; ValueError when it does not fit."""
-    cls = KIND_CLASS.get(kind) if isinstance(kind, str) else None  # type: ignore[call-overload]
-    if cls is None:
-        raise ValueError(f"unknown object kind {kind!r}")
-    try:
-        obj: VrouterObject = from_dict(cls, data)
-    except TypeError as e:
-        raise ValueError(f"{kind}: {e}") from e
-    return obj
 
 
 def _ip(text: str, what: str) -> bytes:

@@ -14,6 +14,7 @@ from openvpc.model.nodeconfig import (
     RouteConfig,
     VrfConfig,
     VrouterObject,
+    decode_object,
     object_key,
     object_kind,
 )
@@ -21,12 +22,7 @@ from openvpc.packet.ipv4 import ip_to_bytes
 from openvpc.vrouter.drops import Drop
 from openvpc.vrouter.nexthop import CompositeNH, EncapNH, TunnelNH
 from openvpc.vrouter.pipeline import process, process_overlay
-from openvpc.vrouter.program import (
-    LINK_LOCAL_GATEWAY,
-    Programmer,
-    build_tables,
-    decode_object,
-)
+from openvpc.vrouter.program import LINK_LOCAL_GATEWAY, Programmer, build_tables
 from openvpc.vrouter.tables import VROUTER_MAC, Fabric, LabelEntry, Mode
 
 FABRIC = Fabric(0, ip_to_bytes("192.168.0.10"), bytes.fromhex("02fa00000001"))

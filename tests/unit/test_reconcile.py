@@ -17,11 +17,12 @@ from openvpc.model.nodeconfig import (
     RouteConfig,
     VrfConfig,
     VrouterObject,
+    decode_object,
     object_key,
     object_kind,
     vrouter_objects,
 )
-from openvpc.vrouter.program import Programmer, build_tables, decode_object
+from openvpc.vrouter.program import Programmer, build_tables
 from openvpc.vrouter.tables import Fabric
 
 FABRIC = Fabric(0, bytes([172, 16, 1, 10]), bytes.fromhex("02fa00000001"))

@@ -347,3 +347,28 @@ def _answers(client: SouthboundClient) -> bool:
     except SouthboundError:
         return False
     return True
+
+
+def test_after_the_whole_config_a_stream_carries_only_changes(
+    world: World, controller: RunningController
+) -> None:
+    channel = grpc.insecure_channel(wire.grpc_target(world.listen))
+    try:
+        call = channel.unary_stream(
+            wire.method_path(wire.SUBSCRIBE),
+            request_serializer=wire.encode,
+            response_deserializer=wire.decode,
+        )({"node": "node1"}, timeout=WAIT * 2)
+        stream = iter(call)
+        first = next(stream)
+        assert isinstance(first, dict) and set(first) == {"config"}
+        assert world.service.learn_address("node1", world.vm2_eni, "10.0.1.100")
+        second = next(stream)
+        assert isinstance(second, dict) and set(second) == {"delta"}
+        # the movable address changed hands: its one route, nothing else
+        assert [(s["kind"], s["obj"]["prefix"]) for s in second["delta"]["set"]] == [
+            ("route", "10.0.1.100/32")
+        ]
+        assert second["delta"]["delete"] == [] and "dns" not in second["delta"]
+    finally:
+        channel.close()

@@ -1,5 +1,8 @@
 """The vRouter process: one thread, a `selectors` loop moving frames between the real ports and
-the pure pipeline, and serving the agent's control channel. Time is `time.monotonic()`."""
+the pure pipeline, and serving the agent's control channel. Time is `time.monotonic()`.
+
+What one readiness of a port yields (up to BATCH reads) is forwarded first and sent together:
+tunnel packets of one flow leave in one GSO send, TCP segments for one TAP are coalesced."""
 
 import contextlib
 import json
@@ -19,12 +22,19 @@ from openvpc.packet.errors import Malformed
 from openvpc.vrouter.channel import AgentChannel, ChannelError
 from openvpc.vrouter.control import TYPE_JSON, TYPE_PACKET
 from openvpc.vrouter.drops import Drop
+from openvpc.vrouter.gso import coalesce, ethernet_l3
 from openvpc.vrouter.handler import ControlHandler
 from openvpc.vrouter.neighbors import retry_pending
-from openvpc.vrouter.offload import frames_from_tap
-from openvpc.vrouter.pipeline import Emit, process, process_overlay
+from openvpc.vrouter.offload import frames_from_tap, tap_super
+from openvpc.vrouter.pipeline import Emit, process
 from openvpc.vrouter.ports import FabricPorts, PortError, TapPort, fabric_link
 from openvpc.vrouter.program import AGENT_VIF, FABRIC_VIF, build_tables
+from openvpc.vrouter.superframe import (
+    SuperEmit,
+    gre_payload,
+    process_overlay_batch,
+    process_super,
+)
 from openvpc.vrouter.tables import Fabric
 
 log = logging.getLogger("openvpc.vrouter")
@@ -161,69 +171,147 @@ class Vrouter:
     # -- receive ----------------------------------------------------------------------------
     def on_tap(self, tap: TapPort) -> None:
         t = self.tables
-        for _ in range(BATCH):
-            if tap.fd < 0:
-                return
-            try:
-                data = tap.read()
-            except OSError as e:
-                # the TAP went away under us (the lab removed the VM): stop polling it
-                log.warning("vif %d: TAP %s unreadable (%s); closed", tap.vif, tap.ifname, e)
-                self.taps.unplug(tap)
-                return
-            if not data:
-                return
-            try:
-                frames = frames_from_tap(data)
-            except Malformed as e:
-                t.count_drop(e.reason, t.vifs.get(tap.vif))
-                continue
-            for frame in frames:
-                self.send(process(t, frame, tap.vif, self.now))
+        out: list[SuperEmit] = []
+        try:
+            for _ in range(BATCH):
+                if tap.fd < 0:
+                    return
+                try:
+                    data = tap.read()
+                except OSError as e:
+                    # the TAP went away under us (the lab removed the VM): stop polling it
+                    log.warning("vif %d: TAP %s unreadable (%s); closed", tap.vif, tap.ifname, e)
+                    self.taps.unplug(tap)
+                    return
+                if not data:
+                    return
+                try:
+                    whole = tap_super(data)
+                    if whole is not None:  # a TSO super-frame: forwarded once
+                        frame, mss = whole
+                        out.extend(process_super(t, frame, tap.vif, mss, self.now))
+                        continue
+                    frames = frames_from_tap(data)
+                except Malformed as e:
+                    t.count_drop(e.reason, t.vifs.get(tap.vif))
+                    continue
+                for frame in frames:
+                    out.extend((vif, f, 0) for vif, f in process(t, frame, tap.vif, self.now))
+        finally:
+            self.deliver(out)
 
     def _on_udp(self, sock: socket.socket, kind: str) -> None:
         assert self.fabric is not None
-        for _ in range(BATCH):
-            data = self.fabric.recv_udp(sock)
-            if data is None:
-                return
-            self.send(process_overlay(self.tables, kind, data, self.now))
+        out: list[SuperEmit] = []
+        try:
+            for _ in range(BATCH):
+                payloads = self.fabric.recv_udp(sock)
+                if payloads is None:
+                    return
+                out.extend(process_overlay_batch(self.tables, kind, payloads, self.now))
+        finally:
+            self.deliver(out)
 
     def _on_gre(self, mask: int) -> None:
         assert self.fabric is not None
-        fabric = self.tables.fabric
-        for _ in range(BATCH):
-            packet = self.fabric.recv_gre()
-            if packet is None:
-                return
-            # the raw socket hands over the outer IPv4 packet: frame it as the link delivered it
-            frame = fabric.mac + fabric.mac + _IP_HDR + packet
-            self.send(process(self.tables, frame, FABRIC_VIF, self.now))
+        t = self.tables
+        out: list[SuperEmit] = []
+        plain: list[bytes] = []  # MPLS payloads of plain GRE packets, coalesced together
+        try:
+            for _ in range(BATCH):
+                packet = self.fabric.recv_gre()
+                if packet is None:
+                    break
+                payload = gre_payload(t, packet)
+                if payload is not None:
+                    plain.append(payload)
+                    continue
+                if plain:
+                    out.extend(process_overlay_batch(t, "mpls", plain, self.now))
+                    plain = []
+                # the raw socket hands over the outer IPv4 packet: frame it as the link did
+                frame = t.fabric.mac + t.fabric.mac + _IP_HDR + packet
+                out.extend((v, f, 0) for v, f in process(t, frame, FABRIC_VIF, self.now))
+            if plain:
+                out.extend(process_overlay_batch(t, "mpls", plain, self.now))
+        finally:
+            self.deliver(out, gro=True)
 
     def _on_packet(self, mask: int) -> None:
         assert self.fabric is not None
-        for _ in range(BATCH):
-            frame = self.fabric.recv_frame()
-            if frame is None:
-                return
-            if frame:
-                self.send(process(self.tables, frame, FABRIC_VIF, self.now))
+        t = self.tables
+        out: list[SuperEmit] = []
+        try:
+            for _ in range(BATCH):
+                try:
+                    got = self.fabric.recv_frame()
+                except Malformed as e:
+                    t.count_drop(e.reason, t.vifs.get(FABRIC_VIF))
+                    continue
+                if got is None:
+                    return
+                frame, mss = got
+                if mss:
+                    out.extend(process_super(t, frame, FABRIC_VIF, mss, self.now))
+                elif frame:
+                    out.extend((v, f, 0) for v, f in process(t, frame, FABRIC_VIF, self.now))
+        finally:
+            self.deliver(out, gro=True)
 
     # -- send -------------------------------------------------------------------------------
     def send(self, emits: list[Emit]) -> None:
-        t = self.tables
-        for vif, data in emits:
+        self.deliver([(vif, data, 0) for vif, data in emits])
+
+    def deliver(self, emits: list[SuperEmit], gro: bool = False) -> None:
+        """Send what the pipeline emitted: plain fabric frames together (GSO runs), with `gro`
+        the TCP segments for each TAP coalesced into super-frames."""
+        fabric: list[bytes] = []
+        taps: dict[int, list[bytes]] = {}
+        for vif, data, mss in emits:
             if vif == AGENT_VIF:
                 self._punt(data)
-                continue
-            if vif == FABRIC_VIF:
-                assert self.fabric is not None
-                ok = self.fabric.send(data)
+            elif vif == FABRIC_VIF and not mss:
+                fabric.append(data)
+            elif vif == FABRIC_VIF:
+                self._flush_fabric(fabric)  # keep the order on the wire
+                self._out(vif, data, mss)
+            elif gro and not mss:
+                taps.setdefault(vif, []).append(data)
             else:
-                tap = self.taps.by_vif.get(vif)
-                ok = tap is not None and tap.fd >= 0 and tap.write(data)
-            if not ok:
-                t.count_drop(Drop.TX_FAILED, t.vifs.get(vif))
+                if vif in taps:
+                    self._flush_tap(vif, taps.pop(vif))  # keep the order into the VM
+                self._out(vif, data, mss)
+        self._flush_fabric(fabric)
+        for vif, frames in taps.items():
+            self._flush_tap(vif, frames)
+
+    def _flush_fabric(self, frames: list[bytes]) -> None:
+        if not frames:
+            return
+        assert self.fabric is not None
+        failed = (
+            self.fabric.send_batch(frames) if len(frames) > 1 else not self.fabric.send(frames[0])
+        )
+        for _ in range(failed):
+            self.tables.count_drop(Drop.TX_FAILED, self.tables.vifs.get(FABRIC_VIF))
+        frames.clear()
+
+    def _flush_tap(self, vif: int, frames: list[bytes]) -> None:
+        if len(frames) == 1:
+            self._out(vif, frames[0], 0)
+            return
+        for group in coalesce(frames, ethernet_l3):
+            self._out(vif, group.data, group.mss)
+
+    def _out(self, vif: int, data: bytes, mss: int) -> None:
+        if vif == FABRIC_VIF:
+            assert self.fabric is not None
+            ok = self.fabric.send(data, mss)
+        else:
+            tap = self.taps.by_vif.get(vif)
+            ok = tap is not None and tap.fd >= 0 and tap.write(data, mss)
+        if not ok:
+            self.tables.count_drop(Drop.TX_FAILED, self.tables.vifs.get(vif))
 
     def _punt(self, data: bytes) -> None:
         assert self.channel is not None

@@ -1,15 +1,13 @@
-"""TAP offloads (IFF_VNET_HDR): the virtio_net_hdr, checksum completion, and TCPv4 segmentation
-of the super-frames a TAP with TUN_F_CSUM|TUN_F_TSO4 hands over, so the pipeline sees MTU-sized
-frames with full checksums. Pure."""
+"""TAP offloads (IFF_VNET_HDR): the virtio_net_hdr, checksum completion, TCPv4 segmentation of
+the super-frames a TAP with TUN_F_CSUM|TUN_F_TSO4 hands over, and the header that passes a
+super-frame on whole. Pure."""
 
 import struct
 from typing import NamedTuple
 
-from openvpc.packet.checksum import checksum, pseudo_header_sum
+from openvpc.packet.checksum import checksum
 from openvpc.packet.errors import Malformed
-from openvpc.packet.ethernet import ETH_P_IP, parse_ethernet
-from openvpc.packet.ipv4 import PROTO_TCP, parse_ipv4
-from openvpc.packet.l4 import parse_tcp
+from openvpc.vrouter.gso import TCP_CWR, parse_super, segment
 
 # the TAP uses the host's byte order for the header (legacy virtio, no TUNSETVNETLE/BE)
 VNET_HDR = struct.Struct("=BBHHHH")
@@ -19,12 +17,9 @@ F_DATA_VALID = 2  # checksums verified (or not needed): the receiver skips them
 GSO_NONE = 0
 GSO_TCPV4 = 1
 GSO_ECN = 0x80
-TCP_FLAG_FIN = 0x01
-TCP_FLAG_PSH = 0x08
-TCP_FLAG_CWR = 0x80
 _U16 = struct.Struct("!H")
-_U32 = struct.Struct("!I")
 _UDP_CSUM_OFFSET = 6
+_TCP_CSUM_OFFSET = 16
 
 
 class VnetHdr(NamedTuple):
@@ -55,6 +50,8 @@ def build_vnet_hdr(
 
 # what the vRouter puts in front of every frame it writes to a TAP: whole, checksums valid
 TO_TAP_HDR = build_vnet_hdr(F_DATA_VALID)
+# what goes in front of a whole frame sent on the fabric's AF_PACKET socket
+NO_VNET_HDR = build_vnet_hdr()
 
 
 def complete_checksum(frame: bytearray, start: int, offset: int) -> None:
@@ -69,50 +66,27 @@ def complete_checksum(frame: bytearray, start: int, offset: int) -> None:
 
 
 def segment_tcp4(frame: bytes, mss: int) -> list[bytes]:
-    """Cut a TCPv4 super-frame into frames carrying at most `mss` payload bytes each.
-
-    Each gets its own IPv4 id (consecutive), length and checksum, TCP sequence number and
-    checksum; FIN and PSH stay on the last segment only, CWR on the first only.
-    """
+    """Cut a TCPv4 super-frame into frames carrying at most `mss` payload bytes each
+    (see `gso.segment`)."""
     if mss <= 0:
         raise Malformed("gso_bad_size")
-    eth = parse_ethernet(frame)
-    if eth.ethertype != ETH_P_IP or eth.vlan is not None:
-        raise Malformed("gso_not_ipv4")
-    p = eth.offset
-    ip = parse_ipv4(frame, p, verify=False)
-    if ip.proto != PROTO_TCP or ip.is_fragment:
-        raise Malformed("gso_not_tcp")
-    packet = frame[p : p + ip.total_length]
-    tcp = parse_tcp(packet, ip.header_len)
-    headers = ip.header_len + tcp.header_len
-    if headers > len(packet):
-        raise Malformed("gso_short_tcp")
-    payload = memoryview(packet)[headers:]
-    count = max(1, (len(payload) + mss - 1) // mss)
-    eth_header = frame[:p]
-    ip_header = bytearray(packet[: ip.header_len])
-    tcp_header = bytearray(packet[ip.header_len : headers])
-    flags = tcp.flags
-    out = []
-    for i in range(count):
-        chunk = payload[i * mss : (i + 1) * mss]
-        seg_flags = flags
-        if i < count - 1:
-            seg_flags &= ~(TCP_FLAG_FIN | TCP_FLAG_PSH)
-        if i > 0:
-            seg_flags &= ~TCP_FLAG_CWR
-        _U16.pack_into(ip_header, 2, headers + len(chunk))
-        _U16.pack_into(ip_header, 4, (ip.ident + i) & 0xFFFF)
-        _U16.pack_into(ip_header, 10, 0)
-        _U16.pack_into(ip_header, 10, checksum(ip_header))
-        _U32.pack_into(tcp_header, 4, (tcp.seq + i * mss) & 0xFFFFFFFF)
-        tcp_header[13] = seg_flags
-        _U16.pack_into(tcp_header, 16, 0)
-        segment = bytes(tcp_header) + chunk
-        csum = checksum(segment, pseudo_header_sum(ip.src, ip.dst, PROTO_TCP, len(segment)))
-        out.append(eth_header + bytes(ip_header) + segment[:16] + _U16.pack(csum) + segment[18:])
-    return out
+    return segment(frame, mss, parse_super(frame))
+
+
+def tap_super(data: bytes) -> tuple[bytes, int] | None:
+    """The TCPv4 super-frame and its MSS in one TAP read, or None for anything else."""
+    hdr = parse_vnet_hdr(data)
+    if hdr.gso_type & ~GSO_ECN != GSO_TCPV4:
+        return None
+    return data[VNET_HDR_LEN:], hdr.gso_size
+
+
+def super_vnet_hdr(frame: bytes, mss: int) -> bytes:
+    """The vnet header that hands a TCPv4 super-frame (tagged or not) on whole: to be cut
+    into `mss` segments, its TCP checksum completed from the pseudo-header sum it holds."""
+    sup = parse_super(frame, tagged=True)
+    gso = GSO_TCPV4 | (GSO_ECN if sup.flags & TCP_CWR else 0)  # CWR on the first only
+    return build_vnet_hdr(F_NEEDS_CSUM, gso, sup.payload, mss, sup.l4, _TCP_CSUM_OFFSET)
 
 
 def frames_from_tap(data: bytes) -> list[bytes]:

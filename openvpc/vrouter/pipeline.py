@@ -50,7 +50,7 @@ from openvpc.vrouter.encap import (
     entropy_port_l2,
     overhead,
 )
-from openvpc.vrouter.flow import MAX_HELD, FlowAction, FlowKey, NatTuple
+from openvpc.vrouter.flow import MAX_HELD, Flow, FlowAction, FlowKey, NatTuple
 from openvpc.vrouter.lpm import prefix_int
 from openvpc.vrouter.nexthop import (
     CompositeNH,
@@ -425,13 +425,17 @@ class _Pass:
         tcp_flags = 0
         if ip.proto == PROTO_TCP and len(packet) > ip.header_len + 13:
             tcp_flags = packet[ip.header_len + 13]
-        flows.touch(flow, self.now, len(packet), tcp_flags)
+        self.touch(flow, len(packet), tcp_flags)
         if self.rec is not None:
             self.rec("flow", f"hit: {flow.action}")
         if flow.action is FlowAction.DROP:
             self.drop(Drop.FLOW_ACTION_DROP)
             return None
         return flow.nat or (ip.src, ip.dst, ports[0], ports[1])
+
+    def touch(self, flow: Flow, size: int, tcp_flags: int) -> None:
+        """Count a packet on the flow it hit (a super-frame counts each of its segments)."""
+        self.t.flows.touch(flow, self.now, size, tcp_flags)
 
     def ip_nexthop(
         self,

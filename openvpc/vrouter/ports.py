@@ -1,6 +1,7 @@
 """The vRouter's real ports: VM TAPs (opened inside their namespace, with vnet headers and TSO)
-and the fabric: UDP sockets for VXLAN and MPLSoUDP, raw IP for GRE and for sending, AF_PACKET
-for 802.1Q frames and ARP. Non-blocking; reads return None when nothing is waiting."""
+and the fabric: UDP sockets for VXLAN and MPLSoUDP (with GRO), raw IP for GRE and for sending,
+UDP GSO for runs of tunnel packets, AF_PACKET with vnet headers for 802.1Q frames (TSO super-
+frames whole) and ARP. Non-blocking; reads return None when nothing is waiting."""
 
 import contextlib
 import ctypes
@@ -9,14 +10,27 @@ import ipaddress
 import os
 import socket
 import struct
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from pyroute2 import IPRoute
 from pyroute2 import netns as pyroute2_netns
 
-from openvpc.packet.ethernet import ETH_P_8021Q, mac_from_str
-from openvpc.vrouter.offload import TO_TAP_HDR, VNET_HDR_LEN
+from openvpc.packet.errors import Malformed
+from openvpc.packet.ethernet import ETH_P_8021Q, VLAN_LEN, mac_from_str
+from openvpc.vrouter.offload import (
+    F_NEEDS_CSUM,
+    GSO_ECN,
+    GSO_NONE,
+    GSO_TCPV4,
+    NO_VNET_HDR,
+    TO_TAP_HDR,
+    VNET_HDR_LEN,
+    complete_checksum,
+    parse_vnet_hdr,
+    super_vnet_hdr,
+)
 
 # <linux/if_tun.h>
 TUNSETIFF = 0x400454CA
@@ -32,6 +46,7 @@ TAP_READ_SIZE = VNET_HDR_LEN + 65536 + 18  # a 64 KB TSO super-frame with its he
 # <linux/if_packet.h>
 SOL_PACKET = 263
 PACKET_AUXDATA = 8
+PACKET_VNET_HDR = 15
 PACKET_OUTGOING = 4
 TP_STATUS_VLAN_VALID = 0x10
 TP_STATUS_VLAN_TPID_VALID = 0x40
@@ -46,6 +61,20 @@ UDP_PORT_MPLS = 6635
 IPPROTO_GRE = 47
 SOCKET_BUFFER = 4 << 20
 FRAME_READ_SIZE = 65536
+PACKET_READ_SIZE = VNET_HDR_LEN + 65536 + 18  # a TSO super-frame with its tag and header
+
+# <linux/udp.h>: segmentation offload on send, coalesced datagrams on receive
+SOL_UDP = 17
+UDP_SEGMENT = 103
+UDP_GRO = 104
+GSO_MAX_SEGMENTS = 64  # the kernel takes up to 64 (older) or 128 segments per send
+GSO_MAX_PAYLOAD = 65507 - 8  # UDP payload of one send: an IPv4 datagram's worth
+GSO_SOCKETS = 256  # per-source-port sockets kept for GSO sends (least recently used go)
+GSO_SEND_BUFFER = 1 << 20
+_OUTER = 14 + 20 + 8  # Ethernet, IPv4 without options and UDP before a tunnel payload
+_GSO_SIZE = struct.Struct("=H")
+_GRO_SIZE = struct.Struct("=i")
+_IPV4_PLAIN = b"\x08\x00\x45"  # IPv4 ethertype, version 4 with a 20-byte header
 
 
 class PortError(OSError):
@@ -106,10 +135,12 @@ class TapPort:
         except BlockingIOError:
             return None
 
-    def write(self, frame: bytes) -> bool:
+    def write(self, frame: bytes, mss: int = 0) -> bool:
+        """Write a frame, or with `mss` a TCP super-frame the VM's kernel takes whole."""
         try:
-            os.write(self.fd, TO_TAP_HDR + frame)
-        except OSError:
+            hdr = super_vnet_hdr(frame, mss) if mss else TO_TAP_HDR
+            os.writev(self.fd, (hdr, frame))
+        except (OSError, Malformed):
             return False  # the VM is down (EIO) or its queue is full
         return True
 
@@ -211,11 +242,14 @@ def _buffers(sock: socket.socket) -> None:
 
 
 class FabricPorts:
-    """The underlay sockets of one vRouter, all non-blocking."""
+    """The underlay sockets of one vRouter, all non-blocking. The GSO sockets are made on first
+    use, in the caller's network namespace: the vRouter's own, the fabric's."""
 
     def __init__(self, link: FabricLink) -> None:
         self.link = link
         self.sockets: list[socket.socket] = []
+        # UDP sockets bound to a flow's entropy source port, for GSO sends (None: not bindable)
+        self.gso: OrderedDict[int, socket.socket | None] = OrderedDict()
         try:
             self.vxlan = self._udp(UDP_PORT_VXLAN)
             self.mpls = self._udp(UDP_PORT_MPLS)
@@ -227,6 +261,7 @@ class FabricPorts:
             self.packet = self._add(socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0))
             attach_filter(self.packet, FABRIC_FILTER)
             self.packet.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+            self.packet.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
             self.packet.bind((link.ifname, ETH_P_ALL))
         except OSError as e:
             self.close()
@@ -240,15 +275,24 @@ class FabricPorts:
 
     def _udp(self, port: int) -> socket.socket:
         sock = self._add(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        with contextlib.suppress(OSError):  # without it (older kernels) datagrams come singly
+            sock.setsockopt(SOL_UDP, UDP_GRO, 1)
         sock.bind((socket.inet_ntoa(self.link.ip), port))
         return sock
 
-    def recv_udp(self, sock: socket.socket) -> bytes | None:
-        """A VXLAN or MPLSoUDP payload (the UDP payload), or None."""
+    def recv_udp(self, sock: socket.socket) -> list[bytes] | None:
+        """The VXLAN or MPLSoUDP payloads (UDP payloads) of one read, or None: the kernel
+        hands over a run of datagrams of one sender's GSO send at once."""
         try:
-            return sock.recv(FRAME_READ_SIZE)
+            data, anc, _, _ = sock.recvmsg(FRAME_READ_SIZE, socket.CMSG_SPACE(_GRO_SIZE.size))
         except BlockingIOError:
             return None
+        for level, kind, value in anc:
+            if level == SOL_UDP and kind == UDP_GRO and len(value) >= _GRO_SIZE.size:
+                size = _GRO_SIZE.unpack_from(value)[0]
+                if 0 < size < len(data):
+                    return [data[i : i + size] for i in range(0, len(data), size)]
+        return [data]
 
     def recv_gre(self) -> bytes | None:
         """A whole IPv4 packet carrying GRE, outer header included, or None."""
@@ -257,29 +301,131 @@ class FabricPorts:
         except BlockingIOError:
             return None
 
-    def recv_frame(self) -> bytes | None:
-        """An Ethernet frame from the fabric link (802.1Q tag restored), b"" for one to skip."""
+    def recv_frame(self) -> tuple[bytes, int] | None:
+        """An Ethernet frame from the fabric link (802.1Q tag restored) and, for a TCP
+        super-frame, its MSS (else 0); an empty frame for one to skip. Malformed: an offload
+        we cannot take (a GSO type but TCPv4, a bad checksum offset)."""
         try:
-            data, anc, _, addr = self.packet.recvmsg(FRAME_READ_SIZE, socket.CMSG_SPACE(32))
+            data, anc, _, addr = self.packet.recvmsg(PACKET_READ_SIZE, socket.CMSG_SPACE(32))
         except BlockingIOError:
             return None
         if addr[2] == PACKET_OUTGOING:
-            return b""
-        return rebuild_vlan_tag(data, anc)
+            return b"", 0
+        hdr = parse_vnet_hdr(data)
+        frame = rebuild_vlan_tag(data[VNET_HDR_LEN:], anc)
+        gso = hdr.gso_type & ~GSO_ECN
+        if gso == GSO_TCPV4:
+            return frame, hdr.gso_size
+        if gso != GSO_NONE:
+            raise Malformed("gso_unsupported")
+        if hdr.flags & F_NEEDS_CSUM:
+            # the kernel counts the offset without the tag it kept aside
+            moved = VLAN_LEN if len(frame) > len(data) - VNET_HDR_LEN else 0
+            buf = bytearray(frame)
+            complete_checksum(buf, hdr.csum_start + moved, hdr.csum_offset)
+            frame = bytes(buf)
+        return frame, 0
 
-    def send(self, frame: bytes) -> bool:
+    def send(self, frame: bytes, mss: int = 0) -> bool:
         """Send what the pipeline emitted on the fabric vif: IPv4 goes to the kernel to route
-        (without its Ethernet header), anything else (802.1Q, ARP) out of the link as is."""
+        (without its Ethernet header), anything else (802.1Q, ARP) out of the link as is, a
+        TCP super-frame (`mss`) for the kernel to cut."""
         try:
             if frame[12:14] == b"\x08\x00":
-                self.raw_out.sendto(frame[14:], (socket.inet_ntoa(frame[30:34]), 0))
+                self.raw_out.sendto(memoryview(frame)[14:], (socket.inet_ntoa(frame[30:34]), 0))
             else:
-                self.packet.send(frame)
-        except OSError:
+                hdr = super_vnet_hdr(frame, mss) if mss else NO_VNET_HDR
+                self.packet.sendmsg((hdr, frame))
+        except (OSError, Malformed):
             return False  # a full buffer, an MTU or routing refusal: the caller counts it
         return True
+
+    def send_batch(self, frames: list[bytes]) -> int:
+        """Send frames as `send` does, runs of equal-sized tunnel packets of one flow with one
+        UDP GSO send each (the kernel cuts them again); returns how many failed."""
+        failed = 0
+        i, n = 0, len(frames)
+        while i < n:
+            j = _udp_run(frames, i)
+            if j - i > 1 and self._send_gso(frames[i:j]):
+                i = j
+                continue
+            for frame in frames[i:j]:
+                failed += not self.send(frame)
+            i = j
+        return failed
+
+    def _send_gso(self, run: list[bytes]) -> bool:
+        first = run[0]
+        if first[26:30] != self.link.ip:
+            return False  # only our own address can be a GSO socket's source
+        sock = self._gso_socket(int.from_bytes(first[34:36], "big"))
+        if sock is None:
+            return False
+        size = len(first) - _OUTER
+        try:
+            sock.sendmsg(
+                [memoryview(f)[_OUTER:] for f in run],
+                [(SOL_UDP, UDP_SEGMENT, _GSO_SIZE.pack(size))],
+                0,
+                (socket.inet_ntoa(first[30:34]), int.from_bytes(first[36:38], "big")),
+            )
+        except OSError:
+            return False  # sent one by one instead, where the failures are counted
+        return True
+
+    def _gso_socket(self, sport: int) -> socket.socket | None:
+        """A UDP socket sending from `sport` (the flow's entropy port, which ECMP hashes)."""
+        if sport in self.gso:
+            self.gso.move_to_end(sport)
+            return self.gso[sport]
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        found: socket.socket | None = sock
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, GSO_SEND_BUFFER)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)  # it never reads
+            sock.bind((socket.inet_ntoa(self.link.ip), sport))
+        except OSError:
+            sock.close()  # the port is taken: this flow goes one packet at a time
+            found = None
+        self.gso[sport] = found
+        if len(self.gso) > GSO_SOCKETS:
+            _, old = self.gso.popitem(last=False)
+            if old is not None:
+                old.close()
+        return found
 
     def close(self) -> None:
         for sock in self.sockets:
             sock.close()
         self.sockets.clear()
+        for gso in self.gso.values():
+            if gso is not None:
+                gso.close()
+        self.gso.clear()
+
+
+def _udp_run(frames: list[bytes], i: int) -> int:
+    """The end of the run of tunnel packets from `frames[i]` that one UDP GSO send can carry:
+    IPv4 (no options) + UDP to one destination and port from one source port, all of one size
+    but a shorter last one."""
+    first = frames[i]
+    size = len(first)
+    if size <= _OUTER or first[12:15] != _IPV4_PLAIN or first[23] != socket.IPPROTO_UDP:
+        return i + 1
+    ends = first[30:38]  # destination address, source and destination ports
+    total = size - _OUTER
+    j = i + 1
+    while j < len(frames) and j - i < GSO_MAX_SEGMENTS:
+        f = frames[j]
+        length = len(f)
+        if not _OUTER < length <= size or total + length - _OUTER > GSO_MAX_PAYLOAD:
+            break
+        if f[30:38] != ends or f[12:15] != _IPV4_PLAIN or f[23] != socket.IPPROTO_UDP:
+            break
+        total += length - _OUTER
+        j += 1
+        if length < size:
+            break  # only the last may be shorter
+    return j

@@ -1,0 +1,234 @@
+"""The pipeline for TCP super-frames: one forwarding decision for all the segments of a
+super-frame, which is cut into segments only at a tunnel and otherwise leaves whole with its
+MSS (for a vnet header). What cannot be decided once for all the segments (a drop, a punt, a
+flow miss or hold, NAT, an MTU problem, an unresolved underlay neighbour) goes segment by
+segment through `process`, so the outcome always equals that of the segments one by one. Pure.
+"""
+
+from collections.abc import Callable, Sequence
+
+from openvpc.packet.checksum import checksum
+from openvpc.packet.errors import Malformed
+from openvpc.packet.ethernet import ETH_LEN, ETH_P_IP, ETH_P_MPLS
+from openvpc.packet.ipv4 import IPV4_LEN, PROTO_GRE, IPv4
+from openvpc.packet.tunnel import GRE, GRE_LEN, MPLS_LEN, VXLAN_LEN
+from openvpc.vrouter.flow import Flow, FlowAction, NatTuple
+from openvpc.vrouter.gso import Coalesced, TcpSuper, coalesce, parse_super, parse_tcp4, segment
+from openvpc.vrouter.nexthop import TunnelNH
+from openvpc.vrouter.pipeline import _IP_HDR, Emit, _Pass, process, process_overlay
+from openvpc.vrouter.punt import Punt
+from openvpc.vrouter.tables import Tables, Vif, VifKind, Vrf
+
+# (output vif, frame, mss): a frame with mss > 0 is a super-frame to cut into mss segments
+SuperEmit = tuple[int, bytes, int]
+_IP_TYPE = ETH_P_IP.to_bytes(2, "big")
+_GRE_MPLS = GRE.pack(0, ETH_P_MPLS)  # no checksum, key or sequence number: MPLS follows
+_NOT_FRAGMENTED = (b"\x00\x00", b"\x40\x00")  # flags and offset: none, or DF only
+
+
+class _Split(Exception):
+    """The super-frame cannot be forwarded whole: forward its segments one by one."""
+
+
+class _SuperPass(_Pass):
+    """A pass over a super-frame: stages that would act per segment raise `_Split` before
+    changing any table, flow counters wait for the commit, tunnels cut the frame up."""
+
+    __slots__ = ("cutting", "ip_len", "largest", "mss", "touched", "whole")
+
+    def __init__(self, tables: Tables, vif: Vif, frame: bytes, now: float, sup: TcpSuper, mss: int):
+        super().__init__(tables, vif, frame, now, None)
+        self.mss = mss
+        self.ip_len = sup.end - sup.l3  # the same all along: NAT and fragmenting split first
+        self.largest = sup.payload - sup.l3 + min(mss, sup.payload_len)
+        self.touched: list[Flow] = []
+        self.whole: list[SuperEmit] = []
+        self.cutting = False
+
+    def drop(self, reason: str) -> None:
+        raise _Split
+
+    def punt(self, reason: Punt, vrf: int, frame: bytes) -> None:
+        raise _Split
+
+    def emit(self, vif_id: int, data: bytes) -> None:
+        self.whole.append((vif_id, data, 0 if self.cutting else self.mss))
+
+    def fit(self, packet: bytes, ip: IPv4, mtu: int, vrf: Vrf) -> list[bytes]:
+        if self.largest > mtu:
+            raise _Split  # each segment is fragmented or answered with frag-needed
+        return [packet]
+
+    def flow_stage(
+        self, vrf: Vrf, packet: bytes, ip: IPv4, ports: tuple[int, int]
+    ) -> NatTuple | None:
+        flow = self.t.flows.lookup((vrf.id, ip.proto, ip.src, ip.dst, ports[0], ports[1]))
+        if flow is None or flow.action is FlowAction.HOLD:
+            raise _Split  # the flow is made and the packets held one by one
+        verdict = super().flow_stage(vrf, packet, ip, ports)
+        if verdict is not None and verdict != (ip.src, ip.dst, *ports):
+            raise _Split  # NAT recomputes the checksums a super-frame leaves partial
+        return verdict
+
+    def touch(self, flow: Flow, size: int, tcp_flags: int) -> None:
+        self.touched.append(flow)
+
+    def tunnel(self, nh: TunnelNH, label: int, payload: bytes, sport: int) -> None:
+        """Each segment gets the outer header (IP packets and Ethernet frames alike). The
+        outer header depends on the length only: the first and the last segment take the
+        whole way, the ones between reuse the first one's."""
+        sup = parse_tcp4(payload, len(payload) - self.ip_len)
+        pieces = segment(payload, self.mss, sup)
+        self.cutting = True
+        try:
+            start = len(self.whole)
+            super().tunnel(nh, label, pieces[0], sport)
+            if len(pieces) > 1:
+                if len(self.whole) != start + 1:
+                    raise _Split  # not one plain frame per segment: no header to reuse
+                vif, first, _ = self.whole[-1]
+                head = first[: len(first) - len(pieces[0])]
+                self.whole.extend((vif, head + piece, 0) for piece in pieces[1:-1])
+                super().tunnel(nh, label, pieces[-1], sport)
+        finally:
+            self.cutting = False
+
+    def to_node(self, node_ip: bytes, rest: bytes) -> None:
+        t = self.t
+        if not (t.fabric.kernel_routed and rest[:2] == _IP_HDR):
+            gateway = t.underlay.lookup(node_ip)
+            if gateway is None or (gateway or node_ip) not in t.neighbors:
+                raise _Split  # the first segment would wait for ARP, the next ones queue
+        super().to_node(node_ip, rest)
+
+
+def process_super(
+    tables: Tables, frame: bytes, vif_id: int, mss: int, now: float
+) -> list[SuperEmit]:
+    """Forward a TCPv4 super-frame received on `vif_id` (a VM's TAP, or the fabric with an
+    802.1Q tag) as if its `mss` segments came one by one; a malformed one is counted."""
+    vif = tables.vifs.get(vif_id)
+    try:
+        if mss <= 0:
+            raise Malformed("gso_bad_size")
+        sup = parse_super(frame, tagged=vif is not None and vif.kind is VifKind.FABRIC)
+    except Malformed as e:
+        tables.count_drop(e.reason, vif)
+        return []
+    if vif is None or vif.kind is VifKind.AGENT or sup.count(mss) == 1 or sup.end != len(frame):
+        return _one_by_one(segment(frame, mss, sup), lambda f: process(tables, f, vif_id, now))
+    run = _SuperPass(tables, vif, frame, now, sup, mss)
+    try:
+        if vif.kind is VifKind.VIRTUAL:
+            run.from_vm(frame)
+        else:
+            run.from_fabric(frame)
+    except (_Split, Malformed):
+        return _one_by_one(segment(frame, mss, sup), lambda f: process(tables, f, vif_id, now))
+    return _commit(tables, run, vif, sup)
+
+
+def process_overlay_batch(
+    tables: Tables, kind: str, payloads: Sequence[bytes], now: float
+) -> list[SuperEmit]:
+    """Tunnel payloads read together (as for `process_overlay`): consecutive TCP segments of
+    one flow are coalesced (GRO) and forwarded once, the rest one by one."""
+    if len(payloads) == 1:
+        return [(vif, data, 0) for vif, data in process_overlay(tables, kind, payloads[0], now)]
+    out: list[SuperEmit] = []
+    for group in coalesce(payloads, lambda data: overlay_l3(tables, kind, data)):
+        if group.mss:
+            out.extend(process_overlay_super(tables, kind, group, now))
+        else:
+            out.extend(
+                (vif, data, 0) for vif, data in process_overlay(tables, kind, group.data, now)
+            )
+    return out
+
+
+def gre_payload(tables: Tables, packet: bytes) -> bytes | None:
+    """The MPLS payload of a plain GRE packet to this node (the outer IPv4 packet as a raw
+    socket reads it), for `process_overlay_batch`; None for anything else, which `process`
+    must see whole (options of GRE, fragments, a bad header, another destination)."""
+    if len(packet) < IPV4_LEN + GRE_LEN or packet[0] != 0x45 or packet[9] != PROTO_GRE:
+        return None
+    end = int.from_bytes(packet[2:4], "big")
+    if (
+        not IPV4_LEN + GRE_LEN <= end <= len(packet)
+        or packet[6:8] not in _NOT_FRAGMENTED
+        or packet[16:20] != tables.fabric.ip
+        or packet[IPV4_LEN : IPV4_LEN + GRE_LEN] != _GRE_MPLS
+        or checksum(packet[:IPV4_LEN]) != 0
+    ):
+        return None
+    return packet[IPV4_LEN + GRE_LEN : end]
+
+
+def overlay_l3(tables: Tables, kind: str, data: bytes) -> int | None:
+    """Where the inner IPv4 header of a tunnel payload starts, or None if it carries none."""
+    if kind == "vxlan":
+        at = VXLAN_LEN + ETH_LEN
+    elif kind == "mpls" and len(data) >= MPLS_LEN:
+        label = int.from_bytes(data[:3], "big") >> 4
+        entry = tables.labels.get(label)
+        if entry is None:
+            return None
+        if not entry.l2:
+            return MPLS_LEN
+        at = MPLS_LEN + ETH_LEN
+    else:
+        return None
+    return at if data[at - 2 : at] == _IP_TYPE else None
+
+
+def process_overlay_super(
+    tables: Tables, kind: str, group: Coalesced, now: float
+) -> list[SuperEmit]:
+    """A tunnel payload whose inner TCPv4 packet is the super-frame coalesced from the payloads
+    `group.parts`: forwarded once, or part by part."""
+    data, mss, parts = group
+    l3 = overlay_l3(tables, kind, data)
+    if l3 is None:
+        return _one_by_one(parts, lambda p: process_overlay(tables, kind, p, now))
+    vif = tables.vifs[tables.fabric.vif]
+    try:
+        sup = parse_tcp4(data, l3)
+        run = _SuperPass(tables, vif, data, now, sup, mss)
+        run.overlay = kind
+        if kind == "vxlan":
+            run.vxlan_in(data)
+        elif kind == "mpls":
+            run.mpls_in(data)
+        else:
+            raise ValueError(f"unknown overlay kind {kind!r}")
+    except (_Split, Malformed):
+        return _one_by_one(parts, lambda p: process_overlay(tables, kind, p, now))
+    return _commit(tables, run, vif, sup)
+
+
+def _one_by_one(frames: Sequence[bytes], forward: Callable[[bytes], list[Emit]]) -> list[SuperEmit]:
+    """The fallback: each segment (or tunnel payload) through the ordinary pipeline."""
+    return [(vif, data, 0) for frame in frames for vif, data in forward(frame)]
+
+
+def _commit(tables: Tables, run: _SuperPass, vif: Vif, sup: TcpSuper) -> list[SuperEmit]:
+    """Count what the segments would have counted: receive, flows, transmit."""
+    mss = run.mss
+    count = sup.count(mss)
+    vif.stats.rx_packets += count
+    vif.stats.rx_bytes += count * sup.payload + sup.payload_len
+    for flow in run.touched:
+        # the segments' flags together are the super-frame's (cut into two or more)
+        tables.flows.touch(flow, run.now, sup.packet_bytes(mss), sup.flags)
+        flow.packets += count - 1
+    for out_vif, data, out_mss in run.whole:
+        out = tables.vifs.get(out_vif)
+        if out is None:
+            continue
+        if out_mss:
+            out.stats.tx_packets += count
+            out.stats.tx_bytes += count * (len(data) - sup.payload_len) + sup.payload_len
+        else:
+            out.stats.tx_packets += 1
+            out.stats.tx_bytes += len(data)
+    return run.whole

@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -68,35 +69,32 @@ def _netns(ns: str, argv: list[str], timeout: float = 120) -> str:
 def measure(ns_client: str, ns_server: str, server_ip: str, seconds: int) -> dict[str, float]:
     """iperf3 TCP (one stream) client -> server, then 50 pings; Gbit/s and ms."""
     server = subprocess.Popen(
-        ["ip", "netns", "exec", ns_server, "iperf3", "-s", "-1", "-p", "5299"],
+        ["ip", "netns", "exec", ns_server, "iperf3", "-s", "-p", "5299"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    client = ["ip", "netns", "exec", ns_client, "iperf3", "-c", server_ip, "-p", "5299"]
+    report: dict[str, Any] = {}
     try:
-        for _ in range(50):  # the server is listening once a connect succeeds
-            probe = subprocess.run(
-                [
-                    "ip",
-                    "netns",
-                    "exec",
-                    ns_client,
-                    "iperf3",
-                    "-c",
-                    server_ip,
-                    "-p",
-                    "5299",
-                    "-t",
-                    str(seconds),
-                    "-J",
-                ],
+        for _ in range(20):  # until the server listens and a whole test has run
+            out = subprocess.run(
+                [*client, "-t", str(seconds), "-J"],
                 capture_output=True,
                 text=True,
                 timeout=seconds + 60,
                 check=False,
             )
-            if probe.returncode == 0:
+            try:
+                report = json.loads(out.stdout)
+            except ValueError:
+                report = {}
+            if "sum_sent" in report.get("end", {}):
                 break
-        report = json.loads(probe.stdout)
+            time.sleep(0.3)
+        else:
+            raise RuntimeError(
+                f"iperf3 {ns_client} -> {server_ip}: {report.get('error', out.stderr)}"
+            )
     finally:
         server.kill()
         server.wait()

@@ -116,14 +116,8 @@ def process_overlay(
     vif.stats.rx_packets += 1
     vif.stats.rx_bytes += len(data)
     run = _Pass(tables, vif, data, now, recorder)
-    run.overlay = kind
     try:
-        if kind == "vxlan":
-            run.vxlan_in(data)
-        elif kind == "mpls":
-            run.mpls_in(data)
-        else:
-            raise ValueError(f"unknown overlay kind {kind!r}")
+        run.overlay_in(kind, data)
     except Malformed as e:
         run.drop(e.reason)
         return []
@@ -734,6 +728,15 @@ class _Pass:
                     self.rec("decap", "udp/mpls")
                 return self.mpls_in(frame[p + 8 : end])
         return self.drop(Drop.NOT_OVERLAY)
+
+    def overlay_in(self, kind: str, data: bytes) -> None:
+        """A tunnel payload without outer headers (see `process_overlay`)."""
+        self.overlay = kind
+        if kind == "vxlan":
+            return self.vxlan_in(data)
+        if kind == "mpls":
+            return self.mpls_in(data)
+        raise ValueError(f"unknown overlay kind {kind!r}")
 
     def mpls_in(self, data: bytes) -> None:
         entry = parse_mpls(data)

@@ -194,13 +194,7 @@ def process_overlay_super(
     try:
         sup = parse_tcp4(data, l3)
         run = _SuperPass(tables, vif, data, now, sup, mss)
-        run.overlay = kind
-        if kind == "vxlan":
-            run.vxlan_in(data)
-        elif kind == "mpls":
-            run.mpls_in(data)
-        else:
-            raise ValueError(f"unknown overlay kind {kind!r}")
+        run.overlay_in(kind, data)
     except (_Split, Malformed):
         return _one_by_one(parts, lambda p: process_overlay(tables, kind, p, now))
     return _commit(tables, run, vif, sup)

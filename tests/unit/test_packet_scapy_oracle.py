@@ -556,6 +556,8 @@ def test_scapy_dissects_our_encapsulations(
         PROTO_UDP,
         build_udp(outer_src, outer_dst, sport, UDP_PORT_VXLAN, build_vxlan(vni) + inner_frame),
     )
+    # decode by our port, not scapy's guess: a source port of 53 would read as DNS
+    vxlan[UDP].decode_payload_as(VXLAN)
     assert vxlan[VXLAN].vni == vni
     assert bytes(vxlan[VXLAN].payload) == inner_frame
     assert vxlan[VXLAN][IP].src == "10.0.0.1"

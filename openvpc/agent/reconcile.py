@@ -14,18 +14,18 @@ from openvpc.model.nodeconfig import (
     MacRouteConfig,
     NextHopConfig,
     NodeConfig,
-    ObjectKind,
     PortConfig,
     RouteConfig,
     VrfConfig,
     VrouterObject,
+    by_ref,
     decode_object,
+    diff_objects,
     object_key,
     object_kind,
     vrouter_objects,
 )
 
-Ref = tuple[ObjectKind, str]  # (kind, key)
 Op = dict[str, Any]
 
 
@@ -59,10 +59,6 @@ def parse_dump(result: Any) -> Installed:
         except ValueError as e:
             errors.append(str(e))
     return Installed(generation, tuple(objects), tuple(errors))
-
-
-def _ref(obj: VrouterObject) -> Ref:
-    return (object_kind(obj), object_key(obj))
 
 
 def _nh_depth(nexthops: dict[str, NextHopConfig]) -> dict[str, int]:
@@ -112,20 +108,11 @@ def reconcile(desired: NodeConfig, installed: Sequence[VrouterObject]) -> list[O
     object claims it. The vRouter applies a batch between two packets, so a route that still
     names a deleted next hop until its own set later in the batch is never seen by traffic.
     """
-    want = {_ref(o): o for o in _write_order(_dedupe(desired))}
-    have = {_ref(o): o for o in installed}
-    stale = [o for ref, o in have.items() if ref not in want]
+    wanted = _write_order(by_ref(vrouter_objects(desired)).values())
+    stale, changed = diff_objects(installed, wanted)
     ops = [delete_op(o) for o in reversed(_write_order(stale))]
-    ops += [set_op(o) for ref, o in want.items() if have.get(ref) != o]
+    ops += [set_op(o) for o in changed]
     return ops
-
-
-def _dedupe(config: NodeConfig) -> list[VrouterObject]:
-    """The config's vRouter objects, the last one winning when two share a key."""
-    seen: dict[Ref, VrouterObject] = {}
-    for o in vrouter_objects(config):
-        seen[_ref(o)] = o
-    return list(seen.values())
 
 
 def config_from_dump(node: str, installed: Installed) -> NodeConfig:

@@ -6,6 +6,7 @@ integer ids. Every object is keyed (see `object_key`) so the agent can diff desi
 what the vRouter dumps and write only the difference.
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -166,6 +167,24 @@ def object_key(obj: VrouterObject) -> str:
     if isinstance(obj, RouteConfig):
         return f"{obj.vrf}/{obj.prefix}"
     return f"{obj.vrf}/{obj.mac}"
+
+
+Ref = tuple[ObjectKind, str]  # (kind, key): an object's identity in the vRouter
+
+
+def by_ref(objects: Iterable[VrouterObject]) -> dict[Ref, VrouterObject]:
+    """Objects by identity, in first-seen order, the last value winning for a shared key."""
+    return {(object_kind(o), object_key(o)): o for o in objects}
+
+
+def diff_objects(
+    have: Iterable[VrouterObject], want: Iterable[VrouterObject]
+) -> tuple[list[VrouterObject], list[VrouterObject]]:
+    """(what `have` holds under a key `want` lacks, what `want` holds that `have` does not
+    hold with the same value), each in its own order."""
+    held, wanted = by_ref(have), by_ref(want)
+    stale = [o for ref, o in held.items() if ref not in wanted]
+    return stale, [o for ref, o in wanted.items() if held.get(ref) != o]
 
 
 def vrouter_objects(config: NodeConfig) -> list[VrouterObject]:

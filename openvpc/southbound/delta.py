@@ -12,9 +12,12 @@ from openvpc.model.nodeconfig import (
     DnsRecord,
     NodeConfig,
     ObjectKind,
+    Ref,
     VrouterObject,
+    by_ref,
     canonical,
     decode_object,
+    diff_objects,
     object_key,
     object_kind,
     vrouter_objects,
@@ -29,21 +32,17 @@ _FIELD: dict[ObjectKind, str] = {
 }
 
 
-def _objects(config: NodeConfig) -> dict[tuple[ObjectKind, str], VrouterObject]:
-    return {(object_kind(o), object_key(o)): o for o in vrouter_objects(config)}
+def _objects(config: NodeConfig) -> dict[Ref, VrouterObject]:
+    return by_ref(vrouter_objects(config))
 
 
 def config_delta(old: NodeConfig, new: NodeConfig) -> dict[str, Any]:
     """What turns `old` into `new`: {"generation", "set": [...], "delete": [...], "dns"?}."""
-    before, after = _objects(old), _objects(new)
+    stale, changed = diff_objects(vrouter_objects(old), vrouter_objects(new))
     delta: dict[str, Any] = {
         "generation": new.generation,
-        "set": [
-            {"kind": kind, "obj": to_dict(obj)}
-            for (kind, key), obj in after.items()
-            if before.get((kind, key)) != obj
-        ],
-        "delete": [{"kind": kind, "key": key} for kind, key in before if (kind, key) not in after],
+        "set": [{"kind": object_kind(o), "obj": to_dict(o)} for o in changed],
+        "delete": [{"kind": object_kind(o), "key": object_key(o)} for o in stale],
     }
     if old.dns != new.dns:
         delta["dns"] = to_dict(new.dns)

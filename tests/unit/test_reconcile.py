@@ -7,13 +7,14 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from openvpc.agent.reconcile import Installed, Op, Ref, config_from_dump, parse_dump, reconcile
+from openvpc.agent.reconcile import Installed, Op, config_from_dump, parse_dump, reconcile
 from openvpc.model.codec import to_dict
 from openvpc.model.nodeconfig import (
     MacRouteConfig,
     NextHopConfig,
     NodeConfig,
     PortConfig,
+    Ref,
     RouteConfig,
     VrfConfig,
     VrouterObject,

@@ -58,14 +58,12 @@ class _Index:
     def of(cls, s: Snapshot) -> "_Index":
         vpcs = {v.id: v for v in s.vpcs}
         subnets = {n.id: n for n in s.subnets}
-        table_of = {n.id: vpcs[n.vpc].main_route_table for n in s.subnets if n.vpc in vpcs}
-        table_of.update({a.subnet: a.route_table for a in s.associations})
         return cls(
             s,
             vpcs,
             subnets,
             {t.id: t for t in s.route_tables},
-            table_of,
+            subnet_tables(s),
             {i.id: i for i in s.interfaces},
             {i.id: i.name for i in s.instances},
             {n.name: n.fabric_ip for n in s.nodes},
@@ -89,6 +87,14 @@ class _Index:
             if rtb == table:
                 return l3, l2
         return None
+
+
+def subnet_tables(s: Snapshot) -> dict[str, str]:
+    """Subnet id -> the route table that decides for it: its association, else the main one."""
+    vpcs = {v.id: v for v in s.vpcs}
+    table_of = {n.id: vpcs[n.vpc].main_route_table for n in s.subnets if n.vpc in vpcs}
+    table_of.update({a.subnet: a.route_table for a in s.associations})
+    return table_of
 
 
 def compile_all(snapshot: Snapshot) -> dict[str, NodeConfig]:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from openvpc.compiler.compile import best_route
+from openvpc.compiler.compile import best_route, subnet_tables
 from openvpc.model.resources import Interface, Snapshot
 
 
@@ -35,10 +35,8 @@ class Result:
 
 def expected_probes(snapshot: Snapshot) -> list[Probe]:
     subnets = {s.id: s for s in snapshot.subnets}
-    vpcs = {v.id: v for v in snapshot.vpcs}
     tables = {t.id: t for t in snapshot.route_tables}
-    table_of = {s.id: vpcs[s.vpc].main_route_table for s in snapshot.subnets}
-    table_of.update({a.subnet: a.route_table for a in snapshot.associations})
+    table_of = subnet_tables(snapshot)
     names = {i.id: i.name for i in snapshot.instances}
 
     def vpc(iface: Interface) -> str:

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from conftest import HostSnapshot, LabHandle, unique_name
 
-from openvpc.compiler.compile import compile_node, mtu_for
+from openvpc.compiler.compile import compile_node, mtu_for, subnet_tables
 from openvpc.lab import nsexec, real
 from openvpc.model.resources import Snapshot
 from openvpc.tools.matrix import expected_probes, run_probes
@@ -414,7 +414,11 @@ def test_linux_kernel_vxlan_pings_a_vm_behind_our_vrouter(world: World) -> None:
         service = Service(store)
         service.register_node("kvtep", kv_ip)
         _, iface = service.run_instance("vxlan", web.id, "kv", "kvtep", kv_ns)
-        rtb = next(t for t in service.snapshot().route_tables if t.id == web_table(world, web.id))
+        rtb = next(
+            t
+            for t in service.snapshot().route_tables
+            if t.id == subnet_tables(world.snapshot)[web.id]
+        )
     finally:
         store.close()
     subprocess.run(["ip", "netns", "add", kv_ns], check=True, timeout=10)
@@ -457,9 +461,3 @@ def test_linux_kernel_vxlan_pings_a_vm_behind_our_vrouter(world: World) -> None:
         assert world.lab.ping("x1", iface.ip)
     finally:
         subprocess.run(["ip", "netns", "del", kv_ns], check=False, timeout=10)
-
-
-def web_table(world: World, subnet_id: str) -> str:
-    vpc = next(v for v in world.snapshot.vpcs if v.tenant == "vxlan")
-    assoc = {a.subnet: a.route_table for a in world.snapshot.associations}
-    return assoc.get(subnet_id, vpc.main_route_table)

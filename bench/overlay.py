@@ -20,7 +20,8 @@ from typing import Any
 import yaml
 
 from bench.pipeline import machine
-from openvpc.lab import real
+from openvpc.lab import netns, real
+from openvpc.lab.kernel_vtep import KernelVtep, add_kernel_vtep
 from openvpc.lab.naming import underlay_netns
 
 LAB = "bench"
@@ -119,53 +120,21 @@ def kernel_vxlan_pair(bridge_ns: str) -> Iterator[tuple[str, str, str]]:
     overlay = ["10.99.0.1", "10.99.0.2"]
     try:
         for i, ns in enumerate(names):
-            _run(["ip", "netns", "add", ns])
-            _run(
-                [
-                    "ip",
-                    "-n",
+            add_kernel_vtep(
+                KernelVtep(
                     ns,
-                    "link",
-                    "add",
-                    "u0",
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    f"kvb{i}",
-                    "netns",
                     bridge_ns,
-                ]
-            )
-            _run(["ip", "-n", bridge_ns, "link", "set", f"kvb{i}", "master", "br0", "up"])
-            _run(["ip", "-n", ns, "addr", "add", f"{underlay[i]}/24", "dev", "u0"])
-            _run(["ip", "-n", ns, "link", "set", "u0", "up"])
-            _run(
-                [
-                    "ip",
-                    "-n",
-                    ns,
-                    "link",
-                    "add",
-                    "vx0",
-                    "type",
-                    "vxlan",
-                    "id",
-                    str(KERNEL_VNI),
-                    "remote",
+                    f"kvb{i}",
+                    f"{underlay[i]}/24",
+                    KERNEL_VNI,
                     underlay[1 - i],
-                    "local",
-                    underlay[i],
-                    "dstport",
-                    "4789",
-                ]
+                    f"{overlay[i]}/24",
+                )
             )
-            _run(["ip", "-n", ns, "link", "set", "vx0", "mtu", "1450", "up"])
-            _run(["ip", "-n", ns, "addr", "add", f"{overlay[i]}/24", "dev", "vx0"])
         yield names[0], names[1], overlay[1]
     finally:
         for ns in names:
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+            netns.remove_netns(ns)
 
 
 def run(seconds: int) -> dict[str, Any]:

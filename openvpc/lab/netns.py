@@ -272,16 +272,35 @@ def add_tap(ns: str, ifname: str, mac: str | None = None) -> None:
             ifr={"no_pi": True},
         )
     if mac is not None:
-        with rtnl(ns) as ipr:
-            _call(
-                f"address {mac} on {ifname}",
-                ns,
-                ipr.link,
-                "set",
-                index=_index(ipr, ifname, ns),
-                address=mac,
-            )
+        set_mac(ns, ifname, mac)
     set_up(ns, ifname)
+
+
+def set_mac(ns: str, ifname: str, mac: str) -> None:
+    with rtnl(ns) as ipr:
+        _call(
+            f"address {mac} on {ifname}",
+            ns,
+            ipr.link,
+            "set",
+            index=_index(ipr, ifname, ns),
+            address=mac,
+        )
+
+
+def add_neighbor(ns: str, ifname: str, ip: str, mac: str) -> None:
+    """A permanent neighbour (ARP) entry."""
+    with rtnl(ns) as ipr:
+        _call(
+            f"neighbour {ip} on {ifname}",
+            ns,
+            ipr.neigh,
+            "add",
+            dst=ip,
+            lladdr=mac,
+            ifindex=_index(ipr, ifname, ns),
+            state="permanent",
+        )
 
 
 def delete_link(ns: str, ifname: str) -> bool:

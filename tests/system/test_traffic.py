@@ -21,7 +21,8 @@ import yaml
 from conftest import HostSnapshot, LabHandle, unique_name
 
 from openvpc.compiler.compile import compile_node, mtu_for, subnet_tables
-from openvpc.lab import nsexec, real
+from openvpc.lab import netns, nsexec, real
+from openvpc.lab.kernel_vtep import DEVICE, KernelVtep, add_kernel_vtep
 from openvpc.model.resources import Snapshot
 from openvpc.tools.matrix import expected_probes, run_probes
 from openvpc.tools.showcase import Responders, lab_snapshot
@@ -393,10 +394,6 @@ def test_moved_vip_is_reachable_at_its_new_place(world: World) -> None:
         world.run("x2", ["ip", "addr", "del", f"{VIP}/24", "dev", "eth0"])
 
 
-def _ip(ns: str, *args: str) -> None:
-    subprocess.run(["ip", "-n", ns, *args], check=True, capture_output=True, timeout=10)
-
-
 def test_linux_kernel_vxlan_pings_a_vm_behind_our_vrouter(world: World) -> None:
     """A namespace with the kernel's own VXLAN device on the underlay, registered as a VTEP
     holding one address of the vxlan tenant. Last in the module: its node has no agent."""
@@ -421,36 +418,21 @@ def test_linux_kernel_vxlan_pings_a_vm_behind_our_vrouter(world: World) -> None:
         )
     finally:
         store.close()
-    subprocess.run(["ip", "netns", "add", kv_ns], check=True, timeout=10)
+    vtep = KernelVtep(
+        kv_ns,
+        bridge_ns,
+        "kvb",
+        f"{kv_ip}/24",
+        rtb.vni,
+        world.lab.fabric_ip("node1"),
+        f"{iface.ip}/24",
+        gateway,
+        iface.mac,
+    )
     try:
-        _ip(kv_ns, "link", "add", "kv0", "type", "veth", "peer", "name", "kvb", "netns", bridge_ns)
-        _ip(bridge_ns, "link", "set", "kvb", "master", "br0", "up")
-        _ip(kv_ns, "addr", "add", f"{kv_ip}/24", "dev", "kv0")
-        _ip(kv_ns, "link", "set", "kv0", "up")
-        if gateway:
-            _ip(kv_ns, "route", "add", "default", "via", gateway)
-        node1 = world.lab.fabric_ip("node1")
-        _ip(
-            kv_ns,
-            "link",
-            "add",
-            "vx0",
-            "type",
-            "vxlan",
-            "id",
-            str(rtb.vni),
-            "remote",
-            node1,
-            "local",
-            kv_ip,
-            "dstport",
-            "4789",
-            "nolearning",
-        )
-        _ip(kv_ns, "link", "set", "vx0", "address", iface.mac, "mtu", "1450", "up")
-        _ip(kv_ns, "addr", "add", f"{iface.ip}/24", "dev", "vx0")
+        add_kernel_vtep(vtep)
         # an l3 VPC forwards IP only: its gateway MAC stands for every address, as in AWS
-        _ip(kv_ns, "neigh", "add", world.ip("x1"), "lladdr", "00:00:5e:00:01:00", "dev", "vx0")
+        netns.add_neighbor(kv_ns, DEVICE, world.ip("x1"), "00:00:5e:00:01:00")
         ping = ["ip", "netns", "exec", kv_ns, "ping", "-n", "-c", "1", "-W", "1", world.ip("x1")]
         deadline = time.monotonic() + 15
         ok = False
@@ -460,4 +442,4 @@ def test_linux_kernel_vxlan_pings_a_vm_behind_our_vrouter(world: World) -> None:
         # and the VM sees the kernel host as an ordinary neighbour in its subnet
         assert world.lab.ping("x1", iface.ip)
     finally:
-        subprocess.run(["ip", "netns", "del", kv_ns], check=False, timeout=10)
+        netns.remove_netns(kv_ns)

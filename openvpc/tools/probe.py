@@ -2,7 +2,7 @@
 
 serve/connect: a TCP responder that names its VM, so a probe tells who answered (isolation);
 sink/source: a bulk TCP transfer with a SHA-256 of what crossed; ttl-listen/ttl-send: the TTL
-a UDP datagram arrives with (no hop may decrement it).
+a UDP datagram arrives with (no hop may decrement it). Listeners print "listening PORT" first.
 """
 
 import hashlib
@@ -43,11 +43,17 @@ def _pattern(total: int) -> bytes:
     return block
 
 
+def ready(port: int) -> None:
+    """Tell whoever started us that we listen: a test waits for this line, not a sleep."""
+    print(f"listening {port}", flush=True)
+
+
 def sink(port: int, timeout: float = 60.0) -> str:
     """Accept one connection, read to EOF; "<bytes> <sha256>"."""
     digest = hashlib.sha256()
     count = 0
     with socket.create_server(("0.0.0.0", port)) as server:
+        ready(port)
         server.settimeout(timeout)
         conn, _ = server.accept()
         with conn:
@@ -78,6 +84,7 @@ def ttl_listen(port: int, timeout: float = 10.0) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
         s.bind(("0.0.0.0", port))
+        ready(port)
         s.settimeout(timeout)
         _, ancdata, _, _ = s.recvmsg(2048, socket.CMSG_SPACE(4))
         for level, kind, data in ancdata:

@@ -8,8 +8,10 @@ then the test fails if any namespace, interface, process or file of ours is left
 import hashlib
 import os
 import re
+import select
 import signal
 import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -180,6 +182,36 @@ class LabHandle:
 LabFactory = Callable[..., LabHandle]
 
 
+class Labs:
+    """The one lab layer of the system tests: `make(topology)` writes the dict to a YAML
+    file under a unique lab name and brings it up; `close()` brings every lab it made down
+    and reports anything of theirs left on the host (compared with `before`)."""
+
+    def __init__(self, directory: Path, before: HostSnapshot, prefix: str = "t") -> None:
+        self.directory = directory
+        self.before = before
+        self.prefix = prefix
+        self.made: list[str] = []
+
+    def make(self, topology: dict[str, Any], dhcp: bool = True) -> LabHandle:
+        name = unique_name(self.prefix)
+        doc = {**topology, "name": name}
+        path = self.directory / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        self.made.append(name)
+        return LabHandle(name, path, real.up(path, dhcp=dhcp))
+
+    def close(self) -> list[str]:
+        """Down every lab; the errors and leaks found (empty when all is clean)."""
+        errors = []
+        for name in self.made:
+            try:
+                real.down(name)
+            except Exception as exc:
+                errors.append(f"down {name}: {exc!r}")
+        return errors + HostSnapshot.take().leaks_since(self.before, self.made)
+
+
 @pytest.fixture
 def host_snapshot() -> HostSnapshot:
     return HostSnapshot.take()
@@ -188,24 +220,29 @@ def host_snapshot() -> HostSnapshot:
 @pytest.fixture
 def lab(tmp_path: Path, host_snapshot: HostSnapshot) -> Iterator[LabFactory]:
     """`lab(topology, dhcp=True)`: up a topology dict (its name is replaced by a unique one)."""
-    made: list[str] = []
-
-    def make(topology: dict[str, Any], dhcp: bool = True) -> LabHandle:
-        name = unique_name()
-        doc = {**topology, "name": name}
-        path = tmp_path / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(doc, sort_keys=False))
-        made.append(name)
-        return LabHandle(name, path, real.up(path, dhcp=dhcp))
-
+    labs = Labs(tmp_path, host_snapshot)
     try:
-        yield make
+        yield labs.make
     finally:
-        errors = []
-        for name in made:
-            try:
-                real.down(name)
-            except Exception as exc:
-                errors.append(f"down {name}: {exc!r}")
-        leaks = HostSnapshot.take().leaks_since(host_snapshot, made)
-        assert not errors and not leaks, "; ".join(errors + leaks)
+        problems = labs.close()
+        assert not problems, "; ".join(problems)
+
+
+def wait_for_line(proc: "subprocess.Popen[str]", text: str, timeout: float = 15.0) -> str:
+    """Read `proc`'s output until a line containing `text` (a listener saying it is ready);
+    fails if the process ends or `timeout` passes first. Reads the pipe's fd directly so that
+    nothing after that line is consumed from a buffer `communicate` would not see."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    seen = b""
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        if not select.select([fd], [], [], left)[0]:
+            break
+        chunk = os.read(fd, 1)  # byte by byte: stop right after the line
+        if not chunk:
+            break
+        seen += chunk
+        if chunk == b"\n" and text.encode() in seen.rsplit(b"\n", 2)[-2]:
+            return seen.decode(errors="replace")
+    raise AssertionError(f"no line with {text!r} within {timeout:.0f} s: {seen!r:.300}")

@@ -152,7 +152,7 @@ class Vrouter:
                     except Exception:  # a bug must not stop forwarding: count, log, go on
                         self._internal_error()
                 if self.now >= next_age:
-                    self.tables.flows.age(self.now)
+                    self.tables.expire(self.now)
                     self.send(retry_pending(self.tables))
                     next_age = self.now + AGE_INTERVAL
         finally:

@@ -56,6 +56,7 @@ from openvpc.packet.l4 import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, build_udp
 from openvpc.vrouter import pipeline
 from openvpc.vrouter.drops import Drop
 from openvpc.vrouter.flow import FlowAction, FlowKey
+from openvpc.vrouter.limits import NodeLimits
 from openvpc.vrouter.nexthop import (
     DISCARD_NH_ID,
     CompositeNH,
@@ -96,7 +97,7 @@ GONE_VIF = 9  # a vif the agent unplugged while a next hop still points at it
 
 def program() -> Tables:
     """Node 1 of vrouter_setup, plus every kind of next hop, an l2 and an l2_l3 VRF."""
-    t = build_node(1, Encap.VXLAN, flow_capacity=512, flow_vrf_quota=400)
+    t = build_node(1, Encap.VXLAN, limits=NodeLimits(flow_capacity=512, vrf_flow_quota=400))
     t.vifs[VM1.vif].policy = True  # vm1's packets go through the flow table, vm2's do not
     # l3 VRF: one route per kind of next hop
     t.add_nexthop(31, TunnelNH(Encap.MPLSOUDP, N2.ip))
@@ -384,7 +385,7 @@ def agent_pass(t: Tables, rng: random.Random, now: float, ledger: Ledger) -> Non
             action, nat = FlowAction.NAT, (src, dst, (sport + 1) & 0xFFFF, dport)
         out = pipeline.install_flow(t, key, action, now, reverse=reverse, nat=nat)
         check_outputs(t, out, ledger)
-    t.flows.age(now)
+    t.expire(now)
     if rng.random() < 0.3:
         t.neighbors.pop(N2.ip, None)  # the underlay neighbour expired: ARP again
 

@@ -9,7 +9,7 @@ Source = tuple[int, int]
 
 DEFAULT_FLOW_CAPACITY = 65536  # about 32 MB of flow entries in the Python vRouter
 VRF_SHARE = 4  # by default a VRF may hold at most a quarter of the table
-DEFAULT_VIF_HOLD_LIMIT = 64  # first packets waiting for the agent, per source
+DEFAULT_VIF_HOLD_LIMIT = 32  # first packets waiting for the agent, per source
 DEFAULT_VIF_PUNT_RATE = 200.0  # punts per second to the agent, per source
 DEFAULT_VIF_PUNT_BURST = 400
 HOLD_TIMEOUT = 2.0  # seconds a first packet waits for the agent's verdict

@@ -157,7 +157,8 @@ def vrouter_stats(h: LabHandle, node: str) -> dict[str, Any]:
             result = client.request("stats")
             if not isinstance(result, dict):
                 raise AssertionError(f"stats reply is not an object: {result!r:.80}")
-            return dict(result)
+            stats: dict[str, Any] = result
+            return stats
         except ControlError as e:
             error = e
         finally:

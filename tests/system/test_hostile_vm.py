@@ -171,8 +171,9 @@ def delta(before: dict[str, Any], after: dict[str, Any], reason: str) -> int:
 
 
 def vif_of(stats: dict[str, Any], name: str) -> dict[str, Any]:
-    (vif,) = [v for v in stats["vifs"].values() if v["name"] == name]
-    return vif
+    found: list[dict[str, Any]] = [v for v in stats["vifs"].values() if v["name"] == name]
+    assert len(found) == 1, f"vif {name}: {found}"
+    return found[0]
 
 
 def popen(h: LabHandle, vm: str, argv: list[str]) -> "subprocess.Popen[str]":

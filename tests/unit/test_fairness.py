@@ -289,3 +289,27 @@ def test_no_segmentation_anywhere_makes_more_than_the_cap() -> None:
     assert len(segment(tcp_super(VM1, VM2.ip, bytes(SEGMENT_CAP)), 1)) == SEGMENT_CAP
     with pytest.raises(Malformed):
         segment_tcp4(tcp_super(VM1, VM2.ip, BIG), MIN_MSS - 1)
+
+
+# -- the command line -----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("option", "value", "words"),
+    [
+        ("--vrf-flow-quota", "0", "VRF flow quota"),
+        ("--flow-capacity", "0", "flow capacity"),
+        ("--vif-hold-limit", "0", "hold limit"),
+        ("--vif-punt-rate", "0", "punt rate"),
+        ("--vif-punt-burst", "0", "punt burst"),
+    ],
+)
+def test_the_vrouter_command_refuses_bad_limits_before_starting(
+    option: str, value: str, words: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from openvpc.cli import app
+
+    argv = ["vrouter", "--control", "/nonexistent/vr.sock", "--fabric", "nothing", option, value]
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 2
+    assert words in " ".join(result.output.split())

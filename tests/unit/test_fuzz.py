@@ -390,6 +390,21 @@ def agent_pass(t: Tables, rng: random.Random, now: float, ledger: Ledger) -> Non
         t.neighbors.pop(N2.ip, None)  # the underlay neighbour expired: ARP again
 
 
+def check_shares(t: Tables) -> None:
+    """The flow table's books: entries per VRF within quota, HOLD entries per source within
+    the limit, and both counts equal to what the table holds."""
+    ft = t.flows
+    per_vrf: Counter[int] = Counter(key[0] for key in ft.flows)
+    holds: Counter[tuple[int, int]] = Counter(
+        f.source for f in ft.flows.values() if f.source is not None
+    )
+    assert ft.per_vrf == dict(per_vrf)
+    assert ft.holds == dict(holds)
+    assert all(f.action is FlowAction.HOLD for f in ft.flows.values() if f.source is not None)
+    assert ft.vrf_quota is not None and max(per_vrf.values(), default=0) <= ft.vrf_quota
+    assert ft.hold_limit is not None and max(holds.values(), default=0) <= ft.hold_limit
+
+
 def test_fuzz_the_pipeline() -> None:
     rng = random.Random(SEED)
     t = program()
@@ -409,6 +424,7 @@ def test_fuzz_the_pipeline() -> None:
         account(t, vif, frame, now, ledger)
         if i % 250 == 249:
             agent_pass(t, rng, now, ledger)
+            check_shares(t)
     elapsed = time.monotonic() - started
 
     assert not ledger.unexplained[:5], f"{len(ledger.unexplained)} frames vanished"

@@ -313,3 +313,20 @@ def test_the_vrouter_command_refuses_bad_limits_before_starting(
     result = CliRunner().invoke(app, argv)
     assert result.exit_code == 2
     assert words in " ".join(result.output.split())
+
+
+def test_the_stats_request_reports_drops_flows_and_vifs() -> None:
+    from openvpc.vrouter.handler import ControlHandler
+    from openvpc.vrouter.program import Programmer
+
+    t = build_node(policy=True, limits=NodeLimits(vif_hold_limit=1))
+    flood(t, VM1, VM2, 3)
+    reply, emits = ControlHandler(Programmer(t), "boot").handle({"id": 7, "op": "stats"}, 0.0)
+    assert reply["ok"] and reply["id"] == 7 and emits == []
+    result = reply["result"]
+    assert result["drops"] == {"flow_hold_limit": 2}
+    assert result["flows"]["entries"] == 1 and result["flows"]["holds"] == {"3/1": 1}
+    assert result["flows"]["vrf_quota"] == NodeLimits().flow_capacity // VRF_SHARE
+    vm1 = result["vifs"][str(VM1.vif)]
+    assert (vm1["name"], vm1["rx_packets"], vm1["drops"]) == ("tap-vm1", 3, 2)
+    assert result["vifs"][str(AGENT_VIF)]["tx_packets"] == 1

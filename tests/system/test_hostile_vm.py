@@ -223,7 +223,7 @@ def test_a_vm_flooding_new_flows_does_not_starve_another_tenant(lab: LabFactory)
                 proc.kill()
                 proc.communicate(timeout=10)
     assert failed <= 0.05 * (ok + failed), f"{failed} of {ok + failed} connections failed"
-    assert ok >= 20, f"the client hardly ran: {ok} connections"
+    assert ok >= 10, f"the client hardly ran: {ok} connections"
     assert flood_out.startswith("sent")
     # the flooder's first packets were refused under the fairness reasons, on its own vif
     fair = {r: delta(before, after, r) for r in FAIRNESS_DROPS}

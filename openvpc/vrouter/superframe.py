@@ -122,7 +122,7 @@ def process_super(
     if refused is not None:  # before any segment is cut: no work beyond the parse
         tables.count_drop(refused, vif)
         if vif is not None and refused is Drop.GSO_SIZE_INVALID and mss >= MIN_MSS:
-            return _too_big(tables, vif, frame, sup)
+            return _too_big(tables, vif, frame, sup, mss)
         return []
     if vif is None or vif.kind is VifKind.AGENT or sup.count(mss) == 1 or sup.end != len(frame):
         return _one_by_one(segment(frame, mss, sup), lambda f: process(tables, f, vif_id, now))
@@ -152,13 +152,14 @@ def gso_refusal(vif: Vif | None, sup: TcpSuper, mss: int) -> Drop | None:
     return None
 
 
-def _too_big(tables: Tables, vif: Vif, frame: bytes, sup: TcpSuper) -> list[SuperEmit]:
+def _too_big(tables: Tables, vif: Vif, frame: bytes, sup: TcpSuper, mss: int) -> list[SuperEmit]:
     """One ICMP fragmentation-needed for segments larger than the VM's MTU (with DF), so that a
     guest whose MTU is wrong lowers its MSS instead of losing the connection."""
     vrf = tables.vrfs.get(vif.vrf)
     src = vif.gateway_ip or (vrf.link_local_gateway if vrf is not None else None)
     ip = parse_ipv4(frame, sup.l3, verify=False)
-    if vrf is None or src is None or not ip.df:
+    largest = sup.payload - sup.l3 + min(mss, sup.payload_len)  # its first segment
+    if vrf is None or src is None or not ip.df or largest <= vif.mtu:
         return []
     packet = frame[sup.l3 : sup.payload]  # the headers are all the error quotes
     reply = replies.frag_needed(packet, ip, vif.mtu, src, vif.mac, vrf.gateway_mac)

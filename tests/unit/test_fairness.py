@@ -261,6 +261,9 @@ def test_segments_beyond_the_vif_mtu_are_refused_with_one_frag_needed() -> None:
     t = build_node()
     frame = tcp_super(VM1, VM2.ip, BIG, df=False)
     assert process_super(t, frame, VM1.vif, 1461, 0.0) == []
+    # a segment size beyond the MTU on a frame that would fit: dropped, nothing to say
+    assert process_super(t, tcp_super(VM1, VM2.ip, bytes(100)), VM1.vif, 9000, 0.0) == []
+    assert drops(t) == {Drop.GSO_SIZE_INVALID: 2}
 
 
 def test_a_sane_vm_super_frame_still_leaves_whole() -> None:

@@ -6,6 +6,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from openvpc.vrouter import limits
+
 app = typer.Typer(help="openvpc: a self-hosted, multi-tenant VPC.", no_args_is_help=True)
 
 
@@ -151,14 +153,41 @@ def vrouter(
     control: str = typer.Option(..., "--control", help="unix socket path for the agent"),
     fabric: str = typer.Option(..., "--fabric", help="the underlay interface"),
     netns: str | None = typer.Option(None, "--netns", help="network namespace to run in"),
+    flow_capacity: int = typer.Option(
+        limits.DEFAULT_FLOW_CAPACITY, "--flow-capacity", help="flow entries on this node"
+    ),
+    vrf_flow_quota: int | None = typer.Option(
+        None,
+        "--vrf-flow-quota",
+        help=f"flow entries one VRF may hold (default: 1/{limits.VRF_SHARE} of the capacity)",
+    ),
+    vif_hold_limit: int = typer.Option(
+        limits.DEFAULT_VIF_HOLD_LIMIT,
+        "--vif-hold-limit",
+        help="flows awaiting the agent per vif (per VRF on the fabric)",
+    ),
+    vif_punt_rate: float = typer.Option(
+        limits.DEFAULT_VIF_PUNT_RATE,
+        "--vif-punt-rate",
+        help="packets per second one vif may send the agent (first packets, ARP, DHCP, DNS)",
+    ),
+    vif_punt_burst: int = typer.Option(
+        limits.DEFAULT_VIF_PUNT_BURST, "--vif-punt-burst", help="burst above --vif-punt-rate"
+    ),
 ) -> None:
     """Run a compute node's forwarding plane (vRouter) until SIGTERM or SIGINT."""
     import logging
 
     from openvpc.vrouter.daemon import serve
 
+    try:
+        node_limits = limits.NodeLimits(
+            flow_capacity, vrf_flow_quota, vif_hold_limit, vif_punt_rate, vif_punt_burst
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    raise typer.Exit(serve(control, fabric, netns))
+    raise typer.Exit(serve(control, fabric, netns, node_limits))
 
 
 @app.command()

@@ -14,6 +14,8 @@ from the vRouter, INJECT frames from the agent. Requests:
   flow {"key": [vrf, proto, src, dst, sport, dport], "reverse": [...] | None, "action": "forward"
         | "drop"}  (addresses as text)  -> {"released": n}
   show                          -> {"text": the table dumps of `dump.py`}
+  stats                         -> the counters of `dump.stats`: drops by reason, flows (per
+                                   VRF, HOLD per source), vif packet counters
 """
 
 import contextlib

@@ -24,6 +24,7 @@ from openvpc.vrouter.control import TYPE_JSON, TYPE_PACKET
 from openvpc.vrouter.drops import Drop
 from openvpc.vrouter.gso import coalesce, ethernet_l3
 from openvpc.vrouter.handler import ControlHandler
+from openvpc.vrouter.limits import DEFAULT_LIMITS, NodeLimits
 from openvpc.vrouter.neighbors import retry_pending
 from openvpc.vrouter.offload import frames_from_tap, tap_super
 from openvpc.vrouter.pipeline import Emit, process
@@ -88,14 +89,16 @@ class Taps:
 class Vrouter:
     """Everything one vRouter process owns; `run` until SIGTERM/SIGINT, then `close`."""
 
-    def __init__(self, control_path: str, fabric_ifname: str) -> None:
+    def __init__(
+        self, control_path: str, fabric_ifname: str, limits: NodeLimits = DEFAULT_LIMITS
+    ) -> None:
         link = fabric_link(fabric_ifname)
         self.stopping = False
         self.now = time.monotonic()
         self.internal_errors = 0
         self.sel = selectors.DefaultSelector()
         fabric = Fabric(FABRIC_VIF, link.ip, link.mac, link.mtu, kernel_routed=True)
-        self.programmer = build_tables(fabric, [])
+        self.programmer = build_tables(fabric, [], limits=limits)
         self.tables = self.programmer.tables
         self.tables.add_underlay_route(link.network, link.prefix_len, None)
         self.boot_id = uuid.uuid4().hex
@@ -152,7 +155,7 @@ class Vrouter:
                     except Exception:  # a bug must not stop forwarding: count, log, go on
                         self._internal_error()
                 if self.now >= next_age:
-                    self.tables.flows.age(self.now)
+                    self.tables.expire(self.now)
                     self.send(retry_pending(self.tables))
                     next_age = self.now + AGE_INTERVAL
         finally:
@@ -391,7 +394,9 @@ class Vrouter:
         self.sel.close()
 
 
-def serve(control: str, fabric: str, netns: str | None = None) -> int:
+def serve(
+    control: str, fabric: str, netns: str | None = None, limits: NodeLimits = DEFAULT_LIMITS
+) -> int:
     """The `openvpc vrouter` command: 0 after a clean stop, 1 when the setup fails."""
     vrouter: Vrouter | None = None
     stop_early = False
@@ -411,7 +416,7 @@ def serve(control: str, fabric: str, netns: str | None = None) -> int:
                 pyroute2_netns.setns(netns, flags=0)
             except OSError as e:
                 raise PortError(f"cannot enter network namespace {netns!r}: {e}") from e
-        vrouter = Vrouter(control, fabric)
+        vrouter = Vrouter(control, fabric, limits)
     except (ChannelError, OSError) as e:
         log.error("vrouter: %s", e)
         return 1

@@ -35,6 +35,11 @@ class Drop(StrEnum):
     FLOW_QUOTA = "flow_vrf_quota_exceeded"
     HOLD_EXPIRED = "flow_hold_expired"  # held first packets of a flow the agent never decided
     FLOW_QUEUE_LIMIT = "flow_queue_limit"
+    FLOW_HOLD_LIMIT = "flow_hold_limit"  # the source has its most first packets awaiting the agent
+    PUNT_RATE_LIMITED = "punt_rate_limited"  # the source's punts to the agent are over its rate
+    GSO_SIZE_INVALID = "gso_size_invalid"  # a super-frame's segment size below the minimum MSS
+    # or beyond the vif's MTU
+    GSO_TOO_MANY_SEGMENTS = "gso_too_many_segments"
     FRAG_NEEDED = "fragmentation_needed"
     FRAGMENT_FAILED = "fragmentation_failed"
     AGENT_ABSENT = "no_agent_vif"

@@ -2,6 +2,7 @@
 `vxlan`, `flow` and `dropstats` utilities: plain strings, fixed columns, stable order."""
 
 from collections.abc import Iterable
+from typing import Any
 
 from openvpc.packet.ethernet import mac_to_str
 from openvpc.packet.ipv4 import ip_to_str
@@ -267,6 +268,34 @@ def dump_drops(t: Tables) -> str:
     rows = [(str(reason), str(n)) for reason, n in sorted(t.drops.items()) if n]
     rows.append(("total", str(sum(t.drops.values()))))
     return _table(("Reason", "Count"), (28,), rows)
+
+
+def stats(t: Tables) -> dict[str, Any]:
+    """The counters as JSON-ready data (the `stats` op): drops by reason, the flow table's
+    occupancy per VRF and HOLD entries per source, each vif's packet counters."""
+    ft = t.flows
+    return {
+        "drops": {str(reason): n for reason, n in sorted(t.drops.items()) if n},
+        "flows": {
+            "capacity": ft.capacity,
+            "vrf_quota": ft.vrf_quota,
+            "entries": len(ft.flows),
+            "created": ft.created,
+            "deleted": ft.deleted,
+            "per_vrf": {str(vrf): n for vrf, n in sorted(ft.per_vrf.items())},
+            "holds": {f"{vif}/{vrf}": n for (vif, vrf), n in sorted(ft.holds.items())},
+        },
+        "vifs": {
+            str(vif.id): {
+                "name": vif.name,
+                "vrf": vif.vrf,
+                "rx_packets": vif.stats.rx_packets,
+                "tx_packets": vif.stats.tx_packets,
+                "drops": vif.stats.drops,
+            }
+            for vif in sorted(t.vifs.values(), key=lambda v: v.id)
+        },
+    }
 
 
 def dump_all(t: Tables) -> str:

@@ -1,4 +1,7 @@
-"""Flow table: 5-tuple + VRF -> action, with reverse flows, HOLD queues and TCP-aware aging."""
+"""Flow table: 5-tuple + VRF -> action, with reverse flows, HOLD queues and TCP-aware aging.
+
+Bounded three ways so that one tenant or VM exhausts only its own share: a capacity, a quota
+per VRF, and a limit on the HOLD entries (flows awaiting the agent) of each source."""
 
 from collections import Counter
 from dataclasses import dataclass, field
@@ -6,6 +9,13 @@ from enum import StrEnum
 
 from openvpc.packet.l4 import TCP_ACK, TCP_FIN, TCP_RST
 from openvpc.vrouter.drops import Drop
+from openvpc.vrouter.limits import (
+    DEFAULT_FLOW_CAPACITY,
+    DEFAULT_VIF_HOLD_LIMIT,
+    DROP_TIMEOUT,
+    HOLD_TIMEOUT,
+    Source,
+)
 
 # (vrf, protocol, source ip, destination ip, source port, destination port)
 FlowKey = tuple[int, int, bytes, bytes, int, int]
@@ -26,7 +36,8 @@ class FlowAction(StrEnum):
 class FlowTimeouts:
     """Idle seconds before a flow ages out, by state."""
 
-    hold: float = 5.0
+    hold: float = HOLD_TIMEOUT
+    drop: float = DROP_TIMEOUT
     tcp_embryonic: float = 30.0
     tcp_established: float = 180.0
     tcp_closed: float = 10.0
@@ -45,24 +56,29 @@ class Flow:
     octets: int = 0
     tcp_flags: int = 0  # OR of the flags seen in this direction
     held: list[tuple[bytes, int]] = field(default_factory=list)
+    source: Source | None = None  # whose HOLD entry this is, while it is one
 
 
 class FlowTable:
-    """Bounded flow table with a per-VRF quota; the agent decides, the table remembers."""
+    """Bounded flow table with a per-VRF quota and a per-source HOLD limit; the agent decides,
+    the table remembers."""
 
     def __init__(
         self,
-        capacity: int = 65536,
+        capacity: int = DEFAULT_FLOW_CAPACITY,
         vrf_quota: int | None = None,
         timeouts: FlowTimeouts | None = None,
         drops: Counter[str] | None = None,
+        hold_limit: int | None = DEFAULT_VIF_HOLD_LIMIT,
     ) -> None:
         self.capacity = capacity
         self.drops: Counter[str] = Counter() if drops is None else drops  # shared with Tables
         self.vrf_quota = vrf_quota
+        self.hold_limit = hold_limit
         self.timeouts = timeouts or FlowTimeouts()
         self.flows: dict[FlowKey, Flow] = {}
         self.per_vrf: dict[int, int] = {}
+        self.holds: dict[Source, int] = {}  # HOLD entries per source
         self.created = 0
         self.deleted = 0
 
@@ -85,14 +101,38 @@ class FlowTable:
         self.per_vrf[flow.key[0]] = self.per_vrf.get(flow.key[0], 0) + 1
         self.created += 1
 
-    def hold(self, key: FlowKey, now: float) -> Flow | Drop:
-        """A new HOLD entry for a first packet, or why none can be made."""
-        reason = self._admit(key)
+    def can_hold(self, key: FlowKey, source: Source | None = None) -> Drop | None:
+        """Why no HOLD entry for `key` can be made for `source` now, or None if one can."""
+        if (
+            source is not None
+            and self.hold_limit is not None
+            and self.holds.get(source, 0) >= self.hold_limit
+        ):
+            return Drop.FLOW_HOLD_LIMIT
+        return self._admit(key)
+
+    def hold(self, key: FlowKey, now: float, source: Source | None = None) -> Flow | Drop:
+        """A new HOLD entry for a first packet from `source`, or why none can be made."""
+        reason = self.can_hold(key, source)
         if reason is not None:
             return reason
-        flow = Flow(key, FlowAction.HOLD, now, now)
+        flow = Flow(key, FlowAction.HOLD, now, now, source=source)
         self._add(flow)
+        if source is not None:
+            self.holds[source] = self.holds.get(source, 0) + 1
         return flow
+
+    def _unhold(self, flow: Flow) -> None:
+        """The flow is no HOLD entry any more: its source may make another."""
+        source = flow.source
+        if source is None:
+            return
+        flow.source = None
+        left = self.holds.get(source, 0) - 1
+        if left > 0:
+            self.holds[source] = left
+        else:
+            self.holds.pop(source, None)
 
     def install(
         self,
@@ -120,6 +160,7 @@ class FlowTable:
             if flow is None:
                 flow = Flow(k, action, now, now)
                 self._add(flow)
+            self._unhold(flow)
             flow.action, flow.reverse, flow.nat = action, rk, n
             released.extend(flow.held)
             flow.held = []
@@ -131,6 +172,9 @@ class FlowTable:
         if flow is None:
             return False
         self.per_vrf[key[0]] -= 1
+        if not self.per_vrf[key[0]]:
+            del self.per_vrf[key[0]]
+        self._unhold(flow)
         self.deleted += 1
         if flow.reverse is not None and flow.reverse in self.flows:
             self.remove(flow.reverse)
@@ -146,6 +190,8 @@ class FlowTable:
         t = self.timeouts
         if flow.action is FlowAction.HOLD:
             return t.hold
+        if flow.action is FlowAction.DROP:
+            return t.drop
         if flow.key[1] != 6:
             return t.other
         peer = self.flows.get(flow.reverse) if flow.reverse else None

@@ -11,6 +11,8 @@ from openvpc.packet.errors import Malformed
 from openvpc.packet.ethernet import ETH_LEN, ETH_P_IP, parse_ethernet
 from openvpc.packet.ipv4 import FLAG_DF, PROTO_TCP, parse_ipv4
 from openvpc.packet.l4 import TCP_ACK, TCP_FIN, TCP_PSH, parse_tcp
+from openvpc.vrouter.drops import Drop
+from openvpc.vrouter.limits import SEGMENT_CAP
 
 TCP_CWR = 0x80
 TCP_ECE = 0x40
@@ -79,9 +81,11 @@ def segment(frame: bytes, mss: int, sup: TcpSuper | None = None) -> list[bytes]:
     super-frame's TCP checksum field held (often only the pseudo-header sum) is ignored.
     """
     if mss <= 0:
-        raise Malformed("gso_bad_size")
+        raise Malformed(Drop.GSO_SIZE_INVALID)
     if sup is None:
         sup = parse_super(frame)
+    if sup.count(mss) > SEGMENT_CAP:  # the callers check their own bounds; this is the last
+        raise Malformed(Drop.GSO_TOO_MANY_SEGMENTS)
     head = bytearray(frame[: sup.l4])  # Ethernet (and tag) and the IPv4 header
     tcp = bytearray(frame[sup.l4 : sup.payload])
     payload = memoryview(frame)[sup.payload : sup.end]

@@ -7,7 +7,7 @@ from typing import Any, Protocol
 
 from openvpc.model.codec import to_dict
 from openvpc.model.nodeconfig import KIND_CLASS, PortConfig, decode_object, object_key, object_kind
-from openvpc.vrouter.dump import dump_all
+from openvpc.vrouter.dump import dump_all, stats
 from openvpc.vrouter.flow import FlowAction, FlowKey
 from openvpc.vrouter.pipeline import Emit, install_flow
 from openvpc.vrouter.program import Programmer
@@ -57,6 +57,8 @@ class ControlHandler:
                 result = {"released": len(emits)}
             elif op == "show":
                 result = {"text": dump_all(self.programmer.tables)}
+            elif op == "stats":
+                result = stats(self.programmer.tables)
             else:
                 raise RequestError(f"unknown op {op!r}")
         except (RequestError, ValueError, TypeError, KeyError) as e:

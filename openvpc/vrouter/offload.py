@@ -7,7 +7,9 @@ from typing import NamedTuple
 
 from openvpc.packet.checksum import checksum
 from openvpc.packet.errors import Malformed
+from openvpc.vrouter.drops import Drop
 from openvpc.vrouter.gso import TCP_CWR, parse_super, segment
+from openvpc.vrouter.limits import MIN_MSS
 
 # the TAP uses the host's byte order for the header (legacy virtio, no TUNSETVNETLE/BE)
 VNET_HDR = struct.Struct("=BBHHHH")
@@ -66,10 +68,10 @@ def complete_checksum(frame: bytearray, start: int, offset: int) -> None:
 
 
 def segment_tcp4(frame: bytes, mss: int) -> list[bytes]:
-    """Cut a TCPv4 super-frame into frames carrying at most `mss` payload bytes each
-    (see `gso.segment`)."""
-    if mss <= 0:
-        raise Malformed("gso_bad_size")
+    """Cut a TCPv4 super-frame from a VM into frames carrying at most `mss` payload bytes each
+    (see `gso.segment`); a segment size below the minimum MSS is refused."""
+    if mss < MIN_MSS:
+        raise Malformed(Drop.GSO_SIZE_INVALID)
     return segment(frame, mss, parse_super(frame))
 
 

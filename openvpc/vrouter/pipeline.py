@@ -51,6 +51,7 @@ from openvpc.vrouter.encap import (
     overhead,
 )
 from openvpc.vrouter.flow import MAX_HELD, Flow, FlowAction, FlowKey, NatTuple
+from openvpc.vrouter.limits import Source
 from openvpc.vrouter.lpm import prefix_int
 from openvpc.vrouter.nexthop import (
     CompositeNH,
@@ -237,9 +238,23 @@ class _Pass:
             self.rec("tx", f"vif {vif_id} ({len(data)} bytes)")
         self.out.append((vif_id, data))
 
-    def punt(self, reason: Punt, vrf: int, frame: bytes) -> None:
+    def source(self, vrf: int) -> Source:
+        """Who pays for a punt or a HOLD entry: the VM's vif, or the fabric per VRF."""
+        return self.in_vif.id, vrf
+
+    def may_punt(self, vrf: int) -> bool:
+        """Take a token from the source's punt bucket, or count the drop."""
+        if self.t.punts.allow(self.source(vrf), self.now):
+            return True
+        self.drop(Drop.PUNT_RATE_LIMITED)
+        return False
+
+    def punt(self, reason: Punt, vrf: int, frame: bytes, paid: bool = False) -> None:
+        """Send `frame` to the agent; `paid` when the caller took the token already."""
         if self.t.agent_vif is None:
             self.drop(Drop.AGENT_ABSENT)
+            return
+        if not paid and not self.may_punt(vrf):
             return
         if self.rec is not None:
             self.rec("punt", f"{reason.name.lower()} to agent")
@@ -395,7 +410,18 @@ class _Pass:
         flows = self.t.flows
         flow = flows.lookup(key)
         if flow is None:
-            made = flows.hold(key, self.now)
+            if self.t.agent_vif is None:
+                self.drop(Drop.AGENT_ABSENT)
+                return None
+            # the table and the source's HOLD share first, so that a refusal costs no token
+            source = self.source(vrf.id)
+            refused = flows.can_hold(key, source)
+            if refused is not None:
+                self.drop(refused)
+                return None
+            if not self.may_punt(vrf.id):
+                return None
+            made = flows.hold(key, self.now, source)
             if isinstance(made, Drop):
                 self.drop(made)
                 return None
@@ -406,7 +432,7 @@ class _Pass:
             punted = self.frame
             if self.in_vif.kind is VifKind.FABRIC:
                 punted = vrf.gateway_mac + vrf.gateway_mac + _IP_HDR + packet
-            self.punt(Punt.FLOW_MISS, vrf.id, punted)
+            self.punt(Punt.FLOW_MISS, vrf.id, punted, paid=True)
             return None
         if flow.action is FlowAction.HOLD:
             if len(flow.held) >= MAX_HELD:

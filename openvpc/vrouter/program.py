@@ -21,6 +21,7 @@ from openvpc.model.nodeconfig import (
     object_kind,
 )
 from openvpc.packet.ethernet import mac_from_str
+from openvpc.vrouter.limits import DEFAULT_LIMITS, NodeLimits
 from openvpc.vrouter.nexthop import (
     DISCARD_NH_ID,
     CompositeNH,
@@ -320,14 +321,13 @@ def build_tables(
     objects: Iterable[VrouterObject],
     *,
     agent_vif: bool = True,
-    flow_capacity: int = 65536,
-    flow_vrf_quota: int | None = None,
+    limits: NodeLimits = DEFAULT_LIMITS,
 ) -> Programmer:
     """Tables for `fabric` (with the agent vif unless told not to), programmed with `objects`.
 
     Returns the programmer: `.tables` is the result, `.nh_ids` the next-hop ids it chose.
     """
-    tables = Tables(fabric, flow_capacity, flow_vrf_quota)
+    tables = Tables(fabric, limits)
     if agent_vif:
         tables.add_vif(Vif(AGENT_VIF, VifKind.AGENT, "agent"))
     programmer = Programmer(tables)

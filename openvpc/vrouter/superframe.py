@@ -10,10 +10,13 @@ from collections.abc import Callable, Sequence
 from openvpc.packet.checksum import checksum
 from openvpc.packet.errors import Malformed
 from openvpc.packet.ethernet import ETH_LEN, ETH_P_IP, ETH_P_MPLS
-from openvpc.packet.ipv4 import IPV4_LEN, PROTO_GRE, IPv4
+from openvpc.packet.ipv4 import IPV4_LEN, PROTO_GRE, IPv4, parse_ipv4
 from openvpc.packet.tunnel import GRE, GRE_LEN, MPLS_LEN, VXLAN_LEN
+from openvpc.vrouter import replies
+from openvpc.vrouter.drops import Drop
 from openvpc.vrouter.flow import Flow, FlowAction, NatTuple
 from openvpc.vrouter.gso import Coalesced, TcpSuper, coalesce, parse_super, parse_tcp4, segment
+from openvpc.vrouter.limits import MAX_SEGMENTS, MIN_MSS, max_segments
 from openvpc.vrouter.nexthop import TunnelNH
 from openvpc.vrouter.pipeline import _IP_HDR, Emit, _Pass, process, process_overlay
 from openvpc.vrouter.punt import Punt
@@ -48,7 +51,7 @@ class _SuperPass(_Pass):
     def drop(self, reason: str) -> None:
         raise _Split
 
-    def punt(self, reason: Punt, vrf: int, frame: bytes) -> None:
+    def punt(self, reason: Punt, vrf: int, frame: bytes, paid: bool = False) -> None:
         raise _Split
 
     def emit(self, vif_id: int, data: bytes) -> None:
@@ -110,10 +113,16 @@ def process_super(
     vif = tables.vifs.get(vif_id)
     try:
         if mss <= 0:
-            raise Malformed("gso_bad_size")
+            raise Malformed(Drop.GSO_SIZE_INVALID)
         sup = parse_super(frame, tagged=vif is not None and vif.kind is VifKind.FABRIC)
     except Malformed as e:
         tables.count_drop(e.reason, vif)
+        return []
+    refused = gso_refusal(vif, sup, mss)
+    if refused is not None:  # before any segment is cut: no work beyond the parse
+        tables.count_drop(refused, vif)
+        if vif is not None and refused is Drop.GSO_SIZE_INVALID and mss >= MIN_MSS:
+            return _too_big(tables, vif, frame, sup, mss)
         return []
     if vif is None or vif.kind is VifKind.AGENT or sup.count(mss) == 1 or sup.end != len(frame):
         return _one_by_one(segment(frame, mss, sup), lambda f: process(tables, f, vif_id, now))
@@ -126,6 +135,39 @@ def process_super(
     except (_Split, Malformed):
         return _one_by_one(segment(frame, mss, sup), lambda f: process(tables, f, vif_id, now))
     return _commit(tables, run, vif, sup)
+
+
+def gso_refusal(vif: Vif | None, sup: TcpSuper, mss: int) -> Drop | None:
+    """Why a super-frame received on `vif` is not to be segmented, or None. From a VM: a
+    segment size from the minimum MSS to what the vif's MTU carries, and a bounded count. From
+    the fabric (what the kernel coalesced): a bounded count."""
+    count = sup.count(mss)
+    if vif is not None and vif.kind is VifKind.VIRTUAL:
+        if mss < MIN_MSS or sup.payload - sup.l3 + mss > vif.mtu:
+            return Drop.GSO_SIZE_INVALID
+        if count > max_segments(vif.mtu):
+            return Drop.GSO_TOO_MANY_SEGMENTS
+    elif count > MAX_SEGMENTS:
+        return Drop.GSO_TOO_MANY_SEGMENTS
+    return None
+
+
+def _too_big(tables: Tables, vif: Vif, frame: bytes, sup: TcpSuper, mss: int) -> list[SuperEmit]:
+    """One ICMP fragmentation-needed for segments larger than the VM's MTU (with DF), so that a
+    guest whose MTU is wrong lowers its MSS instead of losing the connection."""
+    vrf = tables.vrfs.get(vif.vrf)
+    src = vif.gateway_ip or (vrf.link_local_gateway if vrf is not None else None)
+    ip = parse_ipv4(frame, sup.l3, verify=False)
+    largest = sup.payload - sup.l3 + min(mss, sup.payload_len)  # its first segment
+    if vrf is None or src is None or not ip.df or largest <= vif.mtu:
+        return []
+    packet = frame[sup.l3 : sup.payload]  # the headers are all the error quotes
+    reply = replies.frag_needed(packet, ip, vif.mtu, src, vif.mac, vrf.gateway_mac)
+    out = tables.vifs.get(vif.id)
+    if out is not None:
+        out.stats.tx_packets += 1
+        out.stats.tx_bytes += len(reply)
+    return [(vif.id, reply, 0)]
 
 
 def process_overlay_batch(

@@ -8,8 +8,10 @@ from enum import StrEnum
 from openvpc.packet.ethernet import ZERO_MAC
 from openvpc.vrouter.encap import OuterTemplate
 from openvpc.vrouter.flow import FlowTable
+from openvpc.vrouter.limits import DEFAULT_LIMITS, NodeLimits
 from openvpc.vrouter.lpm import Lpm
 from openvpc.vrouter.nexthop import DISCARD_NH_ID, DiscardNH, Encap, NextHop
+from openvpc.vrouter.ratelimit import PuntLimiter
 
 # Contrail's vRouter MAC: the gateway MAC every vRouter answers with
 VROUTER_MAC = bytes.fromhex("00005e000100")
@@ -109,10 +111,9 @@ class Fabric:
 class Tables:
     """All forwarding state of one vRouter; `generation` bumps on every route change."""
 
-    def __init__(
-        self, fabric: Fabric, flow_capacity: int = 65536, flow_vrf_quota: int | None = None
-    ):
+    def __init__(self, fabric: Fabric, limits: NodeLimits = DEFAULT_LIMITS) -> None:
         self.fabric = fabric
+        self.limits = limits
         self.vifs: dict[int, Vif] = {}
         self.vrfs: dict[int, Vrf] = {}
         self.nexthops: dict[int, NextHop] = {DISCARD_NH_ID: DiscardNH()}
@@ -124,7 +125,13 @@ class Tables:
         self.pending: dict[bytes, list[bytes]] = {}  # underlay IP -> IP packets awaiting ARP
         self.arp_retries: dict[bytes, int] = {}  # underlay IP -> ARP requests re-sent
         self.drops: Counter[str] = Counter()
-        self.flows = FlowTable(flow_capacity, flow_vrf_quota, drops=self.drops)
+        self.flows = FlowTable(
+            limits.flow_capacity,
+            limits.vrf_quota,
+            drops=self.drops,
+            hold_limit=limits.vif_hold_limit,
+        )
+        self.punts = PuntLimiter(limits.vif_punt_rate, limits.vif_punt_burst)
         self.agent_vif: int | None = None
         self.templates: dict[tuple[Encap, bytes, int], OuterTemplate] = {}
         self.generation = 0
@@ -204,6 +211,11 @@ class Tables:
 
     def add_neighbor(self, ip: bytes, mac: bytes) -> None:
         self.neighbors[ip] = mac
+
+    def expire(self, now: float) -> None:
+        """The periodic pass: age flows, forget refilled punt buckets."""
+        self.flows.age(now)
+        self.punts.prune(now)
 
     def count_drop(self, reason: str, vif: Vif | None) -> None:
         self.drops[reason] += 1

@@ -56,6 +56,7 @@ from openvpc.packet.l4 import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, build_udp
 from openvpc.vrouter import pipeline
 from openvpc.vrouter.drops import Drop
 from openvpc.vrouter.flow import FlowAction, FlowKey
+from openvpc.vrouter.limits import NodeLimits
 from openvpc.vrouter.nexthop import (
     DISCARD_NH_ID,
     CompositeNH,
@@ -96,7 +97,7 @@ GONE_VIF = 9  # a vif the agent unplugged while a next hop still points at it
 
 def program() -> Tables:
     """Node 1 of vrouter_setup, plus every kind of next hop, an l2 and an l2_l3 VRF."""
-    t = build_node(1, Encap.VXLAN, flow_capacity=512, flow_vrf_quota=400)
+    t = build_node(1, Encap.VXLAN, limits=NodeLimits(flow_capacity=512, vrf_flow_quota=400))
     t.vifs[VM1.vif].policy = True  # vm1's packets go through the flow table, vm2's do not
     # l3 VRF: one route per kind of next hop
     t.add_nexthop(31, TunnelNH(Encap.MPLSOUDP, N2.ip))
@@ -384,9 +385,24 @@ def agent_pass(t: Tables, rng: random.Random, now: float, ledger: Ledger) -> Non
             action, nat = FlowAction.NAT, (src, dst, (sport + 1) & 0xFFFF, dport)
         out = pipeline.install_flow(t, key, action, now, reverse=reverse, nat=nat)
         check_outputs(t, out, ledger)
-    t.flows.age(now)
+    t.expire(now)
     if rng.random() < 0.3:
         t.neighbors.pop(N2.ip, None)  # the underlay neighbour expired: ARP again
+
+
+def check_shares(t: Tables) -> None:
+    """The flow table's books: entries per VRF within quota, HOLD entries per source within
+    the limit, and both counts equal to what the table holds."""
+    ft = t.flows
+    per_vrf: Counter[int] = Counter(key[0] for key in ft.flows)
+    holds: Counter[tuple[int, int]] = Counter(
+        f.source for f in ft.flows.values() if f.source is not None
+    )
+    assert ft.per_vrf == dict(per_vrf)
+    assert ft.holds == dict(holds)
+    assert all(f.action is FlowAction.HOLD for f in ft.flows.values() if f.source is not None)
+    assert ft.vrf_quota is not None and max(per_vrf.values(), default=0) <= ft.vrf_quota
+    assert ft.hold_limit is not None and max(holds.values(), default=0) <= ft.hold_limit
 
 
 def test_fuzz_the_pipeline() -> None:
@@ -408,6 +424,7 @@ def test_fuzz_the_pipeline() -> None:
         account(t, vif, frame, now, ledger)
         if i % 250 == 249:
             agent_pass(t, rng, now, ledger)
+            check_shares(t)
     elapsed = time.monotonic() - started
 
     assert not ledger.unexplained[:5], f"{len(ledger.unexplained)} frames vanished"

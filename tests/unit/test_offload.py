@@ -139,7 +139,9 @@ def test_plain_frame_passes_untouched() -> None:
     ("hdr", "frame", "reason"),
     [
         (build_vnet_hdr(gso_type=3, gso_size=1400), super_frame("A"), "gso_unsupported"),
-        (build_vnet_hdr(gso_type=GSO_TCPV4, gso_size=0), super_frame("A"), "gso_bad_size"),
+        (build_vnet_hdr(gso_type=GSO_TCPV4, gso_size=0), super_frame("A"), "gso_size_invalid"),
+        (build_vnet_hdr(gso_type=GSO_TCPV4, gso_size=8), super_frame("A"), "gso_size_invalid"),
+        (build_vnet_hdr(gso_type=GSO_TCPV4, gso_size=535), super_frame("A"), "gso_size_invalid"),
         (build_vnet_hdr(F_NEEDS_CSUM, 0, 0, 0, 60, 9000), super_frame("A", b"x"), None),
         (
             build_vnet_hdr(gso_type=GSO_TCPV4, gso_size=1400),

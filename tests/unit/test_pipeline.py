@@ -47,6 +47,7 @@ from openvpc.vrouter import pipeline
 from openvpc.vrouter.drops import Drop
 from openvpc.vrouter.encap import overhead
 from openvpc.vrouter.flow import FlowAction, FlowKey
+from openvpc.vrouter.limits import NodeLimits
 from openvpc.vrouter.nexthop import Encap
 from openvpc.vrouter.punt import Punt, build_punt, parse_punt
 from openvpc.vrouter.tables import VROUTER_MAC, ArpMode, Tables
@@ -351,12 +352,12 @@ def test_policy_on_the_destination_vif_needs_a_flow_too() -> None:
 
 
 def test_flow_table_full_and_quota() -> None:
-    t = build_node(policy=True, flow_capacity=2)
+    t = build_node(policy=True, limits=NodeLimits(flow_capacity=2, vrf_flow_quota=2))
     for sport in (1, 2):
         send(t, udp_frame(VM1, VM2.ip, sport=sport))
     assert send(t, udp_frame(VM1, VM2.ip, sport=3)) == []
     assert drops(t) == {Drop.FLOW_TABLE_FULL: 1}
-    t = build_node(policy=True, flow_vrf_quota=1)
+    t = build_node(policy=True, limits=NodeLimits(vrf_flow_quota=1))
     send(t, udp_frame(VM1, VM2.ip, sport=1))
     assert send(t, udp_frame(VM1, VM2.ip, sport=2)) == []
     assert drops(t) == {Drop.FLOW_QUOTA: 1}

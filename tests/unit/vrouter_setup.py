@@ -28,6 +28,7 @@ from openvpc.packet.tunnel import (
     build_mpls,
     build_vxlan,
 )
+from openvpc.vrouter.limits import DEFAULT_LIMITS, NodeLimits
 from openvpc.vrouter.nexthop import Encap, EncapNH, ReceiveNH, TunnelNH
 from openvpc.vrouter.tables import (
     VROUTER_MAC,
@@ -108,12 +109,11 @@ def build_node(
     decrement_ttl: bool = False,
     arp_mode: ArpMode = ArpMode.PROXY,
     fabric_mtu: int = 1500,
-    flow_capacity: int = 65536,
-    flow_vrf_quota: int | None = None,
+    limits: NodeLimits = DEFAULT_LIMITS,
 ) -> Tables:
     """Program node `index`'s tables as its agent would; `policy` puts its VMs under flows."""
     me = NODES[index]
-    t = Tables(Fabric(FABRIC_VIF, me.ip, me.mac, fabric_mtu), flow_capacity, flow_vrf_quota)
+    t = Tables(Fabric(FABRIC_VIF, me.ip, me.mac, fabric_mtu), limits)
     t.add_vif(Vif(AGENT_VIF, VifKind.AGENT, "pkt0"))
     t.add_vrf(Vrf(VRF, "vpc-a", decrement_ttl=decrement_ttl, arp_mode=arp_mode))
     t.add_nexthop(RECEIVE_NH, ReceiveNH())

@@ -192,8 +192,9 @@ def test_restart_helpers_bring_processes_back(lab: LabFactory) -> None:
         deadline = time.monotonic() + 10
         while not h.ping("v1", target, wait=1):
             assert time.monotonic() < deadline, f"no forwarding after restarting {role} {node}"
-    h.kill("agent", "b")
-    assert not {(p.role, p.node): p.alive for p in h.status().processes}[("agent", "b")]
+    h.kill("agent", "b", hold=True)
+    held = {(p.role, p.node): p for p in h.status().processes}[("agent", "b")]
+    assert not held.alive and held.held
     with pytest.raises(real.LabError, match="still running"):
         h.start("agent", "a")
     h.start("agent", "b")

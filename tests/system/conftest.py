@@ -160,9 +160,7 @@ class LabHandle:
         cmd = ["ip", "netns", "exec", self.node_netns(node), *argv]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
 
-    def kill(
-        self, role: str, node: str = "", sig: int = signal.SIGKILL, hold: bool = False
-    ) -> int:
+    def kill(self, role: str, node: str = "", sig: int = signal.SIGKILL, hold: bool = False) -> int:
         """Crash (SIGKILL) or stop (SIGTERM) the controller, or a node's agent or vRouter;
         its supervisor restarts it unless `hold` (then `start` does). Returns its old pid."""
         return real.kill_process(self.name, role, node, sig, hold=hold)

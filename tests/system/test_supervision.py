@@ -9,6 +9,7 @@ The controller is kept down with a supervisor hold (`kill(..., hold=True)`): the
 does not restart it until `start` releases it.
 """
 
+import os
 import re
 import subprocess
 import time
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 from conftest import LabFactory, LabHandle
 
+from openvpc.lab.processes import openvpc_command
 from openvpc.lab.real import ProcessStatus
 from openvpc.service import Service
 from openvpc.store import Store
@@ -107,6 +109,14 @@ def test_a_killed_daemon_is_back_by_itself_and_the_ping_goes_on(
     assert after.pid == new != old and after.alive
     assert after.restarts == 1 and after.last_exit == "killed by SIGKILL"
     h.wait_in_sync()
+    shown = subprocess.run(
+        [*openvpc_command(), "status", h.name],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "COLUMNS": "250"},
+    )
+    assert shown.returncode == 0 and f"{new} restarts 1" in shown.stdout, shown.stdout
 
 
 def _owner(h: LabHandle, ip: str) -> str:

@@ -471,7 +471,8 @@ def _daemon(record: Record) -> supervise.DaemonStatus | None:
 def _process_status(r: Record) -> ProcessStatus:
     supervised = supervise.alive(r["pid"], r["start"])
     if not r.get("status"):  # recorded without a supervisor: the record is the daemon
-        return ProcessStatus(r["role"], r["node"], r["pid"], supervised, r["log"])
+        alive = supervised
+        return ProcessStatus(r["role"], r["node"], r["pid"], alive, r["log"], supervised=alive)
     d = _daemon(r)
     if d is None:
         return ProcessStatus(r["role"], r["node"], 0, False, r["log"], supervised=supervised)

@@ -90,7 +90,8 @@ class Supervisor:
         return self.daemon.held
 
     def _wait(self, now: float) -> float:
-        due = [t for t in (self.restart_at, self.kill_at) if t is not None]
+        restart_at = None if self.held() else self.restart_at  # a held restart waits for us
+        due = [t for t in (restart_at, self.kill_at) if t is not None]
         return max(0.0, min([IDLE_WAIT, *(t - now for t in due)]))
 
     def _on_signal(self, signo: int) -> None:
@@ -142,10 +143,17 @@ class Supervisor:
 
     def _spawn(self) -> None:
         parent = os.getpid()
-        pid = os.fork()
+        d = self.daemon
+        try:
+            pid = os.fork()
+        except OSError as exc:  # out of processes or memory: try again later
+            d.streak += 1
+            delay = self.policy.delay(d.streak)
+            _log(f"cannot start {self.argv[0]}: {exc.strerror}; again in {delay:.1f} s")
+            self.restart_at = time.monotonic() + delay
+            return
         if pid == 0:  # the daemon-to-be: never returns
             _exec_daemon(self.argv, parent)
-        d = self.daemon
         d.pid, d.start, d.started_at = pid, _start_time(pid), time.monotonic()
         if d.restarts:
             _log(f"{self.argv[0]} restarted as pid {pid} (restart {d.restarts})")

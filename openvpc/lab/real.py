@@ -562,12 +562,11 @@ def kill_process(
 
 
 def start_process(name: str, role: str, node: str = "", root: Path = RUN_ROOT) -> int:
-    """Release a daemon killed with `hold` (or wait for one being restarted); its new pid."""
-    current = _process_of(status(name, root), role, node)
-    if current.alive and not current.held:
-        raise LabError(f"{_label(role, node)} is still running (pid {current.pid})")
-    if current.held:
-        _signal_supervisor(_process(name, root, role, node), signal.SIGUSR2)
+    """Have the daemon running: release a hold (`kill_process(hold=True)`), then wait until
+    its supervisor has it up (at once if it already runs); its pid."""
+    record = _process(name, root, role, node)
+    if _process_status(record).held:
+        _signal_supervisor(record, signal.SIGUSR2)
     return wait_process(name, role, node, other_than=None, root=root).pid
 
 

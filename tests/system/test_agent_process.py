@@ -335,7 +335,7 @@ def test_an_agent_restarted_while_the_controller_is_away_keeps_forwarding(node: 
 
 
 def test_restarted_vrouter_is_reprogrammed(node: Node) -> None:
-    """How fast is measured in bench/; here: it comes back without anything else restarting."""
+    """It comes back without anything else restarting (how fast is a benchmark matter)."""
     assert node.ping("vm1", node.vm_ip["vm2"]) == 1
     node.kill("vrouter")
     log = node.tmp / "agent.log"

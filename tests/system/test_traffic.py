@@ -362,7 +362,7 @@ def test_controller_restart_loses_nothing(world: World) -> None:
 
 
 def test_vrouter_restart_restores_forwarding(world: World) -> None:
-    """How fast is for bench/ (no wall-clock assertion here); its supervisor restarts it."""
+    """Its supervisor restarts it (how fast is a benchmark matter, not an assertion)."""
     if world.underlay != "l3":
         pytest.skip("once is enough")
     world.lab.kill("vrouter", "node2")

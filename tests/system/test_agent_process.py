@@ -276,8 +276,10 @@ def test_vrouter_holds_exactly_the_compiled_config_and_a_new_agent_adopts_it(nod
     # its first reconcile ends in this line when it wrote nothing ("applied" when it did)
     _wait_for_line(log, offset, f"generation {dump['generation']} already in place")
     assert " applied: " not in log.read_text()[offset:]
+    # the TAP exists before the config naming it reaches the agent: one batch, nothing refused
+    netns.add_tap(node.vm_ns["vm3"], "eth0")
     _, eni = node.service.run_instance("red", node.subnet, "vm3", "node1", node.vm_ns["vm3"])
-    netns.add_tap(node.vm_ns["vm3"], "eth0", eni.mac)
+    netns.set_mac(node.vm_ns["vm3"], "eth0", eni.mac)
     node.wait_applied(node.service.revision())
     assert "applied: 3 sets, 0 deletes" in log.read_text()[offset:]  # vm3's vif, nh, route
     assert node.kill("agent") == -signal.SIGKILL

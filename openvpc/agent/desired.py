@@ -1,50 +1,29 @@
 """The config the agent works towards, shared by its threads.
 
-`config` is the controller's latest word, also kept in a state file. Until the controller has
-spoken (an agent restarted while the controller is away), the proxies answer from that file's
-config (DNS records included), else from what the vRouter holds: the adopted config.
+`config` is the controller's latest word, also kept in the state file. Until the controller has
+spoken (an agent restarted while the controller is away), forwarding is rebuilt towards that
+file's config and the proxies answer from it (DNS records included); without one, from what
+the vRouter holds: the adopted config.
 """
 
-import json
-import logging
-import os
 import threading
-from pathlib import Path
 
-from openvpc.model.codec import from_dict, to_dict
+from openvpc.agent.state_file import AgentState
 from openvpc.model.nodeconfig import NodeConfig
-
-log = logging.getLogger("openvpc.agent")
 
 
 class Desired:
-    def __init__(self, state: Path | None = None) -> None:
+    def __init__(self, state: AgentState | None = None) -> None:
         self._cond = threading.Condition()
         self._config: NodeConfig | None = None
         self._adopted: NodeConfig | None = None
         self._version = 0  # bumped by every config from the controller, changed or not
         self._state = state
-        self._saved = self._load()
-
-    def _load(self) -> NodeConfig | None:
-        if self._state is None or not self._state.exists():
-            return None
-        try:
-            return from_dict(NodeConfig, json.loads(self._state.read_text()))
-        except (OSError, ValueError, TypeError) as e:
-            log.warning("state file %s unreadable, ignored: %s", self._state, e)
-            return None
+        self._saved = state.config if state is not None else None
 
     def _save(self, config: NodeConfig) -> None:
-        """Write-then-rename, so a crash leaves the old file or the new one, never half."""
-        if self._state is None:
-            return
-        tmp = self._state.with_name(self._state.name + ".tmp")
-        try:
-            tmp.write_text(json.dumps(to_dict(config)))
-            os.replace(tmp, self._state)
-        except OSError as e:
-            log.warning("cannot write state file %s: %s", self._state, e)
+        if self._state is not None:
+            self._state.save_config(config)
 
     def offer(self, config: NodeConfig) -> None:
         """A config from the controller (also the same one again after a resubscribe)."""
@@ -65,6 +44,10 @@ class Desired:
         """(version, the controller's config or None)."""
         with self._cond:
             return self._version, self._config
+
+    def saved(self) -> NodeConfig | None:
+        """The config the state file held at start (the controller's word before a restart)."""
+        return self._saved
 
     def for_proxies(self) -> NodeConfig | None:
         with self._cond:

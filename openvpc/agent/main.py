@@ -2,7 +2,8 @@
 
 southbound (follow the controller, reconnect forever), vrouter (the control channel and
 reconcile), punts (answer what the vRouter sends up), reporter (acks and learned addresses).
-While the controller is unreachable nothing is flushed: forwarding goes on with the last state.
+While the controller is unreachable nothing is flushed: forwarding goes on with the last state,
+which the state file keeps across restarts (config and unreported learned addresses).
 """
 
 import logging
@@ -15,6 +16,7 @@ from pyroute2 import netns as pyroute2_netns
 from openvpc.agent.desired import Desired
 from openvpc.agent.punt_worker import PuntWorker
 from openvpc.agent.reporter import Reporter
+from openvpc.agent.state_file import AgentState
 from openvpc.agent.vrouter_link import VrouterLink
 from openvpc.model.nodeconfig import NodeConfig
 from openvpc.process import setup_logging, stop_on_signals
@@ -29,9 +31,10 @@ class Agent:
     def __init__(self, node: str, controller: str, vrouter: str, state: Path | None = None) -> None:
         self.node = node
         self.stop = threading.Event()
-        self.desired = Desired(state)
+        self.state = AgentState(state)
+        self.desired = Desired(self.state)
         self.client = SouthboundClient(controller)
-        self.reporter = Reporter(self.client, node, self.stop)
+        self.reporter = Reporter(self.client, node, self.stop, self.state)
         self.punts = PuntWorker(self.desired, self.reporter, self.stop)
         self.link = VrouterLink(
             node, vrouter, self.desired, self.reporter, self.punts.offer, self.stop

@@ -2,7 +2,8 @@
 
 On every (re)connect it says hello and diffs the desired config against the vRouter's dump, so
 a restarted agent adopts what is installed (it writes only differences, never flushes) and a
-restarted vRouter (a new boot id, an empty dump) is programmed in full.
+restarted vRouter (a new boot id, an empty dump) is programmed in full. Before the controller
+has spoken, the desired config is the one the state file kept.
 """
 
 import logging
@@ -98,14 +99,25 @@ class VrouterLink:
         installed = parse_dump(vr.request("dump"))
         for error in installed.errors:
             log.warning("vrouter dump: %s", error)
+        saved = False
         if config is None:
-            # headless since start: keep what is there, let the proxies use it
+            config = self.desired.saved()
+            if config is not None and (installed.generation or 0) > config.generation:
+                config = None  # the vRouter holds more than the file: never roll it back
+            saved = config is not None
+        if config is None:
+            # headless since start with no state file: keep what is there, for the proxies
             self.desired.adopt(config_from_dump(self.node, installed))
             log.info(
                 "no config from the controller yet: adopted %d objects as they are",
                 len(installed.objects),
             )
             return True
+        if saved:
+            log.info(
+                "no config from the controller yet: rebuilding generation %d from the state file",
+                config.generation,
+            )
         ops = reconcile(config, installed.objects)
         if ops or installed.generation != config.generation:
             try:
@@ -122,5 +134,8 @@ class VrouterLink:
                 len(ops) - deletes,
                 deletes,
             )
-        self.reporter.ack(config.generation)
+        else:
+            log.info("generation %d already in place", config.generation)
+        if not saved:  # the controller hears only of what it sent us
+            self.reporter.ack(config.generation)
         return True

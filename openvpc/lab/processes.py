@@ -1,5 +1,6 @@
 """The command lines of the lab's processes: one controller, and per compute node a vRouter and
-an agent inside the node's namespace, each with its socket and log in the lab's state dir."""
+an agent inside the node's namespace, each with its socket, log and supervisor status file in
+the lab's state dir."""
 
 import sys
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ class ProcessSpec:
     argv: tuple[str, ...]
     log: str
     socket: str | None  # a unix socket it creates: ready once it exists
+    status: str = ""  # its supervisor's status file (pid, restarts)
 
 
 def openvpc_command() -> tuple[str, ...]:
@@ -28,6 +30,10 @@ def openvpc_command() -> tuple[str, ...]:
     if script.exists():
         return (str(script),)
     return (sys.executable, "-c", "import sys; from openvpc.cli import main; main()")
+
+
+def status_file(state_dir: Path, role: str, node: str) -> str:
+    return str(state_dir / (f"{role}-{node}.proc.json" if node else f"{role}.proc.json"))
 
 
 def controller_target(state_dir: Path) -> str:
@@ -48,14 +54,20 @@ def controller_spec(state_dir: Path, openvpc: tuple[str, ...]) -> ProcessSpec:
         controller_target(state_dir),
     )
     return ProcessSpec(
-        CONTROLLER, "", argv, str(state_dir / "controller.log"), str(state_dir / "sb.sock")
+        CONTROLLER,
+        "",
+        argv,
+        str(state_dir / "controller.log"),
+        str(state_dir / "sb.sock"),
+        status_file(state_dir, CONTROLLER, ""),
     )
 
 
 def vrouter_spec(state_dir: Path, openvpc: tuple[str, ...], node: str, ns: str) -> ProcessSpec:
     sock = vrouter_socket(state_dir, node)
     argv = (*openvpc, "vrouter", "--control", str(sock), "--fabric", FABRIC_IF, "--netns", ns)
-    return ProcessSpec(VROUTER, node, argv, str(state_dir / f"vrouter-{node}.log"), str(sock))
+    log = str(state_dir / f"vrouter-{node}.log")
+    return ProcessSpec(VROUTER, node, argv, log, str(sock), status_file(state_dir, VROUTER, node))
 
 
 def agent_spec(state_dir: Path, openvpc: tuple[str, ...], node: str, ns: str) -> ProcessSpec:
@@ -73,4 +85,5 @@ def agent_spec(state_dir: Path, openvpc: tuple[str, ...], node: str, ns: str) ->
         "--state",
         str(state_dir / f"agent-{node}.json"),
     )
-    return ProcessSpec(AGENT, node, argv, str(state_dir / f"agent-{node}.log"), None)
+    log = str(state_dir / f"agent-{node}.log")
+    return ProcessSpec(AGENT, node, argv, log, None, status_file(state_dir, AGENT, node))

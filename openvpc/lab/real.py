@@ -1,6 +1,9 @@
 """The real lab: `up` a topology file on network namespaces with real processes, `status`,
 `exec` into a VM, `down`; plus process kill/restart helpers for tests.
 
+Each daemon runs under a supervisor parent (openvpc.lab.supervisor) that restarts it when it
+dies; the state file records the supervisor, its status file names the daemon's current pid.
+
 Everything `up` creates is recorded in /run/openvpc/<lab>/state.json the moment it exists, and
 `down` undoes exactly those records (it never looks for things by name), so `down` after a
 crash, a failed `up`, or a second `down` are all safe.
@@ -37,6 +40,7 @@ from openvpc.lab.state import (
     of_kind,
     teardown_order,
 )
+from openvpc.lab.supervisor import STOP_GRACE
 from openvpc.lab.topology import Topology, apply_topology, load_topology
 from openvpc.lab.underlay import NodePlacement, UnderlayPlan, build_underlay, plan_underlay
 from openvpc.model.resources import Interface
@@ -46,6 +50,7 @@ log = logging.getLogger("openvpc.lab")
 START_TIMEOUT = 15.0  # a process's socket appears within this
 SYNC_TIMEOUT = 30.0  # every agent has acked the compiled generation within this
 DHCP_TIMEOUT = 30.0  # every VM holds a lease within this
+SUPERVISOR_GRACE = STOP_GRACE + 2.0  # a supervisor stops its daemon first
 
 
 class LabError(Exception):
@@ -56,9 +61,13 @@ class LabError(Exception):
 class ProcessStatus:
     role: str
     node: str
-    pid: int
+    pid: int  # the daemon's current pid; 0 while it is down
     alive: bool
     log: str
+    restarts: int = 0  # how often its supervisor started it again
+    held: bool = False  # its supervisor does not restart it (kill_process(hold=True))
+    supervised: bool = True  # its supervisor runs (without one nothing restarts it)
+    last_exit: str | None = None  # how the daemon last ended ("killed by SIGKILL"), if it did
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +268,7 @@ def _run_processes(state: StateFile, nodes: Sequence[NodePlacement], root: Path)
         _start(state, vrouter_spec(sdir, openvpc, p.node, p.ns))
     for p in nodes:
         _start(state, agent_spec(sdir, openvpc, p.node, p.ns))
-    _wait_in_sync(sdir.name, root, _store_revision(sdir), [p.node for p in nodes])
+    _wait_in_sync(sdir.name, root, _store_revision(sdir), [p.node for p in nodes], strict=True)
 
 
 def _feed_store(
@@ -303,9 +312,11 @@ def _start(state: StateFile, spec: ProcessSpec) -> supervise.Started:
             argv=list(spec.argv),
             log=spec.log,
             socket=spec.socket,
+            status=spec.status,
         )
 
-    started = supervise.spawn(spec.argv, Path(spec.log), record, _child_env())
+    status_path = Path(spec.status) if spec.status else None
+    started = supervise.spawn(spec.argv, Path(spec.log), record, _child_env(), status_path)
     if spec.socket is not None:
         _wait_for_socket(spec, started)
     return started
@@ -321,7 +332,9 @@ def _wait_for_socket(spec: ProcessSpec, started: supervise.Started) -> None:
     assert spec.socket is not None
     deadline = time.monotonic() + START_TIMEOUT
     while not os.path.exists(spec.socket):
-        if not supervise.alive(started.pid, started.start):
+        daemon = supervise.read_status(Path(spec.status)) if spec.status else None
+        exited = daemon is not None and daemon.last_exit is not None
+        if exited or not supervise.alive(started.pid, started.start):
             raise LabError(f"{_label(spec.role, spec.node)} exited at start; see {spec.log}")
         if time.monotonic() > deadline:
             raise LabError(
@@ -336,12 +349,21 @@ def _label(role: str, node: str) -> str:
 
 
 def _wait_in_sync(
-    name: str, root: Path, revision: int, nodes: list[str], timeout: float = SYNC_TIMEOUT
+    name: str,
+    root: Path,
+    revision: int,
+    nodes: list[str],
+    timeout: float = SYNC_TIMEOUT,
+    strict: bool = False,
 ) -> LabStatus:
+    """Until the agents acked `revision`; a dead supervisor fails at once, and so does a
+    dead daemon when `strict` (during `up`; later its supervisor brings it back)."""
     deadline = time.monotonic() + timeout
     while True:
         current = status(name, root)
-        dead = [p for p in current.processes if not p.alive]
+        dead = [
+            p for p in current.processes if not p.supervised or (strict and p.last_exit is not None)
+        ]
         if dead:
             raise LabError(f"{_label(dead[0].role, dead[0].node)} died; see {dead[0].log}")
         if (
@@ -412,12 +434,7 @@ def status(name: str | None = None, root: Path = RUN_ROOT) -> LabStatus:
         meta = state.meta()
     except StateError as exc:
         raise LabError(f"lab {name}: {exc}") from exc
-    processes = tuple(
-        ProcessStatus(
-            r["role"], r["node"], r["pid"], supervise.alive(r["pid"], r["start"]), r["log"]
-        )
-        for r in latest_processes(records).values()
-    )
+    processes = tuple(_process_status(r) for r in latest_processes(records).values())
     revision, agents, error = _controller_status(meta["controller"])
     vm_list = []
     for r in of_kind(records, "vm"):
@@ -439,6 +456,37 @@ def status(name: str | None = None, root: Path = RUN_ROOT) -> LabStatus:
         agents=agents,
         vms=tuple(vm_list),
         controller_error=error,
+    )
+
+
+def _daemon(record: Record) -> supervise.DaemonStatus | None:
+    """What the record's supervisor publishes about its daemon (None: nothing readable)."""
+    path = record.get("status")
+    if not path:
+        return None
+    daemon = supervise.read_status(Path(path))
+    return daemon if daemon is not None and daemon.supervisor == record["pid"] else None
+
+
+def _process_status(r: Record) -> ProcessStatus:
+    supervised = supervise.alive(r["pid"], r["start"])
+    if not r.get("status"):  # recorded without a supervisor: the record is the daemon
+        alive = supervised
+        return ProcessStatus(r["role"], r["node"], r["pid"], alive, r["log"], supervised=alive)
+    d = _daemon(r)
+    if d is None:
+        return ProcessStatus(r["role"], r["node"], 0, False, r["log"], supervised=supervised)
+    running = supervised and d.alive()
+    return ProcessStatus(
+        r["role"],
+        r["node"],
+        d.pid if running and d.pid is not None else 0,
+        running,
+        r["log"],
+        d.restarts,
+        d.held,
+        supervised,
+        d.last_exit,
     )
 
 
@@ -491,32 +539,96 @@ def _process(name: str, root: Path, role: str, node: str) -> Record:
 
 
 def kill_process(
-    name: str, role: str, node: str = "", sig: int = signal.SIGKILL, root: Path = RUN_ROOT
-) -> None:
-    """Signal a lab process (SIGKILL: a crash) and wait until it is gone."""
+    name: str,
+    role: str,
+    node: str = "",
+    sig: int = signal.SIGKILL,
+    root: Path = RUN_ROOT,
+    hold: bool = False,
+) -> int:
+    """Signal a lab daemon (SIGKILL: a crash) and wait until it is gone; returns the pid it
+    had. Its supervisor starts it again, unless `hold` (then `start_process` releases it)."""
     record = _process(name, root, role, node)
-    supervise.signal_process(record["pid"], record["start"], sig)
-    if not supervise.wait_gone(record["pid"], record["start"], 5.0):
-        raise LabError(f"{_label(role, node)} (pid {record['pid']}) did not exit")
+    if hold:
+        _signal_supervisor(record, signal.SIGUSR1)
+        _wait_daemon(name, root, role, node, lambda p: p.held, "held")
+    daemon = _daemon(record)
+    if daemon is None or daemon.pid is None or daemon.start is None or not daemon.alive():
+        raise LabError(f"{_label(role, node)} is not running")
+    supervise.signal_process(daemon.pid, daemon.start, sig)
+    if not supervise.wait_gone(daemon.pid, daemon.start, 5.0):
+        raise LabError(f"{_label(role, node)} (pid {daemon.pid}) did not exit")
+    return daemon.pid
 
 
 def start_process(name: str, role: str, node: str = "", root: Path = RUN_ROOT) -> int:
-    """Start a lab process again with its recorded command line; returns the new pid."""
+    """Have the daemon running: release a hold (`kill_process(hold=True)`), then wait until
+    its supervisor has it up (at once if it already runs); its pid."""
     record = _process(name, root, role, node)
-    if supervise.alive(record["pid"], record["start"]):
-        raise LabError(f"{_label(role, node)} is still running (pid {record['pid']})")
-    spec = ProcessSpec(role, node, tuple(record["argv"]), record["log"], record.get("socket"))
-    if spec.socket is not None and os.path.exists(spec.socket):
-        # a killed process could not remove its socket; the new one binds afresh
-        os.unlink(spec.socket)
-    return _start(_state(name, root), spec).pid
+    if _process_status(record).held:
+        _signal_supervisor(record, signal.SIGUSR2)
+    return wait_process(name, role, node, other_than=None, root=root).pid
 
 
 def restart_process(
     name: str, role: str, node: str = "", sig: int = signal.SIGKILL, root: Path = RUN_ROOT
 ) -> int:
-    kill_process(name, role, node, sig, root)
-    return start_process(name, role, node, root)
+    """Crash a daemon and wait until its supervisor has it running again; the new pid."""
+    old = kill_process(name, role, node, sig, root)
+    return wait_process(name, role, node, other_than=old, root=root).pid
+
+
+def wait_process(
+    name: str,
+    role: str,
+    node: str = "",
+    other_than: int | None = None,
+    timeout: float = START_TIMEOUT,
+    root: Path = RUN_ROOT,
+) -> ProcessStatus:
+    """Until the daemon runs, not held, with a pid other than `other_than`."""
+    return _wait_daemon(
+        name,
+        root,
+        role,
+        node,
+        lambda p: p.alive and not p.held and p.pid != other_than,
+        "running again",
+        timeout,
+    )
+
+
+def _process_of(st: LabStatus, role: str, node: str) -> ProcessStatus:
+    for p in st.processes:
+        if (p.role, p.node) == (role, node):
+            return p
+    raise LabError(f"lab {st.name} has no {_label(role, node)}")
+
+
+def _wait_daemon(
+    name: str,
+    root: Path,
+    role: str,
+    node: str,
+    done: Callable[[ProcessStatus], bool],
+    what: str,
+    timeout: float = START_TIMEOUT,
+) -> ProcessStatus:
+    deadline = time.monotonic() + timeout
+    while True:
+        current = _process_of(status(name, root), role, node)
+        if done(current):
+            return current
+        if not current.supervised:
+            raise LabError(f"the supervisor of {_label(role, node)} is gone; see {current.log}")
+        if time.monotonic() > deadline:
+            raise LabError(f"{_label(role, node)} not {what} within {timeout:.0f} s")
+        time.sleep(0.05)
+
+
+def _signal_supervisor(record: Record, sig: int) -> None:
+    if not supervise.signal_process(record["pid"], record["start"], sig):
+        raise LabError(f"the supervisor of {_label(record['role'], record['node'])} is gone")
 
 
 # --- down -----------------------------------------------------------------------------------
@@ -537,7 +649,11 @@ def down(name: str | None = None, root: Path = RUN_ROOT) -> bool:
         return True
     steps = teardown_order(records)
     for step in (s for s in steps if s["kind"] == "process"):
-        supervise.stop(step["pid"], step["start"])
+        daemon = _daemon(step)
+        # the supervisor stops its daemon (TERM, then KILL after its own grace) and exits
+        supervise.stop(step["pid"], step["start"], SUPERVISOR_GRACE)
+        if daemon is not None and daemon.pid is not None and daemon.start is not None:
+            supervise.stop(daemon.pid, daemon.start)
     for step in (s for s in steps if s["kind"] == "netns"):
         # whatever still runs inside (a DHCP daemon, a command run by exec) pins it: stop it
         supervise.stop_pids(netns.pids_in_netns(step["name"]))

@@ -1,14 +1,10 @@
-"""How `openvpc up` and `openvpc status` show a real lab: rich tables of nodes, processes,
-agents' generations and VMs."""
+"""How `openvpc up` and `openvpc status` show a real lab: rich tables of nodes, processes
+(with their restart counts), agents' generations and VMs."""
 
 from rich.console import Console
 from rich.table import Table
 
-from openvpc.lab.real import AgentStatus, LabStatus
-
-
-def _mark(ok: bool, yes: str = "yes", no: str = "no") -> str:
-    return f"[green]{yes}[/]" if ok else f"[red]{no}[/]"
+from openvpc.lab.real import AgentStatus, LabStatus, ProcessStatus
 
 
 def _applied(a: AgentStatus | None) -> str:
@@ -22,6 +18,17 @@ def _applied(a: AgentStatus | None) -> str:
     return f"[yellow]{a.generation_acked} of {a.generation}[/]"
 
 
+def _process(p: ProcessStatus) -> str:
+    """pid and state, and how often its supervisor restarted it."""
+    if p.alive:
+        text = f"[green]{p.pid}[/]"
+    elif not p.supervised:
+        text = "[red]dead, unsupervised[/]"
+    else:
+        text = "[red]held down[/]" if p.held else "[yellow]restarting[/]"
+    return f"{text} restarts {p.restarts}" if p.restarts else text
+
+
 def print_status(console: Console, st: LabStatus) -> None:
     procs = {(p.role, p.node): p for p in st.processes}
     agents = {a.node: a for a in st.agents}
@@ -32,9 +39,7 @@ def print_status(console: Console, st: LabStatus) -> None:
     console.print(head)
     if controller is not None:
         where = f"revision {st.revision}" if st.error_free() else f"[red]{st.controller_error}[/]"
-        console.print(
-            f"controller pid {controller.pid} {_mark(controller.alive, 'running', 'dead')}, {where}"
-        )
+        console.print(f"controller pid {_process(controller)}, {where}")
     nodes = Table(title="compute nodes")
     for col in ("node", "namespace", "fabric ip", "vrouter", "agent", "applied"):
         nodes.add_column(col)
@@ -42,7 +47,7 @@ def print_status(console: Console, st: LabStatus) -> None:
         cells = []
         for role in ("vrouter", "agent"):
             p = procs.get((role, n.name))
-            cells.append("-" if p is None else _mark(p.alive, str(p.pid), f"{p.pid} dead"))
+            cells.append("-" if p is None else _process(p))
         nodes.add_row(n.name, n.netns, n.fabric_ip, *cells, _applied(agents.get(n.name)))
     console.print(nodes)
     if st.vms:

@@ -1,4 +1,5 @@
-"""Process supervision for the real lab: start detached, check alive, stop (TERM, then KILL).
+"""Process handling for the real lab: start detached (under a supervisor parent), read a
+supervised daemon's status file, check alive, stop (TERM, then KILL).
 
 A process is identified by its pid *and* its start time (from /proc), so a pid the kernel has
 reused for something else is never signalled.
@@ -14,12 +15,54 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from openvpc.jsonfile import JsonFileError, read_bounded
 
 
 @dataclass(frozen=True, slots=True)
 class Started:
     pid: int
     start: int  # clock ticks since boot, field 22 of /proc/<pid>/stat
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonStatus:
+    """What a supervisor last published about its daemon (openvpc.lab.supervisor)."""
+
+    supervisor: int
+    pid: int | None  # None while it is down (exited, waiting for its restart)
+    start: int | None
+    restarts: int
+    held: bool
+    last_exit: str | None
+
+    def alive(self) -> bool:
+        return self.pid is not None and self.start is not None and alive(self.pid, self.start)
+
+
+def read_status(path: Path) -> DaemonStatus | None:
+    """A supervisor's status file, or None if there is none yet or it is unreadable."""
+    try:
+        doc: Any = read_bounded(path, max_bytes=4096, max_depth=2)
+    except (OSError, JsonFileError):
+        return None
+    if not isinstance(doc, dict):
+        return None
+    ints = {k: doc.get(k) for k in ("supervisor", "pid", "start", "restarts")}
+    if not isinstance(ints["supervisor"], int) or not isinstance(ints["restarts"], int):
+        return None
+    if any(v is not None and not isinstance(v, int) for v in ints.values()):
+        return None
+    last_exit = doc.get("last_exit")
+    return DaemonStatus(
+        ints["supervisor"],
+        ints["pid"],
+        ints["start"],
+        ints["restarts"],
+        doc.get("held") is True,
+        last_exit if isinstance(last_exit, str) else None,
+    )
 
 
 def start_time(pid: int) -> int | None:
@@ -45,17 +88,21 @@ def spawn(
     log: Path,
     record: Callable[[Started], object],
     env: dict[str, str] | None = None,
+    status: Path | None = None,
 ) -> Started:
-    """Start `argv` in its own session (it outlives `openvpc up`), output appended to `log`.
+    """Start `argv` in its own session (it outlives `openvpc up`), output appended to `log`;
+    with `status`, under a supervisor that restarts it and publishes its pid in that file
+    (the pid returned and recorded is then the supervisor's).
 
     The process is held in `launch` until `record` has returned, so whoever calls this can
     write the pid down before the command runs; if the caller dies first, it never runs.
     """
+    supervised = ["--status", str(status)] if status is not None else []
     hold, release = os.pipe()
     try:
         with open(log, "ab") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "openvpc.lab.launch", *argv],
+                [sys.executable, "-m", "openvpc.lab.launch", *supervised, *argv],
                 stdin=hold,
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -162,9 +162,14 @@ class LabHandle:
         cmd = ["ip", "netns", "exec", self.node_netns(node), *argv]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
 
-    def kill(self, role: str, node: str = "", sig: int = signal.SIGKILL) -> None:
-        """Crash (SIGKILL) or stop (SIGTERM) the controller, or a node's agent or vRouter."""
-        real.kill_process(self.name, role, node, sig)
+    def kill(self, role: str, node: str = "", sig: int = signal.SIGKILL, hold: bool = False) -> int:
+        """Crash (SIGKILL) or stop (SIGTERM) the controller, or a node's agent or vRouter;
+        its supervisor restarts it unless `hold` (then `start` does). Returns its old pid."""
+        return real.kill_process(self.name, role, node, sig, hold=hold)
+
+    def wait_process(self, role: str, node: str = "", other_than: int | None = None) -> int:
+        """Until the daemon runs (with a pid other than `other_than`); its pid."""
+        return real.wait_process(self.name, role, node, other_than).pid
 
     def start(self, role: str, node: str = "") -> int:
         return real.start_process(self.name, role, node)

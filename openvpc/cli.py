@@ -94,6 +94,31 @@ def up(
 
 
 @app.command()
+def validate(
+    file: str = typer.Argument(..., help="topology file (YAML, see docs/topology.md)"),
+) -> None:
+    """Check a topology file as `up` would, creating nothing (no root needed)."""
+    from openvpc.lab.preflight import check_topology
+    from openvpc.lab.topology import TopologyError
+
+    try:
+        topo, _ = check_topology(file)
+    except TopologyError as exc:
+        # unwrapped: the field's path and the message stay on one line for scripts
+        Console(stderr=True, soft_wrap=True).print(
+            str(exc), style="red", markup=False, highlight=False
+        )
+        raise typer.Exit(1) from None
+    vms = sum(1 for _ in topo.vms())
+    Console().print(
+        f"{file}: lab {topo.name} is valid ({len(topo.nodes)} nodes, "
+        f"{len(topo.tenants)} tenants, {vms} VMs)",
+        markup=False,
+        highlight=False,
+    )
+
+
+@app.command()
 def status(lab: str | None = typer.Argument(None, help="lab name (default: the only one)")) -> None:
     """Nodes, processes, agents' connection and applied generation, and VMs of a lab."""
     from openvpc.lab import real
@@ -138,8 +163,9 @@ def down(lab: str | None = typer.Argument(None, help="lab name (default: the onl
     from openvpc.lab import real
 
     _need_root()
+    warn = Console(stderr=True)
     try:
-        done = real.down(lab)
+        done = real.down(lab, report=lambda m: warn.print(m, style="yellow", markup=False))
     except _lab_errors() as exc:
         Console(stderr=True).print(str(exc), style="red", markup=False, highlight=False)
         raise typer.Exit(1) from None

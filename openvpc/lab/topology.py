@@ -15,7 +15,7 @@ import yaml
 
 from openvpc.lab.yamlload import DuplicateKeyError, StrictLoader
 from openvpc.model.nodeconfig import EncapName, Mode
-from openvpc.model.resources import Interface
+from openvpc.model.resources import Instance, Interface
 from openvpc.service import Service, ServiceError
 from openvpc.service.ipam import reserved
 
@@ -391,11 +391,14 @@ def apply_topology(
     name; returns each VM's interface by VM name. Compute nodes must be registered first
     (the lab knows their fabric addresses)."""
     interfaces: dict[str, Interface] = {}
-    for i, tenant in enumerate(topo.tenants):
-        path = f"tenants[{i}]"
-        _call(path, service.create_tenant, tenant.name)
-        for j, vpc in enumerate(tenant.vpcs):
-            interfaces.update(_apply_vpc(service, tenant.name, vpc, f"{path}.vpcs[{j}]", netns_of))
+    # one store transaction for the file: all of it or nothing, node allocations planned once
+    with service.batch():
+        for i, tenant in enumerate(topo.tenants):
+            path = f"tenants[{i}]"
+            _call(path, service.create_tenant, tenant.name)
+            for j, vpc in enumerate(tenant.vpcs):
+                vpath = f"{path}.vpcs[{j}]"
+                interfaces.update(_apply_vpc(service, tenant.name, vpc, vpath, netns_of))
     return interfaces
 
 
@@ -477,11 +480,13 @@ def _apply_vms(
     netns_of: Callable[[str], str],
 ) -> dict[str, Interface]:
     by_id = {i.id: i for i in service.describe_interfaces(tenant)}
-    existing = list(service.describe_instances(tenant))
+    existing: dict[str, list[Instance]] = {}
+    for found in service.describe_instances(tenant):
+        existing.setdefault(found.name, []).append(found)
     interfaces: dict[str, Interface] = {}
     for k, vm in enumerate(spec.vms):
         vpath = f"{path}.vms[{k}]"
-        instance = _by_name(existing, vm.name, vpath)
+        instance = _by_name(existing.get(vm.name, []), vm.name, vpath)
         if instance is None:
             try:
                 _, interface = service.run_instance(

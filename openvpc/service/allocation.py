@@ -43,7 +43,7 @@ def reconcile(repo: Repo) -> None:
         not created or kind not in (_BORN_EMPTY | {_INTERFACE})
         for (kind, _), created in inputs.items()
     ):
-        _reconcile_all(repo)  # something moved or went away: plan every node afresh
+        reconcile_all(repo)  # something moved or went away: plan every node afresh
         return
     new = [key for (kind, key) in inputs if kind == _INTERFACE]
     grown: dict[str, tuple[set[str], set[str]]] = defaultdict(lambda: (set(), set()))
@@ -75,7 +75,7 @@ def _table_of(repo: Repo, subnet_id: str) -> str:
     return "" if vpc is None else vpc.main_route_table
 
 
-def _reconcile_all(repo: Repo) -> None:
+def reconcile_all(repo: Repo) -> None:
     """Every node planned from every interface (after a deletion or a re-association)."""
     main = {v.id: v.main_route_table for v in repo.all(Vpc)}
     associated = {a.subnet: a.route_table for a in repo.all(Association)}

@@ -85,7 +85,10 @@ def up(
     try:
         st = real.up(file, dhcp=dhcp, progress=lambda m: console.print(f"[dim]{m}[/]"))
     except _lab_errors() as exc:
-        Console(stderr=True).print(str(exc), style="red", markup=False, highlight=False)
+        # unwrapped, as `validate` prints it: a field's path and message stay on one line
+        Console(stderr=True, soft_wrap=True).print(
+            str(exc), style="red", markup=False, highlight=False
+        )
         raise typer.Exit(1) from None
     print_status(console, st)
     vm = st.vms[0].name if st.vms else "VM"
@@ -110,7 +113,7 @@ def validate(
         )
         raise typer.Exit(1) from None
     vms = sum(1 for _ in topo.vms())
-    Console().print(
+    Console(soft_wrap=True).print(
         f"{file}: lab {topo.name} is valid ({len(topo.nodes)} nodes, "
         f"{len(topo.tenants)} tenants, {vms} VMs)",
         markup=False,

@@ -3,7 +3,8 @@
 
 Everything `up` creates is recorded in /run/openvpc/<lab>/state.json the moment it exists, and
 `down` undoes those records, so `down` after a crash, a failed `up`, or a second `down` are all
-safe; only then, for a state file that was damaged or lost, does it sweep by the lab's names.
+safe; then it sweeps by the lab's names for whatever a damaged or lost state file no longer
+records (after an intact one the sweep finds nothing).
 """
 
 import logging

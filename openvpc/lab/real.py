@@ -120,9 +120,10 @@ def _state(name: str, root: Path) -> StateFile:
 
 
 def labs(root: Path = RUN_ROOT) -> list[str]:
-    """Labs that have a state directory (up, or left behind by a crash)."""
+    """Labs that have a state directory (up, or left behind by a crash, perhaps without a
+    readable state file: `down` still removes what carries their names)."""
     try:
-        return sorted(p.name for p in root.iterdir() if (p / STATE_FILE).exists())
+        return sorted(p.name for p in root.iterdir() if p.is_dir())
     except FileNotFoundError:
         return []
 
@@ -545,7 +546,7 @@ def down(
         _guarded(_undo, step)
     if sdir.exists() and problem is None:
         shutil.rmtree(sdir, ignore_errors=True)
-    others = [p.name for p in _subdirs(root) if p.name != name]
+    others = [lab for lab in labs(root) if lab != name]
     swept = sweep.sweep(name, sdir, others)
     for line in swept.lines():
         report(f"lab {name}: removed {line}, which its state did not record")
@@ -553,13 +554,6 @@ def down(
         if step["kind"] == "dir" and not step.get("tree"):
             _guarded(lambda s: _rmdir(Path(s["path"])), step)
     return bool(records) or problem is not None or swept.found()
-
-
-def _subdirs(root: Path) -> list[Path]:
-    try:
-        return [p for p in root.iterdir() if p.is_dir()]
-    except FileNotFoundError:
-        return []
 
 
 def _guarded(fn: Callable[[Record], None], step: Record) -> None:

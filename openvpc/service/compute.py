@@ -103,7 +103,7 @@ class VpcAddresses:
         )
 
 
-def _hint_counter(subnet_id: str) -> str:
+def hint_counter(subnet_id: str) -> str:
     """Every assignable address of the subnet below this counter is known to be in use."""
     return f"ipam/{subnet_id}"
 
@@ -112,7 +112,7 @@ def _primary_address(
     repo: Repo, subnet: Subnet, net: IPv4Network, used: VpcAddresses, ip: str | None
 ) -> IPv4Address:
     if ip is None:
-        hint = repo.counter(_hint_counter(subnet.id), 0)
+        hint = repo.counter(hint_counter(subnet.id), 0)
         found = lowest_free(net, used, IPv4Address(hint) if hint else None)
         if found is None:
             raise ServiceError(
@@ -120,7 +120,7 @@ def _primary_address(
                 f"There are not enough free addresses in subnet '{subnet.id}' "
                 "to satisfy the requested number of instances.",
             )
-        repo.set_counter(_hint_counter(subnet.id), int(found) + 1)
+        repo.set_counter(hint_counter(subnet.id), int(found) + 1)
         return found
     addr = parse_address(ip, "privateIpAddress")
     if addr not in net:
@@ -180,7 +180,7 @@ def terminate_instance(repo: Repo, tenant: str, instance_id: str) -> None:
     # below a subnet's hint: lowest-free starts over in each
     subnet = repo.get(Subnet, interface.subnet)
     for other in [] if subnet is None else repo.find(Subnet, "vpc", subnet.vpc):
-        repo.set_counter(_hint_counter(other.id), 0)
+        repo.set_counter(hint_counter(other.id), 0)
     for table in repo.all(RouteTable):
         if any(r.target == interface.id for r in table.routes):
             routes = tuple(

@@ -121,6 +121,9 @@ class Repo:
     def set_counter(self, name: str, value: int) -> None:
         self.tx.put(_COUNTER, name, {"next": value})
 
+    def delete_counter(self, name: str) -> None:
+        self.tx.delete(_COUNTER, name)
+
     def setting(self, name: str, default: int) -> int:
         doc = self.tx.get(_SETTING, name)
         return default if doc is None else int(doc.body["value"])

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from conftest import LabFactory, unique_name
 
-from openvpc.lab import netns, real
+from openvpc.lab import netns, nsexec, real
 from openvpc.lab.naming import RUN_ROOT, STATE_FILE, state_dir
 from openvpc.lab.nsexec import ETC_NETNS
 from openvpc.lab.processes import openvpc_command
@@ -84,9 +84,17 @@ def test_down_after_the_state_file_was_cut_mid_record(lab: LabFactory) -> None:
 
 def test_down_after_the_state_file_was_deleted(lab: LabFactory) -> None:
     h = lab(SMALL, dhcp=False)
-    (RUN_ROOT / h.name / STATE_FILE).unlink()
-    said: list[str] = []
-    assert real.down(h.name, report=said.append) is True
+    # a command left running inside a VM: no record and no state dir in its command line
+    stray = nsexec.popen(h.vm_netns("v1"), ["sleep", "600"], stdin=subprocess.DEVNULL)
+    try:
+        (RUN_ROOT / h.name / STATE_FILE).unlink()
+        said: list[str] = []
+        assert real.down(h.name, report=said.append) is True
+        assert stray.wait(timeout=30) is not None  # stopped by the sweep (by namespace)
+    finally:
+        if stray.poll() is None:
+            stray.kill()
+            stray.wait()
     assert remains(h.name) == []
     text = "\n".join(said)
     assert "no lab state" in text
@@ -94,6 +102,7 @@ def test_down_after_the_state_file_was_deleted(lab: LabFactory) -> None:
         assert f"removed namespace ov-{h.name}-{ns}," in text
     assert f"removed directory {ETC_NETNS}/ov-{h.name}-v-v1," in text
     assert f"removed state directory {RUN_ROOT / h.name}," in text
+    assert [line for line in said if f"removed process {stray.pid}: sleep 600" in line], said
 
 
 def test_down_of_the_real_cli_says_what_it_swept(lab: LabFactory) -> None:

@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-overlay clean sysdeps
+.PHONY: demo test lint bench bench-overlay bench-apply clean sysdeps
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -31,6 +31,10 @@ bench: $(STAMP)
 
 bench-overlay: $(STAMP) sysdeps
 	$(PY) -m bench.overlay
+
+# applying topologies of 100, 500 and 1,000 VMs to a store (no namespaces, no root)
+bench-apply: $(STAMP)
+	$(PY) -m bench.apply
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

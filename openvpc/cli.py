@@ -87,12 +87,40 @@ def up(
     try:
         st = real.up(file, dhcp=dhcp, progress=lambda m: console.print(f"[dim]{m}[/]"))
     except _lab_errors() as exc:
-        Console(stderr=True).print(str(exc), style="red", markup=False, highlight=False)
+        # unwrapped, as `validate` prints it: a field's path and message stay on one line
+        Console(stderr=True, soft_wrap=True).print(
+            str(exc), style="red", markup=False, highlight=False
+        )
         raise typer.Exit(1) from None
     print_status(console, st)
     vm = st.vms[0].name if st.vms else "VM"
     console.print(f"run in a VM: openvpc exec --lab {st.name} {vm} -- ip addr", highlight=False)
     console.print(f"tear down:   openvpc down {st.name}", highlight=False)
+
+
+@app.command()
+def validate(
+    file: str = typer.Argument(..., help="topology file (YAML, see docs/topology.md)"),
+) -> None:
+    """Check a topology file as `up` would, creating nothing (no root needed)."""
+    from openvpc.lab.preflight import check_topology
+    from openvpc.lab.topology import TopologyError
+
+    try:
+        topo, _ = check_topology(file)
+    except TopologyError as exc:
+        # unwrapped: the field's path and the message stay on one line for scripts
+        Console(stderr=True, soft_wrap=True).print(
+            str(exc), style="red", markup=False, highlight=False
+        )
+        raise typer.Exit(1) from None
+    vms = sum(1 for _ in topo.vms())
+    Console(soft_wrap=True).print(
+        f"{file}: lab {topo.name} is valid ({len(topo.nodes)} nodes, "
+        f"{len(topo.tenants)} tenants, {vms} VMs)",
+        markup=False,
+        highlight=False,
+    )
 
 
 @app.command()
@@ -140,8 +168,9 @@ def down(lab: str | None = typer.Argument(None, help="lab name (default: the onl
     from openvpc.lab import real
 
     _need_root()
+    warn = Console(stderr=True)
     try:
-        done = real.down(lab)
+        done = real.down(lab, report=lambda m: warn.print(m, style="yellow", markup=False))
     except _lab_errors() as exc:
         Console(stderr=True).print(str(exc), style="red", markup=False, highlight=False)
         raise typer.Exit(1) from None

@@ -5,8 +5,9 @@ Each daemon runs under a supervisor parent (openvpc.lab.supervisor) that restart
 dies; the state file records the supervisor, its status file names the daemon's current pid.
 
 Everything `up` creates is recorded in /run/openvpc/<lab>/state.json the moment it exists, and
-`down` undoes exactly those records (it never looks for things by name), so `down` after a
-crash, a failed `up`, or a second `down` are all safe.
+`down` undoes those records, so `down` after a crash, a failed `up`, or a second `down` are all
+safe; then it sweeps by the lab's names for whatever a damaged or lost state file no longer
+records (after an intact one the sweep finds nothing).
 """
 
 import logging
@@ -19,8 +20,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from openvpc.lab import netns, nsexec, supervise, vms
+from openvpc.lab import netns, nsexec, preflight, supervise, sweep, vms
 from openvpc.lab.naming import RUN_ROOT, STATE_FILE, check_name, state_dir, vm_netns
+from openvpc.lab.preflight import check_topology
 from openvpc.lab.processes import (
     AGENT,
     CONTROLLER,
@@ -41,8 +43,8 @@ from openvpc.lab.state import (
     teardown_order,
 )
 from openvpc.lab.supervisor import STOP_GRACE
-from openvpc.lab.topology import Topology, apply_topology, load_topology
-from openvpc.lab.underlay import NodePlacement, UnderlayPlan, build_underlay, plan_underlay
+from openvpc.lab.topology import Topology
+from openvpc.lab.underlay import NodePlacement, UnderlayPlan, build_underlay
 from openvpc.model.resources import Interface
 
 log = logging.getLogger("openvpc.lab")
@@ -127,9 +129,10 @@ def _state(name: str, root: Path) -> StateFile:
 
 
 def labs(root: Path = RUN_ROOT) -> list[str]:
-    """Labs that have a state directory (up, or left behind by a crash)."""
+    """Labs that have a state directory (up, or left behind by a crash, perhaps without a
+    readable state file: `down` still removes what carries their names)."""
     try:
-        return sorted(p.name for p in root.iterdir() if (p / STATE_FILE).exists())
+        return sorted(p.name for p in root.iterdir() if p.is_dir())
     except FileNotFoundError:
         return []
 
@@ -155,8 +158,9 @@ def up(
     dhcp: bool = True,
     progress: Callable[[str], None] = log.info,
 ) -> LabStatus:
-    """Bring the topology in `path` up; if that lab is already up, change nothing."""
-    topo = load_topology(Path(path))
+    """Bring the topology in `path` up; if that lab is already up, change nothing. The whole
+    file is checked first (against a scratch store): a bad one creates nothing."""
+    topo, plan = check_topology(path)
     name = check_name("lab", topo.name)
     state = _state(name, root)
     if state.exists():
@@ -170,7 +174,7 @@ def up(
         progress(f"lab {name}: cleaning up what a previous run left behind")
         down(name, root)
     try:
-        _up(topo, Path(path), root, state, dhcp, progress)
+        _up(topo, plan, Path(path), root, state, dhcp, progress)
     except BaseException as exc:
         tails = _log_tails(state)
         down(name, root)
@@ -182,6 +186,7 @@ def up(
 
 def _up(
     topo: Topology,
+    plan: UnderlayPlan,
     path: Path,
     root: Path,
     state: StateFile,
@@ -189,8 +194,7 @@ def _up(
     progress: Callable[[str], None],
 ) -> None:
     name = topo.name
-    plan = plan_underlay(name, topo.underlay, list(topo.nodes), topo.fabric_mtu)
-    vm_namespaces = [vm_netns(name, check_name("VM", spec.name)) for _, _, spec in topo.vms()]
+    vm_namespaces = [vm_netns(name, spec.name) for _, _, spec in topo.vms()]
     _check_free([*plan.all_netns(), *vm_namespaces])
     sdir = state.path.parent
     first: list[Record] = []
@@ -282,11 +286,7 @@ def _feed_store(
     state.add("file", path=str(db))
     store = Store(db)
     try:
-        service = Service(store)
-        for p in nodes:
-            service.register_node(p.node, p.ip)
-        service.set_fabric_mtu(topo.fabric_mtu)
-        return apply_topology(service, topo, lambda vm: vm_netns(topo.name, vm))
+        return preflight.feed(Service(store), topo, nodes)
     finally:
         store.close()
 
@@ -634,49 +634,73 @@ def _signal_supervisor(record: Record, sig: int) -> None:
 # --- down -----------------------------------------------------------------------------------
 
 
-def down(name: str | None = None, root: Path = RUN_ROOT) -> bool:
-    """Stop and remove everything the lab's state records; False if there was no lab."""
+def down(
+    name: str | None = None, root: Path = RUN_ROOT, report: Callable[[str], None] = log.warning
+) -> bool:
+    """Stop and remove everything the lab's state records (as much of the file as is still
+    readable), then whatever else still carries the lab's names, telling `report` what that
+    sweep found; False if nothing of the lab was there."""
     name = resolve_name(name, root) if name is None else check_name("lab", name)
     sdir = state_dir(name, root)
-    if not sdir.exists():
-        return False
-    state = StateFile(sdir / STATE_FILE)
-    try:
-        records = state.records()
-    except StateError:
-        # the state file is written first: without it nothing but the directory exists
-        shutil.rmtree(sdir, ignore_errors=True)
-        return True
+    records: list[Record] = []
+    problem = None
+    if sdir.exists():
+        records, problem = StateFile(sdir / STATE_FILE).salvaged()
+        if problem is not None:
+            report(
+                f"lab {name}: {problem}; undoing the {len(records)} whole records left, "
+                "then removing what still carries the lab's names"
+            )
     steps = teardown_order(records)
-    for step in (s for s in steps if s["kind"] == "process"):
-        daemon = _daemon(step)
-        # the supervisor stops its daemon (TERM, then KILL after its own grace) and exits
-        supervise.stop(step["pid"], step["start"], SUPERVISOR_GRACE)
-        if daemon is not None and daemon.pid is not None and daemon.start is not None:
-            supervise.stop(daemon.pid, daemon.start)
-    for step in (s for s in steps if s["kind"] == "netns"):
-        # whatever still runs inside (a DHCP daemon, a command run by exec) pins it: stop it
-        supervise.stop_pids(netns.pids_in_netns(step["name"]))
+    for step in (s for s in steps if s["kind"] in ("process", "netns")):
+        _guarded(_stop, step)
     for step in steps:
-        _undo(step)
-    shutil.rmtree(sdir, ignore_errors=True)
+        _guarded(_undo, step)
+    if sdir.exists() and problem is None:
+        shutil.rmtree(sdir, ignore_errors=True)
+    others = [lab for lab in labs(root) if lab != name]
+    swept = sweep.sweep(name, sdir, others)
+    for line in swept.lines():
+        report(f"lab {name}: removed {line}, which its state did not record")
     for step in steps:
         if step["kind"] == "dir" and not step.get("tree"):
-            _rmdir(Path(step["path"]))
-    return True
+            _guarded(lambda s: _rmdir(Path(s["path"])), step)
+    return bool(records) or problem is not None or swept.found()
+
+
+def _guarded(fn: Callable[[Record], None], step: Record) -> None:
+    """A salvaged record may be malformed: log it and go on with the others."""
+    try:
+        fn(step)
+    except (KeyError, TypeError, ValueError) as exc:
+        log.warning("skipped a malformed state record %r: %r", step, exc)
+
+
+def _stop(step: Record) -> None:
+    if step["kind"] == "process":
+        daemon = _daemon(step)
+        # the supervisor stops its daemon (TERM, then KILL after its own grace) and exits
+        supervise.stop(int(step["pid"]), int(step["start"]), SUPERVISOR_GRACE)
+        if daemon is not None and daemon.pid is not None and daemon.start is not None:
+            supervise.stop(daemon.pid, daemon.start)
+    else:
+        # whatever still runs inside (a DHCP daemon, a command run by exec) pins it: stop it
+        supervise.stop_pids(netns.pids_in_netns(str(step["name"])))
 
 
 def _undo(step: Record) -> None:
     kind = step["kind"]
     if kind == "link":
         try:
-            netns.delete_link(step["ns"], step["ifname"])
+            netns.delete_link(str(step["ns"]), str(step["ifname"]))
         except netns.NetnsError as exc:
             log.warning("%s", exc)
     elif kind == "netns":
-        netns.remove_netns(step["name"])
+        if "/" in str(step["name"]):
+            raise ValueError("a namespace name has no '/'")
+        netns.remove_netns(str(step["name"]))
     elif kind == "file":
-        Path(step["path"]).unlink(missing_ok=True)
+        Path(str(step["path"])).unlink(missing_ok=True)
 
 
 def _rmdir(path: Path) -> None:

@@ -13,8 +13,9 @@ from typing import Any, Literal, TypeVar, cast, get_args
 
 import yaml
 
+from openvpc.lab.yamlload import DuplicateKeyError, StrictLoader
 from openvpc.model.nodeconfig import EncapName, Mode
-from openvpc.model.resources import Interface
+from openvpc.model.resources import Instance, Interface
 from openvpc.service import Service, ServiceError
 from openvpc.service.ipam import reserved
 
@@ -30,7 +31,9 @@ MAX_VM_NAME = 6
 MAX_NAME = 32
 PREFIX_RANGE = (16, 28)
 FABRIC_MTU_RANGE = (1280, 9216)
+MAX_FILE_BYTES = 16 * 1024 * 1024
 _NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
+_ADDRESS = re.compile(r"(?<![\d.])\d{1,3}(?:\.\d{1,3}){3}(?!\d|\.\d)")
 
 T = TypeVar("T")
 
@@ -102,16 +105,30 @@ class Topology:
 
 # -- reading ----------------------------------------------------------------------------
 def load_topology(path: str | Path) -> Topology:
+    """Read and check a topology file; errors name the file (unreadable, too large, not
+    UTF-8, not YAML) or the field."""
     try:
-        text = Path(path).read_text()
+        with open(path, "rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
     except OSError as e:
         raise TopologyError(f"{path}: {e.strerror}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise TopologyError(f"{path}: larger than {MAX_FILE_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise TopologyError(
+            f"{path}: not UTF-8 text (byte {e.start}, line {line}: {e.reason})"
+        ) from None
     return loads_topology(text, str(path))
 
 
 def loads_topology(text: str, source: str = "<topology>") -> Topology:
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=StrictLoader)
+    except DuplicateKeyError as e:
+        raise TopologyError(f"{e.path}: {e.detail} ({source}, line {e.line})") from None
     except yaml.YAMLError as e:
         raise TopologyError(f"{source}: not valid YAML: {e}") from None
     return parse_topology(data)
@@ -374,11 +391,14 @@ def apply_topology(
     name; returns each VM's interface by VM name. Compute nodes must be registered first
     (the lab knows their fabric addresses)."""
     interfaces: dict[str, Interface] = {}
-    for i, tenant in enumerate(topo.tenants):
-        path = f"tenants[{i}]"
-        _call(path, service.create_tenant, tenant.name)
-        for j, vpc in enumerate(tenant.vpcs):
-            interfaces.update(_apply_vpc(service, tenant.name, vpc, f"{path}.vpcs[{j}]", netns_of))
+    # one store transaction for the file: all of it or nothing, node allocations planned once
+    with service.batch():
+        for i, tenant in enumerate(topo.tenants):
+            path = f"tenants[{i}]"
+            _call(path, service.create_tenant, tenant.name)
+            for j, vpc in enumerate(tenant.vpcs):
+                vpath = f"{path}.vpcs[{j}]"
+                interfaces.update(_apply_vpc(service, tenant.name, vpc, vpath, netns_of))
     return interfaces
 
 
@@ -460,23 +480,26 @@ def _apply_vms(
     netns_of: Callable[[str], str],
 ) -> dict[str, Interface]:
     by_id = {i.id: i for i in service.describe_interfaces(tenant)}
-    existing = list(service.describe_instances(tenant))
+    existing: dict[str, list[Instance]] = {}
+    for found in service.describe_instances(tenant):
+        existing.setdefault(found.name, []).append(found)
     interfaces: dict[str, Interface] = {}
     for k, vm in enumerate(spec.vms):
         vpath = f"{path}.vms[{k}]"
-        instance = _by_name(existing, vm.name, vpath)
+        instance = _by_name(existing.get(vm.name, []), vm.name, vpath)
         if instance is None:
-            _, interface = _call(
-                vpath,
-                service.run_instance,
-                tenant,
-                subnet_ids[vm.subnet],
-                vm.name,
-                vm.node,
-                netns_of(vm.name),
-                vm.ip,
-                vm.allowed_addresses,
-            )
+            try:
+                _, interface = service.run_instance(
+                    tenant,
+                    subnet_ids[vm.subnet],
+                    vm.name,
+                    vm.node,
+                    netns_of(vm.name),
+                    vm.ip,
+                    vm.allowed_addresses,
+                )
+            except ServiceError as e:
+                raise TopologyError(f"{vpath}{_vm_field(vm, e)}: {e.code}: {e.message}") from e
         else:
             interface = by_id[instance.interface]
             if (instance.node, interface.subnet) != (vm.node, subnet_ids[vm.subnet]):
@@ -486,6 +509,17 @@ def _apply_vms(
                 )
         interfaces[vm.name] = interface
     return interfaces
+
+
+def _vm_field(vm: VmSpec, error: ServiceError) -> str:
+    """Which field of the VM a service error is about, by the address its message names."""
+    named = set(_ADDRESS.findall(error.message))
+    if vm.ip is not None and vm.ip in named:
+        return ".ip"
+    for i, address in enumerate(vm.allowed_addresses):
+        if address in named:
+            return f".allowed_addresses[{i}]"
+    return ""
 
 
 def _by_name(items: Sequence[T], name: str, path: str) -> T | None:

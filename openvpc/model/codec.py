@@ -5,6 +5,7 @@ compared and golden-tested as plain text.
 """
 
 import dataclasses
+import functools
 import types
 import typing
 from enum import Enum
@@ -60,13 +61,12 @@ def _decode(tp: Any, data: Any) -> Any:
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(data, dict):
             raise ValueError(f"expected an object for {tp.__name__}, got {data!r}")
-        hints = get_type_hints(tp)
         kwargs = {}
-        for f in dataclasses.fields(tp):
-            if f.name in data:
-                kwargs[f.name] = _decode(hints[f.name], data[f.name])
-            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ValueError(f"{tp.__name__}: missing field {f.name!r}")
+        for name, hint, required in _fields(tp):
+            if name in data:
+                kwargs[name] = _decode(hint, data[name])
+            elif required:
+                raise ValueError(f"{tp.__name__}: missing field {name!r}")
         return tp(**kwargs)
     if isinstance(tp, type) and issubclass(tp, Enum):
         return tp(data)
@@ -77,3 +77,17 @@ def _decode(tp: Any, data: Any) -> Any:
             raise ValueError(f"expected {tp.__name__}, got {data!r}")
         return data
     raise TypeError(f"cannot decode into {tp!r}")
+
+
+@functools.cache
+def _fields(tp: type) -> tuple[tuple[str, Any, bool], ...]:
+    """(name, type hint, required) per field; resolving hints is costly, classes are few."""
+    hints = get_type_hints(tp)
+    return tuple(
+        (
+            f.name,
+            hints[f.name],
+            f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
+        )
+        for f in dataclasses.fields(tp)
+    )

@@ -41,22 +41,18 @@ def run_instance(
     check_netns(netns, ifname)
     if not isinstance(node, str) or repo.get(ComputeNode, node) is None:
         raise invalid_value("node", node, "No compute node has that name.")
-    interfaces = repo.all(Interface)
-    if any((i.node, i.netns, i.ifname) == (node, netns, ifname) for i in interfaces):
+    if any((i.node, i.ifname) == (node, ifname) for i in repo.find(Interface, "netns", netns)):
         raise ServiceError(
             "InvalidParameterValue",
             f"Namespace {netns} on {node} already holds an interface named {ifname}.",
         )
-    subnets = {s.id: s for s in repo.all(Subnet) if s.vpc == vpc.id}
-    in_vpc = [i for i in interfaces if i.subnet in subnets]
-    owners = [o for o in repo.all(AddressOwner) if o.vpc == vpc.id]
-    used = {IPv4Address(i.ip) for i in in_vpc} | {IPv4Address(o.ip) for o in owners}
-    allowed = _allowed_addresses(vpc, list(subnets.values()), in_vpc, allowed_addresses)
+    taken = VpcAddresses(repo, vpc.id, subnet)
+    allowed = _allowed_addresses(repo, vpc, taken, allowed_addresses)
     if ip is not None and str(parse_address(ip, "privateIpAddress")) in allowed:
         raise invalid_value("allowedAddresses", ip, "It is the interface's own address.")
     # an address may not be both, so IPAM steps around the new movable ones too
-    used |= {IPv4Address(a) for a in allowed}
-    addr = _primary_address(subnet, IPv4Network(subnet.cidr), used, ip)
+    taken.extra = {IPv4Address(a) for a in allowed}
+    addr = _primary_address(repo, subnet, IPv4Network(subnet.cidr), taken, ip)
     eni = repo.new_id("eni", Interface)
     instance = Instance(repo.new_id("i", Instance), tenant, name, node, eni)
     mac_n = repo.counter("mac", 1)
@@ -75,24 +71,56 @@ def run_instance(
     )
     repo.put(instance)
     repo.put(interface)
-    owned = {o.ip for o in owners}
     for vip in allowed:
-        if vip not in owned:
+        if repo.get(AddressOwner, owner_key(vpc.id, vip)) is None:
             repo.put(AddressOwner(vpc.id, vip, eni, tenant))
     return instance, interface
 
 
+class VpcAddresses:
+    """The addresses of a VPC in use (interfaces' own, owned movable ones, and `extra`),
+    tested one at a time by indexed lookups rather than gathered by a scan. `in` asks about
+    an address of `subnet`; `primary` about one of `within` (subnets never overlap in a VPC,
+    so an interface holding an address is in the subnet that contains it)."""
+
+    def __init__(self, repo: Repo, vpc: str, subnet: Subnet) -> None:
+        self.repo = repo
+        self.vpc = vpc
+        self.subnet = subnet
+        self.extra: set[IPv4Address] = set()
+
+    def primary(self, addr: IPv4Address, within: Subnet) -> bool:
+        """Whether an interface of subnet `within` has `addr` as its own."""
+        return bool(self.repo.find(Interface, "ip", str(addr), subnet=within.id))
+
+    def __contains__(self, addr: object) -> bool:
+        if not isinstance(addr, IPv4Address):
+            return False
+        return (
+            addr in self.extra
+            or self.repo.get(AddressOwner, owner_key(self.vpc, str(addr))) is not None
+            or self.primary(addr, self.subnet)
+        )
+
+
+def hint_counter(subnet_id: str) -> str:
+    """Every assignable address of the subnet below this counter is known to be in use."""
+    return f"ipam/{subnet_id}"
+
+
 def _primary_address(
-    subnet: Subnet, net: IPv4Network, used: set[IPv4Address], ip: str | None
+    repo: Repo, subnet: Subnet, net: IPv4Network, used: VpcAddresses, ip: str | None
 ) -> IPv4Address:
     if ip is None:
-        found = lowest_free(net, used)
+        hint = repo.counter(hint_counter(subnet.id), 0)
+        found = lowest_free(net, used, IPv4Address(hint) if hint else None)
         if found is None:
             raise ServiceError(
                 "InsufficientFreeAddressesInSubnet",
                 f"There are not enough free addresses in subnet '{subnet.id}' "
                 "to satisfy the requested number of instances.",
             )
+        repo.set_counter(hint_counter(subnet.id), int(found) + 1)
         return found
     addr = parse_address(ip, "privateIpAddress")
     if addr not in net:
@@ -110,27 +138,28 @@ def _primary_address(
 
 
 def _allowed_addresses(
-    vpc: Vpc,
-    subnets: list[Subnet],
-    in_vpc: list[Interface],
-    wanted: Iterable[str],
+    repo: Repo, vpc: Vpc, taken: VpcAddresses, wanted: Iterable[str]
 ) -> tuple[str, ...]:
     """Movable addresses: inside the VPC, never reserved, never another interface's own."""
-    vpc_net = IPv4Network(vpc.cidr)
-    off_limits = set(reserved(vpc_net))
-    for s in subnets:
-        off_limits |= reserved(IPv4Network(s.cidr))
-    primaries = {IPv4Address(i.ip) for i in in_vpc}
-    result: list[str] = []
     if isinstance(wanted, str):  # a lone string would be read as single characters
         raise invalid_value("allowedAddresses", wanted, "Expected a list of addresses.")
+    wanted = list(wanted)
+    if not wanted:
+        return ()
+    vpc_net = IPv4Network(vpc.cidr)
+    off_limits = set(reserved(vpc_net))
+    subnets = repo.find(Subnet, "vpc", vpc.id)
+    for s in subnets:
+        off_limits |= reserved(IPv4Network(s.cidr))
+    result: list[str] = []
     for text in wanted:
         addr = parse_address(text, "allowedAddresses")
         if addr not in vpc_net:
             raise invalid_value("allowedAddresses", addr, f"It is outside the VPC's {vpc_net}.")
         if addr in off_limits:
             raise invalid_value("allowedAddresses", addr, "It is a reserved address.")
-        if addr in primaries:
+        home = next((s for s in subnets if addr in IPv4Network(s.cidr)), None)
+        if home is not None and taken.primary(addr, home):
             raise in_use(str(addr))
         if str(addr) in result:
             raise invalid_value("allowedAddresses", addr, "It is listed twice.")
@@ -147,6 +176,11 @@ def terminate_instance(repo: Repo, tenant: str, instance_id: str) -> None:
     if interface is None:
         return
     repo.delete(Interface, interface.id)
+    # its own address and movable ones it owned (in any subnet of the VPC) may now be free
+    # below a subnet's hint: lowest-free starts over in each
+    subnet = repo.get(Subnet, interface.subnet)
+    for other in [] if subnet is None else repo.find(Subnet, "vpc", subnet.vpc):
+        repo.set_counter(hint_counter(other.id), 0)
     for table in repo.all(RouteTable):
         if any(r.target == interface.id for r in table.routes):
             routes = tuple(

@@ -1,7 +1,7 @@
 """Pure address management: the five addresses EC2 reserves per subnet, lowest-free
 assignment, and MACs from a counter."""
 
-from collections.abc import Set
+from collections.abc import Container
 from ipaddress import IPv4Address, IPv4Network
 
 MAC_COUNTER_LIMIT = 1 << 40
@@ -21,10 +21,15 @@ def capacity(net: IPv4Network) -> int:
     return max(0, net.num_addresses - 5)
 
 
-def lowest_free(net: IPv4Network, used: Set[IPv4Address]) -> IPv4Address | None:
-    """The lowest assignable address of `net` not in `used`, or None when the subnet is full."""
+def lowest_free(
+    net: IPv4Network, used: Container[IPv4Address], start: IPv4Address | None = None
+) -> IPv4Address | None:
+    """The lowest assignable address of `net` (from `start`, when the caller knows that all
+    below it are used) not in `used`, or None when the subnet is full."""
     first = int(net.network_address) + 4
     last = int(net.broadcast_address) - 1
+    if start is not None:
+        first = max(first, int(start))
     for n in range(first, last + 1):
         if IPv4Address(n) not in used:
             return IPv4Address(n)

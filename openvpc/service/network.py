@@ -5,6 +5,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 from openvpc.model.resources import AddressOwner, Association, Interface, RouteTable, Subnet, Vpc
 from openvpc.service import routing
+from openvpc.service.compute import hint_counter
 from openvpc.service.errors import ServiceError, dependency
 from openvpc.service.ipam import reserved
 from openvpc.service.repo import Repo, owner_key
@@ -78,3 +79,4 @@ def delete_subnet(repo: Repo, tenant: str, subnet_id: str) -> None:
         raise dependency("subnet", subnet.id)
     repo.delete(Association, subnet.id)
     repo.delete(Subnet, subnet.id)
+    repo.delete_counter(hint_counter(subnet.id))

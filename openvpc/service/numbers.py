@@ -46,11 +46,12 @@ def plan_node(
 ) -> tuple[NodeAllocation, NodeHints]:
     """The node's allocation for exactly `tables` and `interfaces`: existing numbers kept,
     numbers of things gone released, new things numbered in id order."""
-    want_tables = sorted(set(tables))
-    want_ifaces = sorted(set(interfaces))
-    vrfs = {t: v for t, v in current.vrfs if t in want_tables}
-    labels = {t: (l3, l2) for t, l3, l2 in current.labels if t in want_tables}
-    vifs = {i: v for i, v in current.vifs if i in want_ifaces}
+    table_set, iface_set = set(tables), set(interfaces)
+    want_tables = sorted(table_set)
+    want_ifaces = sorted(iface_set)
+    vrfs = {t: v for t, v in current.vrfs if t in table_set}
+    labels = {t: (l3, l2) for t, l3, l2 in current.labels if t in table_set}
+    vifs = {i: v for i, v in current.vifs if i in iface_set}
     vrf_hint, label_hint, vif_hint = hints.vrf, hints.label, hints.vif
     used_labels = {n for pair in labels.values() for n in pair}
     for table in want_tables:
@@ -64,9 +65,11 @@ def plan_node(
             used_labels.add(l2)
             labels[table] = (l3, l2)
             label_hint = l2 + 1
+    used_vifs = set(vifs.values())
     for iface in want_ifaces:
         if iface not in vifs:
-            vifs[iface] = vif_hint = next_free(set(vifs.values()), VIF_RANGE, vif_hint)
+            vifs[iface] = vif_hint = next_free(used_vifs, VIF_RANGE, vif_hint)
+            used_vifs.add(vif_hint)
             vif_hint += 1
     allocation = NodeAllocation(
         current.node,

@@ -1,6 +1,7 @@
 """The service facade: one store transaction per call, allocations brought up to date before
 it commits, and tenant-scoped reads."""
 
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
@@ -20,7 +21,7 @@ from openvpc.model.resources import (
     Vpc,
 )
 from openvpc.service import admin, allocation, compute, network, routing
-from openvpc.service.repo import Repo
+from openvpc.service.repo import INDEXED_FIELDS, Repo
 from openvpc.store import Store
 
 T = TypeVar("T")
@@ -32,9 +33,37 @@ class Service:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self._batch: tuple[int, Repo] | None = None  # (thread, its open transaction)
+        for field in INDEXED_FIELDS:
+            store.index(field)
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Run every call this thread makes inside the block in one store transaction, with
+        allocations reconciled once at the end: all of them commit, or (on an exception
+        leaving the block) none. A call that fails inside is undone alone, as on its own."""
+        if self._batched() is not None:
+            raise RuntimeError("batches do not nest")
+        with self.store.transaction() as tx:
+            repo = Repo(tx)
+            self._batch = (threading.get_ident(), repo)
+            try:
+                yield
+                allocation.reconcile(repo)
+            finally:
+                self._batch = None
+
+    def _batched(self) -> Repo | None:
+        batch = self._batch
+        return batch[1] if batch is not None and batch[0] == threading.get_ident() else None
 
     @contextmanager
     def _write(self) -> Iterator[Repo]:
+        repo = self._batched()
+        if repo is not None:
+            with repo.tx.savepoint():
+                yield repo
+            return
         with self.store.transaction() as tx:
             repo = Repo(tx)
             yield repo
@@ -42,6 +71,10 @@ class Service:
 
     @contextmanager
     def _read(self) -> Iterator[Repo]:
+        repo = self._batched()
+        if repo is not None:
+            yield repo
+            return
         with self.store.transaction(readonly=True) as tx:
             yield Repo(tx)
 
@@ -157,7 +190,7 @@ class Service:
     def _owned_all(self, cls: type[T], tenant: str) -> tuple[T, ...]:
         with self._read() as repo:
             repo.tenant(tenant)
-            return tuple(x for x in repo.all(cls) if getattr(x, "tenant", None) == tenant)
+            return tuple(repo.find(cls, "tenant", tenant))
 
     def describe_vpcs(self, tenant: str) -> tuple[Vpc, ...]:
         return self._owned_all(Vpc, tenant)

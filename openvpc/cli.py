@@ -150,6 +150,9 @@ def down(lab: str | None = typer.Argument(None, help="lab name (default: the onl
 def vrouter(
     control: str = typer.Option(..., "--control", help="unix socket path for the agent"),
     fabric: str = typer.Option(..., "--fabric", help="the underlay interface"),
+    secret_file: str = typer.Option(
+        ..., "--secret-file", help="the node's secret (0600): its agent must prove it"
+    ),
     netns: str | None = typer.Option(None, "--netns", help="network namespace to run in"),
 ) -> None:
     """Run a compute node's forwarding plane (vRouter) until SIGTERM or SIGINT."""
@@ -158,7 +161,7 @@ def vrouter(
     from openvpc.vrouter.daemon import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    raise typer.Exit(serve(control, fabric, netns))
+    raise typer.Exit(serve(control, fabric, secret_file, netns))
 
 
 @app.command()
@@ -166,11 +169,18 @@ def controller(
     db: str = typer.Option(..., "--db", help="the store's SQLite file"),
     listen: str = typer.Option(..., "--listen", help="unix:/PATH or tcp:HOST:PORT"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging"),
+    operator_secret_file: str | None = typer.Option(
+        None, "--operator-secret-file", help="secret (0600) that Status callers must prove"
+    ),
+    tls_cert: str | None = typer.Option(
+        None, "--tls-cert", help="PEM certificate chain (required off loopback)"
+    ),
+    tls_key: str | None = typer.Option(None, "--tls-key", help="PEM private key"),
 ) -> None:
     """Run the controller (store, service, compiler, southbound) until SIGTERM or SIGINT."""
     from openvpc.controller.main import run_controller
 
-    raise typer.Exit(run_controller(db, listen, verbose))
+    raise typer.Exit(run_controller(db, listen, verbose, operator_secret_file, tls_cert, tls_key))
 
 
 @app.command()
@@ -178,16 +188,24 @@ def agent(
     node: str = typer.Option(..., "--node", help="this compute node's name"),
     controller: str = typer.Option(..., "--controller", help="unix:/PATH or tcp:HOST:PORT"),
     vrouter: str = typer.Option(..., "--vrouter", help="the vRouter's control socket path"),
+    secret_file: str = typer.Option(
+        ..., "--secret-file", help="this node's secret (0600), issued at registration"
+    ),
     netns: str | None = typer.Option(None, "--netns", help="network namespace to run in"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging"),
     state: str | None = typer.Option(
         None, "--state", help="file keeping the last config (served while headless)"
     ),
+    tls_ca: str | None = typer.Option(
+        None, "--tls-ca", help="PEM CA of the controller's certificate (required off loopback)"
+    ),
 ) -> None:
     """Run a compute node's agent until SIGTERM or SIGINT."""
     from openvpc.agent.main import run_agent
 
-    raise typer.Exit(run_agent(node, controller, vrouter, netns, verbose, state))
+    raise typer.Exit(
+        run_agent(node, controller, vrouter, secret_file, netns, verbose, state, tls_ca)
+    )
 
 
 def main() -> None:

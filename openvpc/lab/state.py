@@ -69,7 +69,7 @@ class StateFile:
 
     def _write(self, records: list[Record]) -> None:
         tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w") as f:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
             json.dump(records, f, indent=1)
             f.flush()
             os.fsync(f.fileno())

@@ -4,6 +4,7 @@ and observers on a real unix socket."""
 
 import os
 import socket
+import stat
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,10 +20,13 @@ from openvpc.credentials import (
     write_secret_file,
 )
 from openvpc.model.nodeconfig import NodeConfig
+from openvpc.service import Service
+from openvpc.service.errors import ServiceError
 from openvpc.southbound import wire
 from openvpc.southbound.client import SouthboundClient, SouthboundError
 from openvpc.southbound.hub import ConfigHub, Refused
 from openvpc.southbound.server import SouthboundServer, TlsFiles
+from openvpc.store import Store
 from openvpc.vrouter.channel import MAX_OBSERVERS, AgentChannel, Peer, Refusal, admit
 
 SECRET_A, SECRET_B, OPERATOR = new_secret(), new_secret(), new_secret()
@@ -299,3 +303,41 @@ def test_the_channel_keeps_its_agent_against_impostors(channel: AgentChannel) ->
     finally:
         for sock in made:
             sock.close()
+
+
+# -- files at rest -------------------------------------------------------------------------
+
+
+def test_the_store_and_its_journal_are_private(tmp_path: Path) -> None:
+    old = os.umask(0o022)  # a permissive umask: the store must not rely on the caller's
+    try:
+        store = Store(tmp_path / "ov.db")
+        try:
+            with store.transaction() as tx:
+                tx.put("node", "a", {"name": "a"})
+            made = sorted(tmp_path.iterdir())
+            assert {p.name for p in made} >= {"ov.db", "ov.db-wal", "ov.db-shm"}
+            assert {p.name: stat.S_IMODE(p.stat().st_mode) for p in made} == {
+                p.name: 0o600 for p in made
+            }
+        finally:
+            store.close()
+    finally:
+        os.umask(old)
+
+
+def test_node_secrets_are_issued_to_registered_nodes_and_stored_hashed(tmp_path: Path) -> None:
+    store = Store(tmp_path / "ov.db")
+    try:
+        service = Service(store)
+        service.register_node("a", "192.168.0.1")
+        with pytest.raises(ServiceError, match="not registered"):
+            service.issue_node_secret("ghost")
+        first = service.issue_node_secret("a")
+        assert service.node_secret_hashes() == {"a": secret_hash(first)}
+        second = service.issue_node_secret("a")  # reissuing revokes the first
+        assert service.node_secret_hashes() == {"a": secret_hash(second)} and first != second
+        raw = (tmp_path / "ov.db").read_bytes() + (tmp_path / "ov.db-wal").read_bytes()
+        assert second.hex().encode() not in raw and second not in raw
+    finally:
+        store.close()

@@ -78,7 +78,9 @@ class ConfigHub:
     def set_credentials(self, hashes: Mapping[str, str]) -> None:
         """The registered nodes and their secrets' hashes (from the store)."""
         with self._cond:
-            self._credentials = dict(hashes)
+            if hashes != self._credentials:
+                self._credentials = dict(hashes)
+                self._cond.notify_all()  # streams of a revoked secret end
 
     def authenticate(self, name: str, secret: bytes) -> bool:
         """Whether `secret` is registered node `name`'s."""

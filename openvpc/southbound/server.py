@@ -171,9 +171,8 @@ class SouthboundServer:
 
     def _caller(self, request: wire.Body, context: grpc.ServicerContext) -> str:
         """The node a call comes from, proven by its secret; the body must name that node."""
-        metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
-        node = metadata.get(NODE_KEY)
-        secret = parse_secret(metadata.get(SECRET_KEY))
+        node = _metadata(context).get(NODE_KEY)
+        secret = _secret(context)
         if not node or secret is None:
             self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, "no node credential")
         if not self.hub.authenticate(node, secret):
@@ -192,6 +191,13 @@ class SouthboundServer:
         self, request: wire.Body, context: grpc.ServicerContext
     ) -> Iterator[dict[str, Any]]:
         node = self._caller(request, context)
+        secret = _secret(context)
+        assert secret is not None  # _caller checked it
+
+        def valid() -> bool:
+            # a reissued secret ends the streams opened with the old one
+            return context.is_active() and self.hub.authenticate(node, secret)
+
         try:
             self.hub.attach(node)
         except Refused as e:
@@ -201,8 +207,8 @@ class SouthboundServer:
         try:
             seen = 0
             last: NodeConfig | None = None  # what this stream's subscriber holds
-            while context.is_active() and not self.hub.closed:
-                got = self.hub.next_config(node, seen, POLL, alive=context.is_active)
+            while valid() and not self.hub.closed:
+                got = self.hub.next_config(node, seen, POLL, alive=valid)
                 if got is None:
                     continue
                 seen, config = got
@@ -234,8 +240,7 @@ class SouthboundServer:
         return {"ok": bool(ok)}
 
     def _status(self, request: wire.Body, context: grpc.ServicerContext) -> dict[str, Any]:
-        metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
-        secret = parse_secret(metadata.get(OPERATOR_KEY))
+        secret = parse_secret(_metadata(context).get(OPERATOR_KEY))
         if secret is None or self._operator is None or not same_secret(secret, self._operator):
             self._refuse(
                 context, grpc.StatusCode.UNAUTHENTICATED, "Status needs the operator secret"
@@ -243,6 +248,14 @@ class SouthboundServer:
         if isinstance(request, wire.BadBody):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.why)
         return {**self.hub.status(), "refused_calls": self.refusals}
+
+
+def _metadata(context: grpc.ServicerContext) -> dict[str, str]:
+    return {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
+
+
+def _secret(context: grpc.ServicerContext) -> bytes | None:
+    return parse_secret(_metadata(context).get(SECRET_KEY))
 
 
 def _field(request: wire.Body, name: str, kind: type[Any], context: grpc.ServicerContext) -> Any:

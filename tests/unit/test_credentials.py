@@ -157,10 +157,14 @@ def test_subscriptions_per_node_are_limited(server: SouthboundServer) -> None:
 
 def test_a_reissued_secret_replaces_the_old_one(server: SouthboundServer) -> None:
     new = new_secret()
-    server.hub.set_credentials({"a": secret_hash(new), "b": secret_hash(SECRET_B)})
     old = client_of(server, Credential("node", SECRET_A, "a"))
     fresh = client_of(server, Credential("node", new, "a"))
+    stream = iter(old.subscribe("a"))
     try:
+        assert next(stream) == NodeConfig("a", 4)
+        server.hub.set_credentials({"a": secret_hash(new), "b": secret_hash(SECRET_B)})
+        # the stream opened with the old secret ends, and the old secret opens nothing more
+        assert list(stream) == []
         with pytest.raises(SouthboundError, match="UNAUTHENTICATED"):
             old.ack("a", 4)
         fresh.ack("a", 4)

@@ -3,11 +3,10 @@
 The command gets a private mount (and UTS) namespace in which /etc/netns/<ns>/resolv.conf is
 bound over /etc/resolv.conf, /sys shows the VM's interfaces, and the control plane's
 directories (sockets, secrets, the store, state files) are covered by an empty tmpfs; then it
-enters the network namespace and runs the command in a pid namespace of its own (`vm_init`),
-without the capabilities that would reach past those mounts (mount, setns, ptrace, open by file
-handle, raw devices). A DHCP client's hook script therefore writes the VM's file, never the
-host's, a hostname it sets stays private, and root in a VM can neither read or reach what the
-lab keeps for itself nor see or signal the host's processes.
+enters the network namespace, gives up the capabilities that would reach past those mounts
+(mount, setns, ptrace of host processes through /proc, open by file handle, raw devices), and
+execs. A DHCP client's hook script therefore writes the VM's file, never the host's, a hostname
+it sets stays private, and root in a VM cannot read or reach what the lab keeps for itself.
 unshare(CLONE_NEWNS) needs a single-threaded process, so from a library (which may run gRPC
 threads) this module re-executes itself as a small trampoline:
 `python -m openvpc.lab.nsexec NS -- CMD...`.
@@ -21,7 +20,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from openvpc.lab import vm_init
 from openvpc.lab.naming import NETNS_DIR, RUN_ROOT
 
 ETC_NETNS = Path("/etc/netns")
@@ -61,7 +59,6 @@ MS_NOEXEC = 8
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWNET = 0x40000000
-CLONE_NEWPID = 0x20000000
 MS_BIND = 4096
 MS_REC = 16384
 MS_SLAVE = 1 << 19
@@ -84,8 +81,7 @@ def _check(rc: int, what: str) -> None:
 
 
 def enter(ns: str) -> None:
-    """Move this (single-threaded) process into VM namespace `ns` with its own resolv.conf
-    and the control plane hidden; its next child starts a new pid namespace."""
+    """Move this (single-threaded) process into VM namespace `ns` with its own resolv.conf."""
     own = resolv_conf(ns)
     if not own.is_file():
         # without it a DHCP hook would rewrite the host's /etc/resolv.conf
@@ -95,7 +91,7 @@ def enter(ns: str) -> None:
     except FileNotFoundError:
         raise NsExecError(f"network namespace {ns} does not exist") from None
     try:
-        _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWPID), "unshare")
+        _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWUTS), "unshare")
         # a slave root: our bind mounts never propagate back to the host
         _check(_libc.mount(None, b"/", None, MS_SLAVE | MS_REC, None), "make / a slave")
         _check(
@@ -109,6 +105,7 @@ def enter(ns: str) -> None:
     # sysfs shows the namespace that mounted it; remount so /sys/class/net is the VM's
     if _libc.umount2(b"/sys", MNT_DETACH) == 0:
         _libc.mount(b"sysfs", b"/sys", b"sysfs", 0, None)
+    drop_capabilities(DROPPED_CAPS)
 
 
 def hide(directories: Sequence[Path]) -> None:
@@ -159,11 +156,18 @@ def run(
 
 
 def exec_in(ns: str, argv: Sequence[str]) -> NoReturn:
-    """Run `argv` inside `ns` and end as it does (for a single-threaded CLI or trampoline)."""
+    """Replace this process by `argv` running inside `ns` (for a single-threaded CLI)."""
     if not argv:
         raise NsExecError("no command given")
     enter(ns)
-    vm_init.run(argv, lambda: drop_capabilities(DROPPED_CAPS))
+    try:
+        os.execvp(argv[0], list(argv))
+    except FileNotFoundError:
+        print(f"{argv[0]}: command not found", file=sys.stderr)
+        os._exit(127)
+    except PermissionError as exc:
+        print(f"{argv[0]}: {exc.strerror}", file=sys.stderr)
+        os._exit(126)
 
 
 def main(args: Sequence[str]) -> NoReturn:

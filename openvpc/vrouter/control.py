@@ -7,7 +7,8 @@ from the vRouter, INJECT frames from the agent. The first request must be a hell
 secret; an observer (role "observer") may then only hello, dump and show. Requests:
 
   hello {"role": "agent" | "observer", "secret": hex}
-                                -> {"boot_id": str, "generation": int | None, "role": str}
+                                -> {"boot_id": str, "generation": int | None, "role": str,
+                                    "refused": connections refused since start}
   batch {"ops": [...], "generation": int | None}
         each op {"op": "set", "kind": K, "obj": {...}} or {"op": "delete", "kind": K, "key": str}
         applied in order; the generation is recorded once all applied -> {"applied": n}

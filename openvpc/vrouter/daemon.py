@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 from pyroute2 import netns as pyroute2_netns
 
@@ -377,6 +378,7 @@ class Vrouter:
         self._interest(peer)
 
     def _request(self, peer: Peer, body: bytes) -> None:
+        """Answer one request of `peer`; a connection's first must be an accepted hello."""
         assert self.channel is not None
         emits: list[Emit] = []
         try:
@@ -385,10 +387,8 @@ class Vrouter:
             request = None
         rid = request.get("id") if isinstance(request, dict) else None
         op = request.get("op") if isinstance(request, dict) else None
-        reply: dict[str, object]
-        if request is None:
-            reply = {"id": None, "ok": False, "error": "request is not JSON"}
-        elif peer.role is None:
+        reply: dict[str, Any]
+        if peer.role is None:
             try:
                 role = self.channel.hello(peer, request)
             except Refusal as e:
@@ -397,14 +397,19 @@ class Vrouter:
                 self.channel.drop(peer)
                 return
             log.info("%s connected (pid %d)", role, peer.pid)
-            hello, _ = self.handler.handle({"id": rid, "op": "hello"}, self.now)
-            reply = {**hello, "result": {**hello["result"], "role": role}}
+            reply, _ = self.handler.handle({"id": rid, "op": "hello"}, self.now)
+        elif request is None:
+            reply = {"id": None, "ok": False, "error": "request is not JSON"}
         elif peer.role != ROLE_AGENT and op not in OBSERVER_OPS:
             reply = {"id": rid, "ok": False, "error": f"an observer may not {str(op)[:32]}"}
         else:
             reply, emits = self.handler.handle(request, self.now)
             if not reply["ok"]:
                 log.warning("request refused: %s", reply["error"])
+        if op == "hello" and reply["ok"]:
+            # who we think the caller is, and how many strangers were turned away
+            extra = {"role": peer.role, "refused": self.channel.refused}
+            reply = {**reply, "result": {**reply["result"], **extra}}
         self.channel.send_to(peer, TYPE_JSON, _encode(reply))
         self.send(emits)
 
@@ -420,7 +425,7 @@ class Vrouter:
         self.sel.close()
 
 
-def _encode(reply: dict[str, object]) -> bytes:
+def _encode(reply: dict[str, Any]) -> bytes:
     return json.dumps(reply, separators=(",", ":")).encode()
 
 

@@ -249,16 +249,20 @@ def test_the_vrouter_channel_refuses_strangers_and_keeps_its_agent(lab: LabFacto
     connections = _agent_connections(vr_log)
     acked = {a.node: a.generation_acked for a in h.status().agents}
 
-    def hello(secret: bytes, role: str = "agent") -> None:
+    def hello(secret: bytes, role: str = "agent") -> int:
+        """Say hello as `role`; an observer then reads and may not write. The vRouter's
+        count of refused connections."""
         client = ControlClient(path, lambda _: None, timeout=5.0)
         try:
-            client.hello(secret, role)
-            assert client.request("dump")["generation"] == acked["a"]  # an observer reads
+            refused: int = client.hello(secret, role)["refused"]
+            assert client.request("dump")["generation"] == acked["a"]
             with pytest.raises(ControlError, match="observer may not"):
                 client.request("batch", ops=[], generation=1)
+            return refused
         finally:
             client.close()
 
+    before = hello(secret, "observer")
     with pytest.raises(ControlError, match="bad node secret"):
         hello(new_secret())
     with pytest.raises(ControlError, match="network namespace"):
@@ -275,7 +279,7 @@ def test_the_vrouter_channel_refuses_strangers_and_keeps_its_agent(lab: LabFacto
             client.request("batch", ops=[], generation=1)  # no hello: refused, closed
         finally:
             client.close()
-    hello(secret, "observer")
+    assert hello(secret, "observer") == before + 4
 
     # the agent was never displaced: no reconnection, its generation still acked, and a
     # new flow (whose first packet goes up to the agent) is forwarded

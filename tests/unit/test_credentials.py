@@ -19,6 +19,7 @@ from openvpc.credentials import (
     secret_hash,
     write_secret_file,
 )
+from openvpc.lab.processes import openvpc_command
 from openvpc.model.nodeconfig import NodeConfig
 from openvpc.service import Service
 from openvpc.service.errors import ServiceError
@@ -345,3 +346,29 @@ def test_node_secrets_are_issued_to_registered_nodes_and_stored_hashed(tmp_path:
         assert second.hex().encode() not in raw and second not in raw
     finally:
         store.close()
+
+
+def test_daemons_refuse_to_start_without_their_credentials(tmp_path: Path) -> None:
+    openvpc = list(openvpc_command())
+    good, loose = tmp_path / "good.secret", tmp_path / "loose.secret"
+    write_secret_file(good, new_secret())
+    write_secret_file(loose, new_secret())
+    os.chmod(loose, 0o644)
+    agent = [*openvpc, "agent", "--node", "a", "--vrouter", str(tmp_path / "vr.sock")]
+    cases = [
+        (
+            [*openvpc, "controller", "--db", str(tmp_path / "ov.db"), "--listen", "tcp:0.0.0.0:0"],
+            "TLS is required",
+        ),
+        ([*agent, "--controller", "unix:/nonexistent", "--secret-file", str(loose)], "0600"),
+        ([*agent, "--controller", "tcp:192.0.2.1:7000", "--secret-file", str(good)], "TLS"),
+        (
+            [*openvpc, "vrouter", "--control", str(tmp_path / "vr.sock"), "--fabric", "lo",
+             "--secret-file", str(tmp_path / "missing")],
+            "No such file",
+        ),
+    ]  # fmt: skip
+    for argv, why in cases:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+        assert done.returncode == 1 and why in done.stderr, (argv, done.stderr)
+    assert not (tmp_path / "vr.sock").exists()

@@ -181,6 +181,9 @@ def down(lab: str | None = typer.Argument(None, help="lab name (default: the onl
 def vrouter(
     control: str = typer.Option(..., "--control", help="unix socket path for the agent"),
     fabric: str = typer.Option(..., "--fabric", help="the underlay interface"),
+    secret_file: str = typer.Option(
+        ..., "--secret-file", help="the node's secret (0600): its agent must prove it"
+    ),
     netns: str | None = typer.Option(None, "--netns", help="network namespace to run in"),
     flow_capacity: int = typer.Option(
         limits.DEFAULT_FLOW_CAPACITY, "--flow-capacity", help="flow entries on this node"
@@ -216,7 +219,7 @@ def vrouter(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    raise typer.Exit(serve(control, fabric, netns, node_limits))
+    raise typer.Exit(serve(control, fabric, secret_file, netns, node_limits))
 
 
 @app.command()
@@ -224,11 +227,18 @@ def controller(
     db: str = typer.Option(..., "--db", help="the store's SQLite file"),
     listen: str = typer.Option(..., "--listen", help="unix:/PATH or tcp:HOST:PORT"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging"),
+    operator_secret_file: str | None = typer.Option(
+        None, "--operator-secret-file", help="secret (0600) that Status callers must prove"
+    ),
+    tls_cert: str | None = typer.Option(
+        None, "--tls-cert", help="PEM certificate chain (required off loopback)"
+    ),
+    tls_key: str | None = typer.Option(None, "--tls-key", help="PEM private key"),
 ) -> None:
     """Run the controller (store, service, compiler, southbound) until SIGTERM or SIGINT."""
     from openvpc.controller.main import run_controller
 
-    raise typer.Exit(run_controller(db, listen, verbose))
+    raise typer.Exit(run_controller(db, listen, verbose, operator_secret_file, tls_cert, tls_key))
 
 
 @app.command()
@@ -236,16 +246,24 @@ def agent(
     node: str = typer.Option(..., "--node", help="this compute node's name"),
     controller: str = typer.Option(..., "--controller", help="unix:/PATH or tcp:HOST:PORT"),
     vrouter: str = typer.Option(..., "--vrouter", help="the vRouter's control socket path"),
+    secret_file: str = typer.Option(
+        ..., "--secret-file", help="this node's secret (0600), issued at registration"
+    ),
     netns: str | None = typer.Option(None, "--netns", help="network namespace to run in"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging"),
     state: str | None = typer.Option(
         None, "--state", help="file keeping the last config (served while headless)"
     ),
+    tls_ca: str | None = typer.Option(
+        None, "--tls-ca", help="PEM CA of the controller's certificate (required off loopback)"
+    ),
 ) -> None:
     """Run a compute node's agent until SIGTERM or SIGINT."""
     from openvpc.agent.main import run_agent
 
-    raise typer.Exit(run_agent(node, controller, vrouter, netns, verbose, state))
+    raise typer.Exit(
+        run_agent(node, controller, vrouter, secret_file, netns, verbose, state, tls_ca)
+    )
 
 
 def main() -> None:

@@ -1,5 +1,5 @@
-"""What every openvpc process shares: logging on stderr, a clean stop on SIGTERM/SIGINT, and
-claiming the path of the unix socket it listens on."""
+"""What every openvpc process shares: logging on stderr, a clean stop on SIGTERM/SIGINT, a
+root-only umask, and claiming the path of the unix socket it listens on."""
 
 import logging
 import os
@@ -17,6 +17,11 @@ def setup_logging(verbose: bool = False) -> None:
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
+
+
+def private_umask() -> None:
+    """Whatever a daemon creates (sockets, the store, state files) is its owner's only."""
+    os.umask(0o077)
 
 
 def stop_on_signals(stop: threading.Event) -> None:

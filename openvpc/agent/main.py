@@ -18,8 +18,9 @@ from openvpc.agent.punt_worker import PuntWorker
 from openvpc.agent.reporter import Reporter
 from openvpc.agent.state_file import AgentState
 from openvpc.agent.vrouter_link import VrouterLink
+from openvpc.credentials import Credential, read_secret_file
 from openvpc.model.nodeconfig import NodeConfig
-from openvpc.process import setup_logging, stop_on_signals
+from openvpc.process import private_umask, setup_logging, stop_on_signals
 from openvpc.southbound.client import Follower, SouthboundClient
 
 log = logging.getLogger("openvpc.agent")
@@ -28,16 +29,27 @@ JOIN = 3.0  # seconds each thread gets to finish on stop
 
 
 class Agent:
-    def __init__(self, node: str, controller: str, vrouter: str, state: Path | None = None) -> None:
+    """`secret` is the node's: it proves who we are to the controller and to the vRouter."""
+
+    def __init__(
+        self,
+        node: str,
+        controller: str,
+        vrouter: str,
+        secret: bytes,
+        state: Path | None = None,
+        tls_ca: bytes | None = None,
+    ) -> None:
         self.node = node
         self.stop = threading.Event()
         self.state = AgentState(state)
         self.desired = Desired(self.state)
-        self.client = SouthboundClient(controller)
+        credential = Credential("node", secret, node)
+        self.client = SouthboundClient(controller, credential=credential, tls_ca=tls_ca)
         self.reporter = Reporter(self.client, node, self.stop, self.state)
         self.punts = PuntWorker(self.desired, self.reporter, self.stop)
         self.link = VrouterLink(
-            node, vrouter, self.desired, self.reporter, self.punts.offer, self.stop
+            node, vrouter, self.desired, self.reporter, self.punts.offer, self.stop, secret
         )
         self.punts.link = self.link
         self.follower = Follower(self.client, node, self._on_config)
@@ -87,16 +99,21 @@ def run_agent(
     node: str,
     controller: str,
     vrouter: str,
+    secret_file: str,
     netns: str | None = None,
     verbose: bool = False,
     state: str | None = None,
+    tls_ca: str | None = None,
 ) -> int:
     """The `openvpc agent` command: 0 after SIGTERM/SIGINT, 1 when it cannot start."""
     setup_logging(verbose)
+    private_umask()
     try:
+        secret = read_secret_file(secret_file)
+        ca = Path(tls_ca).read_bytes() if tls_ca else None
         if netns is not None:
             enter_netns(netns)
-        agent = Agent(node, controller, vrouter, Path(state) if state else None)
+        agent = Agent(node, controller, vrouter, secret, Path(state) if state else None, ca)
     except (OSError, ValueError) as e:
         log.error("agent: %s", e)
         return 1

@@ -32,8 +32,10 @@ class VrouterLink:
         reporter: Reporter,
         on_packet: Callable[[bytes], None],
         stop: threading.Event,
+        secret: bytes,
     ) -> None:
         self.node = node
+        self.secret = secret
         self.path = path
         self.desired = desired
         self.reporter = reporter
@@ -70,7 +72,7 @@ class VrouterLink:
             client.close()
 
     def _serve(self, vr: ControlClient) -> None:
-        hello = vr.request("hello")
+        hello = vr.hello(self.secret)
         if not isinstance(hello, dict):
             raise ControlError(f"bad hello reply {hello!r:.80}")
         boot_id = str(hello.get("boot_id"))

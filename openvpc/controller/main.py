@@ -1,7 +1,9 @@
 """The controller's loop: every store revision is compiled for all nodes and published.
 
 Agents keep their state while the controller is away and resync when it is back, so stopping
-or restarting it never touches forwarding.
+or restarting it never touches forwarding. The nodes' secrets are read from the store with
+each revision, so a node registered (or a secret reissued) through the service layer is
+recognised without a restart.
 """
 
 import logging
@@ -10,12 +12,13 @@ import threading
 from collections.abc import Callable
 
 from openvpc.compiler.compile import compile_all
+from openvpc.credentials import CredentialError, read_secret_file
 from openvpc.model.nodeconfig import NodeConfig
 from openvpc.model.resources import Snapshot
-from openvpc.process import setup_logging, stop_on_signals
+from openvpc.process import private_umask, setup_logging, stop_on_signals
 from openvpc.service import Service
 from openvpc.southbound import wire
-from openvpc.southbound.server import SouthboundServer
+from openvpc.southbound.server import SouthboundServer, TlsFiles
 from openvpc.store import Store, StoreError
 
 log = logging.getLogger("openvpc.controller")
@@ -27,11 +30,20 @@ Compile = Callable[[Snapshot], dict[str, NodeConfig]]
 class Controller:
     """Owns the store, the service and the southbound server of one controller process."""
 
-    def __init__(self, db: str, listen: str, compile_fn: Compile = compile_all) -> None:
+    def __init__(
+        self,
+        db: str,
+        listen: str,
+        compile_fn: Compile = compile_all,
+        operator_secret: bytes | None = None,
+        tls: TlsFiles | None = None,
+    ) -> None:
         self.store = Store(db)
         self.service = Service(self.store)
         self.compile = compile_fn
-        self.server = SouthboundServer(listen, self.service.learn_address)
+        self.server = SouthboundServer(
+            listen, self.service.learn_address, operator_secret=operator_secret, tls=tls
+        )
         self.published: int | None = None  # the revision last compiled and handed out
         self.serving = threading.Event()  # set once listening with the first revision published
 
@@ -40,6 +52,7 @@ class Controller:
 
         A compiler failure is logged and the last good configs stay published.
         """
+        self.server.hub.set_credentials(self.service.node_secret_hashes())
         snapshot = self.service.snapshot()
         try:
             configs = self.compile(snapshot)
@@ -66,18 +79,30 @@ class Controller:
             log.info("controller stopped")
 
 
-def run_controller(db: str, listen: str, verbose: bool = False) -> int:
+def run_controller(
+    db: str,
+    listen: str,
+    verbose: bool = False,
+    operator_secret_file: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+) -> int:
     """The `openvpc controller` command: 0 after SIGTERM/SIGINT, 1 when it cannot start."""
     setup_logging(verbose)
+    private_umask()
     stop = threading.Event()
     stop_on_signals(stop)
     try:
         wire.grpc_target(listen)
-    except ValueError as e:
+        operator = read_secret_file(operator_secret_file) if operator_secret_file else None
+        tls = _tls_files(tls_cert, tls_key)
+    except (ValueError, OSError) as e:  # CredentialError is a ValueError
         log.error("controller: %s", e)
         return 1
+    if operator is None:
+        log.warning("no --operator-secret-file: Status calls are refused")
     try:
-        controller = Controller(db, listen)
+        controller = Controller(db, listen, operator_secret=operator, tls=tls)
     except (StoreError, OSError, sqlite3.Error) as e:
         log.error("controller: store %s: %s", db, e)
         return 1
@@ -87,3 +112,13 @@ def run_controller(db: str, listen: str, verbose: bool = False) -> int:
         log.error("controller: %s", e)
         return 1
     return 0
+
+
+def _tls_files(cert: str | None, key: str | None) -> TlsFiles | None:
+    """Both files or neither; read now so that a bad path stops the start."""
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise CredentialError("TLS needs both --tls-cert and --tls-key")
+    with open(cert, "rb") as c, open(key, "rb") as k:
+        return TlsFiles(c.read(), k.read())

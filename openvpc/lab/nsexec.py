@@ -1,11 +1,15 @@
 """Run a command inside a VM namespace the way `ip netns exec` does, in Python.
 
 The command gets a private mount (and UTS) namespace in which /etc/netns/<ns>/resolv.conf is
-bound over /etc/resolv.conf and /sys shows the VM's interfaces, then enters the network
-namespace and execs. A DHCP client's hook script therefore writes the VM's file, never the
-host's, and a hostname it sets stays private. unshare(CLONE_NEWNS) needs a single-threaded
-process, so from a library (which may run gRPC threads) this module re-executes itself as a
-small trampoline: `python -m openvpc.lab.nsexec NS -- CMD...`.
+bound over /etc/resolv.conf, /sys shows the VM's interfaces, and the control plane's
+directories (sockets, secrets, the store, state files) are covered by an empty tmpfs; then it
+enters the network namespace, gives up the capabilities that would reach past those mounts
+(mount, setns, ptrace of host processes through /proc, open by file handle, raw devices), and
+execs. A DHCP client's hook script therefore writes the VM's file, never the host's, a hostname
+it sets stays private, and root in a VM cannot read or reach what the lab keeps for itself.
+unshare(CLONE_NEWNS) needs a single-threaded process, so from a library (which may run gRPC
+threads) this module re-executes itself as a small trampoline:
+`python -m openvpc.lab.nsexec NS -- CMD...`.
 """
 
 import ctypes
@@ -16,9 +20,42 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from openvpc.lab.naming import NETNS_DIR
+from openvpc.lab.naming import NETNS_DIR, RUN_ROOT
 
 ETC_NETNS = Path("/etc/netns")
+# covered in every VM; inside a VM, RUN_ROOT is then a small private scratch directory
+HIDDEN = (RUN_ROOT, Path("/var/lib/openvpc"), Path("/etc/openvpc"))
+VM_SCRATCH = RUN_ROOT
+CAP_DAC_READ_SEARCH = 2
+CAP_SYS_MODULE = 16
+CAP_SYS_RAWIO = 17
+CAP_SYS_PTRACE = 19
+CAP_SYS_ADMIN = 21
+CAP_SYS_BOOT = 22
+CAP_MKNOD = 27
+CAP_SYSLOG = 34
+CAP_PERFMON = 38
+CAP_BPF = 39
+CAP_CHECKPOINT_RESTORE = 40
+# what would let root in a VM undo the mounts, enter the host's namespaces, read host
+# processes' files through /proc/<pid>/root, open files by handle, or read raw devices
+DROPPED_CAPS = (
+    CAP_DAC_READ_SEARCH,
+    CAP_SYS_MODULE,
+    CAP_SYS_RAWIO,
+    CAP_SYS_PTRACE,
+    CAP_SYS_ADMIN,
+    CAP_SYS_BOOT,
+    CAP_MKNOD,
+    CAP_SYSLOG,
+    CAP_PERFMON,
+    CAP_BPF,
+    CAP_CHECKPOINT_RESTORE,
+)
+PR_CAPBSET_DROP = 24
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWNET = 0x40000000
@@ -61,12 +98,31 @@ def enter(ns: str) -> None:
             _libc.mount(str(own).encode(), b"/etc/resolv.conf", None, MS_BIND, None),
             "bind resolv.conf",
         )
+        hide(HIDDEN)
         _check(_libc.setns(fd, CLONE_NEWNET), f"setns {ns}")
     finally:
         os.close(fd)
     # sysfs shows the namespace that mounted it; remount so /sys/class/net is the VM's
     if _libc.umount2(b"/sys", MNT_DETACH) == 0:
         _libc.mount(b"sysfs", b"/sys", b"sysfs", 0, None)
+    drop_capabilities(DROPPED_CAPS)
+
+
+def hide(directories: Sequence[Path]) -> None:
+    """Cover each existing directory with an empty tmpfs (in this mount namespace only)."""
+    flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+    for path in directories:
+        if path.is_dir():
+            rc = _libc.mount(b"tmpfs", str(path).encode(), b"tmpfs", flags, b"mode=0755,size=1m")
+            _check(rc, f"hide {path}")
+
+
+def drop_capabilities(caps: Sequence[int]) -> None:
+    """Remove `caps` from the bounding set: the command we exec (as root) never has them."""
+    for cap in caps:
+        if _libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 and ctypes.get_errno() != 22:
+            # EINVAL: a capability this kernel does not know, so nobody can hold it
+            _check(-1, f"drop capability {cap}")
 
 
 def command(ns: str, argv: Sequence[str]) -> list[str]:

@@ -1,6 +1,7 @@
 """The command lines of the lab's processes: one controller, and per compute node a vRouter and
-an agent inside the node's namespace, each with its socket, log and supervisor status file in
-the lab's state dir."""
+an agent inside the node's namespace, each with its socket, log, supervisor status file and
+secret in the lab's state dir (the node's secret for its vRouter and agent, the operator's for
+the controller)."""
 
 import sys
 from dataclasses import dataclass
@@ -44,6 +45,14 @@ def vrouter_socket(state_dir: Path, node: str) -> Path:
     return state_dir / f"vr-{node}.sock"
 
 
+def node_secret_file(state_dir: Path, node: str) -> Path:
+    return state_dir / f"node-{node}.secret"
+
+
+def operator_secret_file(state_dir: Path) -> Path:
+    return state_dir / "operator.secret"
+
+
 def controller_spec(state_dir: Path, openvpc: tuple[str, ...]) -> ProcessSpec:
     argv = (
         *openvpc,
@@ -52,6 +61,8 @@ def controller_spec(state_dir: Path, openvpc: tuple[str, ...]) -> ProcessSpec:
         str(state_dir / "openvpc.db"),
         "--listen",
         controller_target(state_dir),
+        "--operator-secret-file",
+        str(operator_secret_file(state_dir)),
     )
     return ProcessSpec(
         CONTROLLER,
@@ -65,7 +76,18 @@ def controller_spec(state_dir: Path, openvpc: tuple[str, ...]) -> ProcessSpec:
 
 def vrouter_spec(state_dir: Path, openvpc: tuple[str, ...], node: str, ns: str) -> ProcessSpec:
     sock = vrouter_socket(state_dir, node)
-    argv = (*openvpc, "vrouter", "--control", str(sock), "--fabric", FABRIC_IF, "--netns", ns)
+    argv = (
+        *openvpc,
+        "vrouter",
+        "--control",
+        str(sock),
+        "--fabric",
+        FABRIC_IF,
+        "--secret-file",
+        str(node_secret_file(state_dir, node)),
+        "--netns",
+        ns,
+    )
     log = str(state_dir / f"vrouter-{node}.log")
     return ProcessSpec(VROUTER, node, argv, log, str(sock), status_file(state_dir, VROUTER, node))
 
@@ -80,6 +102,8 @@ def agent_spec(state_dir: Path, openvpc: tuple[str, ...], node: str, ns: str) ->
         controller_target(state_dir),
         "--vrouter",
         str(vrouter_socket(state_dir, node)),
+        "--secret-file",
+        str(node_secret_file(state_dir, node)),
         "--netns",
         ns,
         "--state",

@@ -8,6 +8,8 @@ Everything `up` creates is recorded in /run/openvpc/<lab>/state.json the moment 
 `down` undoes those records, so `down` after a crash, a failed `up`, or a second `down` are all
 safe; then it sweeps by the lab's names for whatever a damaged or lost state file no longer
 records (after an intact one the sweep finds nothing).
+The state directory is root's only (0700): it holds the store, the sockets and the secrets,
+and VMs never see it (`nsexec`).
 """
 
 import logging
@@ -20,6 +22,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from openvpc.credentials import Credential, CredentialError, new_secret, read_secret_file
+from openvpc.credentials import write_secret_file as _write_secret
 from openvpc.lab import netns, nsexec, preflight, supervise, sweep, vms
 from openvpc.lab.naming import RUN_ROOT, STATE_FILE, check_name, state_dir, vm_netns
 from openvpc.lab.preflight import check_topology
@@ -31,7 +35,9 @@ from openvpc.lab.processes import (
     agent_spec,
     controller_spec,
     controller_target,
+    node_secret_file,
     openvpc_command,
+    operator_secret_file,
     vrouter_spec,
 )
 from openvpc.lab.state import (
@@ -199,9 +205,10 @@ def _up(
     sdir = state.path.parent
     first: list[Record] = []
     if not root.exists():
-        root.mkdir(parents=True)
+        root.mkdir(mode=0o700, parents=True)
         first.append({"kind": "dir", "path": str(root)})
-    sdir.mkdir()
+    sdir.mkdir(mode=0o700)
+    os.chmod(sdir, 0o700)  # whatever the umask
     first.append({"kind": "dir", "path": str(sdir), "tree": True})
     meta = {
         "name": name,
@@ -211,6 +218,7 @@ def _up(
         "controller": controller_target(sdir),
     }
     StateFile.create(state.path, meta, *first)
+    write_secret_file(state, operator_secret_file(sdir), new_secret())
     _build(topo, plan, state, progress)
     progress("processes: controller, then a vRouter and an agent per node")
     _run_processes(state, plan.nodes, root)
@@ -286,9 +294,21 @@ def _feed_store(
     state.add("file", path=str(db))
     store = Store(db)
     try:
-        return preflight.feed(Service(store), topo, nodes)
+        service = Service(store)
+        interfaces = preflight.feed(service, topo, nodes)
+        for p in nodes:
+            write_secret_file(
+                state, node_secret_file(sdir, p.node), service.issue_node_secret(p.node)
+            )
+        return interfaces
     finally:
         store.close()
+
+
+def write_secret_file(state: StateFile, path: Path, secret: bytes) -> None:
+    """A root-only secret file, recorded before it exists."""
+    state.add("file", path=str(path))
+    _write_secret(path, secret)
 
 
 def _store_revision(sdir: Path) -> int:
@@ -315,6 +335,8 @@ def _start(state: StateFile, spec: ProcessSpec) -> supervise.Started:
             status=spec.status,
         )
 
+    # the log is private like everything else in the state directory
+    os.close(os.open(spec.log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
     status_path = Path(spec.status) if spec.status else None
     started = supervise.spawn(spec.argv, Path(spec.log), record, _child_env(), status_path)
     if spec.socket is not None:
@@ -435,7 +457,9 @@ def status(name: str | None = None, root: Path = RUN_ROOT) -> LabStatus:
     except StateError as exc:
         raise LabError(f"lab {name}: {exc}") from exc
     processes = tuple(_process_status(r) for r in latest_processes(records).values())
-    revision, agents, error = _controller_status(meta["controller"])
+    revision, agents, error = _controller_status(
+        meta["controller"], operator_secret_file(Path(meta["state_dir"]))
+    )
     vm_list = []
     for r in of_kind(records, "vm"):
         ip = None
@@ -490,10 +514,16 @@ def _process_status(r: Record) -> ProcessStatus:
     )
 
 
-def _controller_status(target: str) -> tuple[int | None, tuple[AgentStatus, ...], str | None]:
+def _controller_status(
+    target: str, secret_file: Path
+) -> tuple[int | None, tuple[AgentStatus, ...], str | None]:
     from openvpc.southbound.client import SouthboundClient, SouthboundError
 
-    client = SouthboundClient(target, timeout=2.0)
+    try:
+        credential = Credential("operator", read_secret_file(secret_file))
+    except CredentialError as exc:
+        return None, (), str(exc)
+    client = SouthboundClient(target, timeout=2.0, credential=credential)
     try:
         body = client.status()
     except SouthboundError as exc:

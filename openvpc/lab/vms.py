@@ -1,5 +1,9 @@
 """VMs of the real lab: a namespace with a persistent TAP and its own resolv.conf, configured by
 a real DHCP client (dhclient) run once, whose daemon is then stopped so nothing is left running.
+
+The client keeps its lease and pid files in the VM's private scratch directory (the lab's own
+directory is hidden from VMs); its daemon is found by its network namespace, so nothing a VM
+writes can make the lab signal a process outside it.
 """
 
 import subprocess
@@ -42,9 +46,10 @@ def _mkdir(state: StateFile, path: Path) -> None:
 
 
 def _paths(state_dir: Path, vm: str) -> tuple[Path, Path, Path]:
+    """Lease and pid files (as the VM sees them: in its scratch tmpfs), and the log (ours)."""
     return (
-        state_dir / f"{vm}.leases",
-        state_dir / f"{vm}.pid",
+        nsexec.VM_SCRATCH / "dhclient.leases",
+        nsexec.VM_SCRATCH / "dhclient.pid",
         state_dir / f"dhclient-{vm}.log",
     )
 
@@ -54,8 +59,7 @@ def start_dhclient(
 ) -> "subprocess.Popen[bytes]":
     """`dhclient -1` in the VM: it exits once bound (or after giving up), leaving a daemon."""
     leases, pid_file, log = _paths(state_dir, vm)
-    for path in (leases, pid_file, log):
-        state.add("file", path=str(path))
+    state.add("file", path=str(log))
     argv = [
         "dhclient",
         "-1",
@@ -83,7 +87,7 @@ def finish_dhclient(
     deadline: float,
 ) -> Lease:
     """Wait (until `deadline`, monotonic) for the client, stop its daemon, read the address."""
-    _, pid_file, log = _paths(state_dir, vm)
+    _, _, log = _paths(state_dir, vm)
     detail = ""
     try:
         rc = proc.wait(timeout=max(0.0, deadline - time.monotonic()))
@@ -93,11 +97,8 @@ def finish_dhclient(
         proc.kill()
         proc.wait()
         detail = f"no lease before the deadline; see {log}"
-    daemon = supervise.read_pid_file(pid_file)
-    if daemon is not None:
-        started = supervise.start_time(daemon)
-        if started is not None:
-            supervise.stop(daemon, started)
+    # the daemon dhclient left, and anything else running inside the VM during `up`
+    supervise.stop_pids(netns.pids_in_netns(ns))
     addresses = netns.ipv4_addresses(ns, ifname)
     if not addresses:
         return Lease(vm, None, detail or f"no address on {ifname}; see {log}")

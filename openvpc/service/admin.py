@@ -1,4 +1,4 @@
-"""Operator calls: compute nodes, the fabric MTU and tenants."""
+"""Operator calls: compute nodes and their southbound secrets, the fabric MTU and tenants."""
 
 from openvpc.model.resources import ComputeNode, NodeAllocation, Tenant
 from openvpc.service.errors import ServiceError
@@ -29,6 +29,13 @@ def register_node(repo: Repo, name: str, fabric_ip: str) -> ComputeNode:
     if repo.get(NodeAllocation, name) is None:
         repo.put(NodeAllocation(name))
     return node
+
+
+def issue_node_secret(repo: Repo, name: str, secret_hash: str) -> None:
+    """Record the hash of a new secret for registered node `name` (the old one stops working)."""
+    if not isinstance(name, str) or repo.get(ComputeNode, name) is None:
+        raise ServiceError("InvalidParameterValue", f"Compute node '{name}' is not registered.")
+    repo.set_credential(name, secret_hash)
 
 
 def set_fabric_mtu(repo: Repo, mtu: int) -> None:

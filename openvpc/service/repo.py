@@ -46,6 +46,7 @@ _NOUNS: dict[type, str] = {
 }
 _COUNTER = "counter"
 _SETTING = "setting"
+_CREDENTIAL = "credential"
 ID_ATTEMPTS = 64
 
 
@@ -130,6 +131,13 @@ class Repo:
 
     def set_setting(self, name: str, value: int) -> None:
         self.tx.put(_SETTING, name, {"value": value})
+
+    def set_credential(self, node: str, secret_hash: str) -> None:
+        self.tx.put(_CREDENTIAL, node, {"sha256": secret_hash})
+
+    def credentials(self) -> dict[str, str]:
+        """Registered node -> SHA-256 of its southbound secret."""
+        return {d.id: str(d.body["sha256"]) for d in self.tx.list(_CREDENTIAL)}
 
     def new_id(self, prefix: str, cls: type) -> str:
         """An AWS-shaped id ("vpc-" + 17 hex digits), deterministic from a global counter."""

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
+from openvpc.credentials import new_secret, secret_hash
 from openvpc.model.resources import (
     AddressOwner,
     Association,
@@ -82,6 +83,19 @@ class Service:
     def register_node(self, name: str, fabric_ip: str) -> ComputeNode:
         with self._write() as repo:
             return admin.register_node(repo, name, fabric_ip)
+
+    def issue_node_secret(self, name: str) -> bytes:
+        """A new southbound secret for registered node `name`; only its hash is stored, so
+        this is the one time it can be read. Issuing again revokes the previous one."""
+        secret = new_secret()
+        with self._write() as repo:
+            admin.issue_node_secret(repo, name, secret_hash(secret))
+        return secret
+
+    def node_secret_hashes(self) -> dict[str, str]:
+        """Node -> SHA-256 of its current secret: what the southbound checks calls against."""
+        with self._read() as repo:
+            return repo.credentials()
 
     def set_fabric_mtu(self, mtu: int) -> None:
         with self._write() as repo:

@@ -11,6 +11,7 @@ from typing import Any
 
 import grpc
 
+from openvpc.credentials import Credential
 from openvpc.model.codec import from_dict
 from openvpc.model.nodeconfig import NodeConfig
 from openvpc.southbound import wire
@@ -68,10 +69,28 @@ def next_config(current: NodeConfig | None, body: wire.Body) -> NodeConfig:
 
 
 class SouthboundClient:
-    def __init__(self, target: str, timeout: float = 5.0) -> None:
+    """Calls on the controller with `credential` in every call's metadata. A TCP target that
+    is not loopback needs `tls_ca` (PEM): the secret never crosses a network in the clear."""
+
+    def __init__(
+        self,
+        target: str,
+        timeout: float = 5.0,
+        credential: Credential | None = None,
+        tls_ca: bytes | None = None,
+    ) -> None:
         self.target = target
         self.timeout = timeout
-        self._channel = grpc.insecure_channel(wire.grpc_target(target), options=CHANNEL_OPTIONS)
+        self.credential = credential
+        self._metadata = credential.metadata() if credential is not None else ()
+        address = wire.grpc_target(target)
+        if tls_ca is not None:
+            tls = grpc.ssl_channel_credentials(root_certificates=tls_ca)
+            self._channel = grpc.secure_channel(address, tls, options=CHANNEL_OPTIONS)
+        elif wire.is_local(target):
+            self._channel = grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+        else:
+            raise ValueError(f"{target} is not a loopback address: TLS is required (--tls-ca)")
         self._subscribe = self._channel.unary_stream(
             wire.method_path(wire.SUBSCRIBE),
             request_serializer=wire.encode,
@@ -87,7 +106,7 @@ class SouthboundClient:
         }
 
     def subscribe(self, node: str) -> Subscription:
-        return Subscription(self._subscribe({"node": node}))
+        return Subscription(self._subscribe({"node": node}, metadata=self._metadata))
 
     def ack(self, node: str, generation: int) -> None:
         self._call(wire.ACK, {"node": node, "generation": generation})
@@ -106,7 +125,9 @@ class SouthboundClient:
 
     def _call(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
         try:
-            reply: wire.Body = self._unary[method](body, timeout=self.timeout)
+            reply: wire.Body = self._unary[method](
+                body, timeout=self.timeout, metadata=self._metadata
+            )
         except grpc.RpcError as e:
             raise SouthboundError(f"{method}: {_describe(e)}") from e
         if isinstance(reply, wire.BadBody):

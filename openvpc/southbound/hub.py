@@ -1,16 +1,24 @@
 """The server's memory: the latest NodeConfig per node, who listens, and what each node acked.
 
 Thread-safe; Subscribe streams block in `next_config` until their node's config changes
-(compared without the generation) or the hub closes.
+(compared without the generation) or the hub closes. Only registered nodes (those with a
+credential) and compiled nodes ever get an entry: a name nobody registered costs nothing.
 """
 
 import dataclasses
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from openvpc.credentials import matches
 from openvpc.model.nodeconfig import NodeConfig
+
+MAX_SUBSCRIPTIONS = 2  # per node: the agent, and its successor while the old stream winds down
+
+
+class Refused(Exception):
+    """A subscription the hub does not take: an unregistered node, or too many streams."""
 
 
 @dataclass
@@ -30,9 +38,11 @@ def same_config(a: NodeConfig | None, b: NodeConfig | None) -> bool:
 
 
 class ConfigHub:
-    def __init__(self) -> None:
+    def __init__(self, max_subscriptions: int = MAX_SUBSCRIPTIONS) -> None:
         self._cond = threading.Condition()
         self._nodes: dict[str, _Node] = {}
+        self._credentials: dict[str, str] = {}  # node -> SHA-256 of its secret
+        self.max_subscriptions = max_subscriptions
         self._revision: int | None = None
         self._closed = False
 
@@ -65,9 +75,30 @@ class ConfigHub:
         with self._cond:
             return self._closed
 
-    def attach(self, name: str) -> None:
+    def set_credentials(self, hashes: Mapping[str, str]) -> None:
+        """The registered nodes and their secrets' hashes (from the store)."""
         with self._cond:
-            self._nodes.setdefault(name, _Node()).subscribers += 1
+            if hashes != self._credentials:
+                self._credentials = dict(hashes)
+                self._cond.notify_all()  # streams of a revoked secret end
+
+    def authenticate(self, name: str, secret: bytes) -> bool:
+        """Whether `secret` is registered node `name`'s."""
+        with self._cond:
+            expected = self._credentials.get(name)
+        return expected is not None and matches(secret, expected)
+
+    def attach(self, name: str) -> None:
+        """Count a stream of a registered node; raises Refused (remembering nothing)."""
+        with self._cond:
+            if name not in self._credentials:
+                raise Refused(f"node {name!r} is not registered")
+            node = self._nodes.get(name)
+            if node is not None and node.subscribers >= self.max_subscriptions:
+                raise Refused(f"node {name!r} already has {node.subscribers} subscriptions")
+            if node is None:
+                node = self._nodes[name] = _Node()
+            node.subscribers += 1
 
     def detach(self, name: str) -> None:
         with self._cond:
@@ -81,7 +112,9 @@ class ConfigHub:
         """The node's config once its version is past `seen`; None on timeout, on close, or
         once `alive()` turns false (checked whenever `wake` is called)."""
         with self._cond:
-            node = self._nodes.setdefault(name, _Node())
+            node = self._nodes.get(name)
+            if node is None:  # only attached nodes wait here
+                return None
             if node.config is None and self._revision is not None:
                 # a node the compiler has never heard of: nothing to run there
                 node.config = NodeConfig(node=name, generation=self._revision)
@@ -98,12 +131,21 @@ class ConfigHub:
 
     def mark_sent(self, name: str, generation: int) -> None:
         with self._cond:
-            self._nodes.setdefault(name, _Node()).generation_sent = generation
+            node = self._nodes.get(name)
+            if node is not None:
+                node.generation_sent = generation
 
-    def ack(self, name: str, generation: int) -> None:
+    def ack(self, name: str, generation: int) -> bool:
+        """Record a registered node's ack; False (nothing kept) for an unknown node."""
         with self._cond:
-            self._nodes.setdefault(name, _Node()).generation_acked = generation
+            node = self._nodes.get(name)
+            if node is None:
+                if name not in self._credentials:
+                    return False
+                node = self._nodes[name] = _Node()
+            node.generation_acked = generation
             self._cond.notify_all()
+            return True
 
     def close(self) -> None:
         """Wake every waiting stream so the server can stop."""

@@ -1,24 +1,35 @@
 """The controller's end of the southbound: a grpc server over a ConfigHub.
 
 Each Subscribe stream holds one worker thread while it is open, so the pool is sized for many
-nodes; Ack, Learn and Status are short unary calls.
+nodes; Ack, Learn and Status are short unary calls. Every call is authenticated from its
+metadata before anything is remembered: Subscribe, Ack and Learn by a registered node's secret
+(and only as that node), Status by the operator secret.
 """
 
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator
 from concurrent import futures
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NoReturn
 
 import grpc
 
+from openvpc.credentials import (
+    NODE_KEY,
+    OPERATOR_KEY,
+    SECRET_KEY,
+    parse_secret,
+    same_secret,
+)
 from openvpc.model.codec import to_dict
 from openvpc.model.nodeconfig import NodeConfig
 from openvpc.process import claim_socket_path
 from openvpc.southbound import wire
 from openvpc.southbound.delta import config_delta
-from openvpc.southbound.hub import ConfigHub
+from openvpc.southbound.hub import ConfigHub, Refused
 
 log = logging.getLogger("openvpc.southbound")
 
@@ -32,6 +43,15 @@ SERVER_OPTIONS = [
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
     ("grpc.http2.max_ping_strikes", 0),
 ]
+LOGGED_REFUSALS = 10  # then one line per 1000: a flood of bad calls must not flood the log
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class TlsFiles:
+    """The server's certificate chain and private key (PEM)."""
+
+    cert: bytes
+    key: bytes
 
 
 class SouthboundServer:
@@ -41,18 +61,35 @@ class SouthboundServer:
     config changed get it at once.
     """
 
-    def __init__(self, listen: str, learn: LearnFn, hub: ConfigHub | None = None) -> None:
+    def __init__(
+        self,
+        listen: str,
+        learn: LearnFn,
+        hub: ConfigHub | None = None,
+        operator_secret: bytes | None = None,
+        tls: TlsFiles | None = None,
+    ) -> None:
         self.listen = listen
         self.hub = hub or ConfigHub()
         self._learn = learn
+        self._operator = operator_secret
+        self._tls = tls
+        self._refusals = 0
+        self._refusals_lock = threading.Lock()
         self._socket_path = wire.unix_path(listen)
         self._server: grpc.Server | None = None
         self._bound = False
         self.port: int | None = None
 
     def start(self) -> None:
-        """Bind and serve; raises OSError if a live server already owns the unix socket."""
+        """Bind and serve; raises OSError if a live server already owns the unix socket, or
+        if a TCP address other than loopback is asked for without TLS."""
         target = wire.grpc_target(self.listen)
+        if self._tls is None and not wire.is_local(self.listen):
+            raise OSError(
+                f"{self.listen} is not a loopback address: TLS is required "
+                "(--tls-cert and --tls-key)"
+            )
         if self._socket_path is not None:
             claim_socket_path(self._socket_path, "controller")
         server = grpc.server(
@@ -62,7 +99,11 @@ class SouthboundServer:
         )
         server.add_generic_rpc_handlers((self._handlers(),))
         try:
-            port = server.add_insecure_port(target)
+            if self._tls is not None:
+                creds = grpc.ssl_server_credentials([(self._tls.key, self._tls.cert)])
+                port = server.add_secure_port(target, creds)
+            else:
+                port = server.add_insecure_port(target)
         except RuntimeError as e:
             raise OSError(f"cannot listen on {self.listen}: {e}") from e
         if port == 0:
@@ -71,6 +112,8 @@ class SouthboundServer:
         self.port = port if self._socket_path is None else None
         server.start()
         self._server = server
+        if self._socket_path is not None:
+            os.chmod(self._socket_path, 0o600)  # root only, whatever the umask was
         log.info("southbound listening on %s", self.listen)
 
     def publish(self, revision: int, configs: dict[str, NodeConfig]) -> list[str]:
@@ -112,18 +155,60 @@ class SouthboundServer:
             },
         )
 
+    @property
+    def refusals(self) -> int:
+        """Calls refused for their credentials since start."""
+        with self._refusals_lock:
+            return self._refusals
+
+    def _refuse(self, context: grpc.ServicerContext, code: grpc.StatusCode, why: str) -> NoReturn:
+        with self._refusals_lock:
+            self._refusals += 1
+            n = self._refusals
+        if n <= LOGGED_REFUSALS or n % 1000 == 0:
+            log.warning("refused call #%d: %s", n, why)
+        context.abort(code, why)
+
+    def _caller(self, request: wire.Body, context: grpc.ServicerContext) -> str:
+        """The node a call comes from, proven by its secret; the body must name that node."""
+        node = _metadata(context).get(NODE_KEY)
+        secret = _secret(context)
+        if not node or secret is None:
+            self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, "no node credential")
+        if not self.hub.authenticate(node, secret):
+            # the same answer for an unknown node and a wrong secret: names are not probed
+            self._refuse(context, grpc.StatusCode.UNAUTHENTICATED, "bad node credential")
+        claimed = _field(request, "node", str, context)
+        if claimed != node:
+            self._refuse(
+                context,
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"node {node} may not act as node {claimed:.64}",
+            )
+        return node
+
     def _subscribe(
         self, request: wire.Body, context: grpc.ServicerContext
     ) -> Iterator[dict[str, Any]]:
-        node = _field(request, "node", str, context)
-        self.hub.attach(node)
+        node = self._caller(request, context)
+        secret = _secret(context)
+        assert secret is not None  # _caller checked it
+
+        def valid() -> bool:
+            # a reissued secret ends the streams opened with the old one
+            return context.is_active() and self.hub.authenticate(node, secret)
+
+        try:
+            self.hub.attach(node)
+        except Refused as e:
+            self._refuse(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
         context.add_callback(self.hub.wake)
         log.info("node %s subscribed", node)
         try:
             seen = 0
             last: NodeConfig | None = None  # what this stream's subscriber holds
-            while context.is_active() and not self.hub.closed:
-                got = self.hub.next_config(node, seen, POLL, alive=context.is_active)
+            while valid() and not self.hub.closed:
+                got = self.hub.next_config(node, seen, POLL, alive=valid)
                 if got is None:
                     continue
                 seen, config = got
@@ -138,13 +223,13 @@ class SouthboundServer:
             log.info("node %s unsubscribed", node)
 
     def _ack(self, request: wire.Body, context: grpc.ServicerContext) -> dict[str, Any]:
-        node = _field(request, "node", str, context)
+        node = self._caller(request, context)
         generation = _field(request, "generation", int, context)
         self.hub.ack(node, generation)
         return {}
 
     def _learn_rpc(self, request: wire.Body, context: grpc.ServicerContext) -> dict[str, Any]:
-        node = _field(request, "node", str, context)
+        node = self._caller(request, context)
         interface_id = _field(request, "interface_id", str, context)
         ip = _field(request, "ip", str, context)
         try:
@@ -155,9 +240,22 @@ class SouthboundServer:
         return {"ok": bool(ok)}
 
     def _status(self, request: wire.Body, context: grpc.ServicerContext) -> dict[str, Any]:
+        secret = parse_secret(_metadata(context).get(OPERATOR_KEY))
+        if secret is None or self._operator is None or not same_secret(secret, self._operator):
+            self._refuse(
+                context, grpc.StatusCode.UNAUTHENTICATED, "Status needs the operator secret"
+            )
         if isinstance(request, wire.BadBody):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.why)
-        return self.hub.status()
+        return {**self.hub.status(), "refused_calls": self.refusals}
+
+
+def _metadata(context: grpc.ServicerContext) -> dict[str, str]:
+    return {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
+
+
+def _secret(context: grpc.ServicerContext) -> bytes | None:
+    return parse_secret(_metadata(context).get(SECRET_KEY))
 
 
 def _field(request: wire.Body, name: str, kind: type[Any], context: grpc.ServicerContext) -> Any:

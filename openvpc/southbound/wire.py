@@ -3,6 +3,7 @@
 Bodies are JSON objects (utf-8) carried by grpc's generic handlers, so no code generation.
 """
 
+import ipaddress
 import json
 from typing import Any
 
@@ -62,3 +63,18 @@ def unix_path(target: str) -> str | None:
     path = target[len("unix:") :]
     # grpc also accepts unix:///abs/path
     return "/" + path.lstrip("/") if path.startswith("//") else path
+
+
+def is_local(target: str) -> bool:
+    """Whether `target` never leaves the host: a unix socket or a loopback TCP address (where
+    plaintext is acceptable; anything else needs TLS)."""
+    if unix_path(target) is not None:
+        return True
+    grpc_target(target)  # raises on a malformed target
+    host = target[len("tcp:") :].rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name may resolve anywhere

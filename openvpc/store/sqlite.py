@@ -1,7 +1,9 @@
 """A revisioned document store on one SQLite file in WAL mode. Threads of a process share
-one connection under a lock; other processes open their own Store on the same file."""
+one connection under a lock; other processes open their own Store on the same file. The file
+is its owner's only (0600); SQLite gives its -wal and -shm files the same mode."""
 
 import json
+import os
 import re
 import sqlite3
 import threading
@@ -159,6 +161,27 @@ class Transaction:
         self._open = False
 
 
+def _make_private(path: Path) -> None:
+    """Create the database file 0600 (before SQLite creates it with the umask's mode), or
+    tighten one of ours that is open to others."""
+    if str(path) == ":memory:":
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        st = os.fstat(fd)
+        if st.st_mode & 0o077 and st.st_uid == os.geteuid():
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm"):
+        extra = Path(f"{path}{suffix}")
+        try:
+            if extra.stat().st_mode & 0o077 and extra.stat().st_uid == os.geteuid():
+                extra.chmod(0o600)
+        except FileNotFoundError:
+            pass
+
+
 class Store:
     """Documents in one SQLite file; `transaction()` is the only way to read or write them."""
 
@@ -166,6 +189,7 @@ class Store:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._owner: int | None = None  # thread inside a transaction: nesting would deadlock
+        _make_private(self.path)
         self._conn: sqlite3.Connection | None = sqlite3.connect(
             self.path,
             timeout=BUSY_TIMEOUT_S,

@@ -3,9 +3,12 @@
 A stream unix socket carries frames of `length (4 bytes, big endian) | type (1 byte) | body`.
 Type J is a JSON object: requests carry "id" and "op", replies echo "id" with "ok" and either
 "result" or "error". Type P is a packet in the agent-header format of `punt.py`: punted frames
-from the vRouter, INJECT frames from the agent. Requests:
+from the vRouter, INJECT frames from the agent. The first request must be a hello with the node
+secret; an observer (role "observer") may then only hello, dump, show and stats. Requests:
 
-  hello                         -> {"boot_id": str, "generation": int | None}
+  hello {"role": "agent" | "observer", "secret": hex}
+                                -> {"boot_id": str, "generation": int | None, "role": str,
+                                    "refused": connections refused since start}
   batch {"ops": [...], "generation": int | None}
         each op {"op": "set", "kind": K, "obj": {...}} or {"op": "delete", "kind": K, "key": str}
         applied in order; the generation is recorded once all applied -> {"applied": n}
@@ -31,6 +34,9 @@ FRAME_HDR = struct.Struct("!IB")
 TYPE_JSON = 0x4A
 TYPE_PACKET = 0x50
 MAX_FRAME = 16 * 1024 * 1024
+ROLE_AGENT = "agent"
+ROLE_OBSERVER = "observer"
+OBSERVER_OPS = frozenset({"hello", "dump", "show", "stats"})  # reads only: never a table write
 
 
 class ControlError(Exception):
@@ -105,6 +111,10 @@ class ControlClient:
         if not reply.get("ok"):
             raise ControlError(str(reply.get("error", "refused")))
         return reply.get("result")
+
+    def hello(self, secret: bytes, role: str = ROLE_AGENT) -> Any:
+        """The first request on a connection: prove the node secret, take `role`."""
+        return self.request("hello", role=role, secret=secret.hex())
 
     def send_packet(self, data: bytes) -> None:
         self._send(encode_frame(TYPE_PACKET, data))

@@ -14,13 +14,16 @@ import time
 import uuid
 from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 from pyroute2 import netns as pyroute2_netns
 
+from openvpc.credentials import CredentialError, read_secret_file
 from openvpc.model.nodeconfig import PortConfig
 from openvpc.packet.errors import Malformed
-from openvpc.vrouter.channel import AgentChannel, ChannelError
-from openvpc.vrouter.control import TYPE_JSON, TYPE_PACKET
+from openvpc.process import private_umask
+from openvpc.vrouter.channel import AgentChannel, ChannelError, Peer, Refusal
+from openvpc.vrouter.control import OBSERVER_OPS, ROLE_AGENT, TYPE_JSON, TYPE_PACKET
 from openvpc.vrouter.drops import Drop
 from openvpc.vrouter.gso import coalesce, ethernet_l3
 from openvpc.vrouter.handler import ControlHandler
@@ -90,7 +93,11 @@ class Vrouter:
     """Everything one vRouter process owns; `run` until SIGTERM/SIGINT, then `close`."""
 
     def __init__(
-        self, control_path: str, fabric_ifname: str, limits: NodeLimits = DEFAULT_LIMITS
+        self,
+        control_path: str,
+        fabric_ifname: str,
+        secret: bytes,
+        limits: NodeLimits = DEFAULT_LIMITS,
     ) -> None:
         link = fabric_link(fabric_ifname)
         self.stopping = False
@@ -104,13 +111,12 @@ class Vrouter:
         self.boot_id = uuid.uuid4().hex
         self.taps = Taps(self)
         self.handler = ControlHandler(self.programmer, self.boot_id, self.taps)
-        self._agent_mask = 0
         self._wake_r, self._wake_w = socket.socketpair()
         self.fabric: FabricPorts | None = None
         self.channel: AgentChannel | None = None
         try:
             self.fabric = FabricPorts(link)
-            self.channel = AgentChannel(control_path, on_drop=self._agent_gone)
+            self.channel = AgentChannel(control_path, secret, on_drop=self._peer_gone)
         except BaseException:
             self.close()
             raise
@@ -155,6 +161,8 @@ class Vrouter:
                     except Exception:  # a bug must not stop forwarding: count, log, go on
                         self._internal_error()
                 if self.now >= next_age:
+                    if self.channel is not None:
+                        self.channel.expire(self.now)
                     self.tables.expire(self.now)
                     self.send(retry_pending(self.tables))
                     next_age = self.now + AGE_INTERVAL
@@ -325,61 +333,91 @@ class Vrouter:
             self.tables.count_drop(Drop.AGENT_BACKLOG, agent)
         self._agent_interest()
 
-    # -- the agent ----------------------------------------------------------------------------
+    # -- the agent and observers -------------------------------------------------------------
     def _on_listener(self, mask: int) -> None:
         assert self.channel is not None
-        conn = self.channel.accept()
-        if conn is not None:
-            self._agent_mask = selectors.EVENT_READ
-            self.sel.register(conn, self._agent_mask, self._on_agent)
-            log.info("agent connected")
+        peer = self.channel.accept(self.now)
+        if peer is not None:
+            peer.mask = selectors.EVENT_READ
+            self.sel.register(peer.sock, peer.mask, lambda m: self._on_peer(peer, m))
 
-    def _agent_gone(self, conn: socket.socket) -> None:
-        self.unwatch(conn)
-        self._agent_mask = 0
-        log.info("agent disconnected")
+    def _peer_gone(self, peer: Peer) -> None:
+        self.unwatch(peer.sock)
+        if peer.role is not None:
+            log.info("%s disconnected", peer.role)
 
     def _agent_interest(self) -> None:
-        """Wait for writability only while replies or punts are queued."""
         channel = self.channel
-        if channel is None or channel.conn is None:
-            return
-        mask = selectors.EVENT_READ | (selectors.EVENT_WRITE if channel.wants_write else 0)
-        if mask != self._agent_mask:
-            self.sel.modify(channel.conn, mask, self._on_agent)
-            self._agent_mask = mask
+        if channel is not None and channel.agent is not None:
+            self._interest(channel.agent)
 
-    def _on_agent(self, mask: int) -> None:
+    def _interest(self, peer: Peer) -> None:
+        """Wait for writability only while replies or punts are queued."""
+        if self.channel is None or peer not in self.channel.peers:
+            return
+        mask = selectors.EVENT_READ | (selectors.EVENT_WRITE if peer.out else 0)
+        if mask != peer.mask:
+            self.sel.modify(peer.sock, mask, lambda m: self._on_peer(peer, m))
+            peer.mask = mask
+
+    def _on_peer(self, peer: Peer, mask: int) -> None:
         channel = self.channel
         assert channel is not None
         if mask & selectors.EVENT_WRITE:
-            channel.flush()
-        if mask & selectors.EVENT_READ and channel.conn is not None:
-            frames = channel.read()
+            channel.flush(peer)
+        if mask & selectors.EVENT_READ and peer in channel.peers:
+            frames = channel.read(peer)
             if frames is None:
-                channel.drop()
+                channel.drop(peer)
                 return
             for kind, body in frames:
+                if peer not in channel.peers:
+                    return  # refused, or replaced by a newer agent
                 if kind == TYPE_JSON:
-                    self._request(body)
-                elif kind == TYPE_PACKET:
+                    self._request(peer, body)
+                elif kind == TYPE_PACKET and peer.role == ROLE_AGENT:
                     self.send(process(self.tables, body, AGENT_VIF, self.now))
+                elif peer.role is None:
+                    channel.drop(peer)  # no hello yet: nothing else is heard
+                    return
                 else:
                     self.tables.count_drop(Drop.FROM_AGENT_INVALID, None)
-        self._agent_interest()
+        self._interest(peer)
 
-    def _request(self, body: bytes) -> None:
+    def _request(self, peer: Peer, body: bytes) -> None:
+        """Answer one request of `peer`; a connection's first must be an accepted hello."""
         assert self.channel is not None
+        emits: list[Emit] = []
         try:
             request = json.loads(body)
         except ValueError:
-            reply: dict[str, object] = {"id": None, "ok": False, "error": "request is not JSON"}
-            emits: list[Emit] = []
+            request = None
+        rid = request.get("id") if isinstance(request, dict) else None
+        op = request.get("op") if isinstance(request, dict) else None
+        reply: dict[str, Any]
+        if peer.role is None:
+            try:
+                role = self.channel.hello(peer, request)
+            except Refusal as e:
+                reply = {"id": rid, "ok": False, "error": f"refused: {e}"}
+                self.channel.send_to(peer, TYPE_JSON, _encode(reply))
+                self.channel.drop(peer)
+                return
+            log.info("%s connected (pid %d)", role, peer.pid)
+            reply, _ = self.handler.handle({"id": rid, "op": "hello"}, self.now)
+        elif request is None:
+            reply = {"id": None, "ok": False, "error": "request is not JSON"}
+        elif peer.role != ROLE_AGENT and op not in OBSERVER_OPS:
+            reply = {"id": rid, "ok": False, "error": f"an observer may not {str(op)[:32]}"}
         else:
             reply, emits = self.handler.handle(request, self.now)
             if not reply["ok"]:
                 log.warning("request refused: %s", reply["error"])
-        self.channel.send(TYPE_JSON, json.dumps(reply, separators=(",", ":")).encode())
+        if op == "hello" and reply["ok"]:
+            # who we think the caller is, and how many strangers were turned away
+            extra = {"role": peer.role, "refused": self.channel.refused}
+            reply = {**reply, "result": {**reply["result"], **extra}}
+        self.channel.send_to(peer, TYPE_JSON, _encode(reply))
         self.send(emits)
 
     # -- shutdown ----------------------------------------------------------------------------
@@ -394,8 +432,16 @@ class Vrouter:
         self.sel.close()
 
 
+def _encode(reply: dict[str, Any]) -> bytes:
+    return json.dumps(reply, separators=(",", ":")).encode()
+
+
 def serve(
-    control: str, fabric: str, netns: str | None = None, limits: NodeLimits = DEFAULT_LIMITS
+    control: str,
+    fabric: str,
+    secret_file: str,
+    netns: str | None = None,
+    limits: NodeLimits = DEFAULT_LIMITS,
 ) -> int:
     """The `openvpc vrouter` command: 0 after a clean stop, 1 when the setup fails."""
     vrouter: Vrouter | None = None
@@ -410,14 +456,16 @@ def serve(
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
+    private_umask()
     try:
+        secret = read_secret_file(secret_file)
         if netns is not None:
             try:
                 pyroute2_netns.setns(netns, flags=0)
             except OSError as e:
                 raise PortError(f"cannot enter network namespace {netns!r}: {e}") from e
-        vrouter = Vrouter(control, fabric, limits)
-    except (ChannelError, OSError) as e:
+        vrouter = Vrouter(control, fabric, secret, limits)
+    except (ChannelError, CredentialError, OSError) as e:
         log.error("vrouter: %s", e)
         return 1
     vrouter.stopping = stop_early

@@ -22,6 +22,7 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import ARP, Ether
 
 from openvpc.compiler.compile import compile_all
+from openvpc.credentials import Credential, new_secret, write_secret_file
 from openvpc.lab import netns
 from openvpc.lab.processes import openvpc_command
 from openvpc.model.codec import to_dict
@@ -49,6 +50,8 @@ class Node:
     vm_ns: dict[str, str]
     vm_ip: dict[str, str]
     subnet: str
+    secret: bytes  # node1's, issued at its registration
+    operator: bytes
     procs: dict[str, "subprocess.Popen[bytes]"] = field(default_factory=dict)
 
     @property
@@ -61,13 +64,16 @@ class Node:
 
     def argv(self, role: str) -> list[str]:
         base = list(openvpc_command())
+        secret, operator = str(self.tmp / "node1.secret"), str(self.tmp / "operator.secret")
         if role == "controller":
-            return [*base, "controller", "--db", str(self.tmp / "ov.db"), "--listen", self.sb]
+            return [*base, "controller", "--db", str(self.tmp / "ov.db"), "--listen", self.sb,
+                    "--operator-secret-file", operator]  # fmt: skip
         if role == "vrouter":
             return [*base, "vrouter", "--control", str(self.vr_sock), "--fabric", "fab0",
-                    "--netns", self.node_ns]  # fmt: skip
+                    "--netns", self.node_ns, "--secret-file", secret]  # fmt: skip
         return [*base, "agent", "--node", "node1", "--controller", self.sb,
-                "--vrouter", str(self.vr_sock), "--netns", self.node_ns]  # fmt: skip
+                "--vrouter", str(self.vr_sock), "--netns", self.node_ns,
+                "--secret-file", secret]  # fmt: skip
 
     def start(self, role: str) -> "subprocess.Popen[bytes]":
         log = open(self.tmp / f"{role}.log", "ab")  # noqa: SIM115 - the child keeps it
@@ -106,7 +112,9 @@ class Node:
         return subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
 
     def status(self) -> dict[str, Any]:
-        client = SouthboundClient(self.sb, timeout=2.0)
+        client = SouthboundClient(
+            self.sb, timeout=2.0, credential=Credential("operator", self.operator)
+        )
         try:
             return client.status()
         finally:
@@ -135,10 +143,10 @@ class Node:
         raise AssertionError(f"revision {revision} not applied; status {st}")
 
     def vrouter_view(self) -> tuple[dict[str, object], str]:
-        """The vRouter's dump and table text, read over its control channel (no agent on it)."""
-        assert "agent" not in self.procs, "the vRouter serves one agent: stop it first"
+        """The vRouter's dump and table text, read by an observer on its control channel."""
         vr = ControlClient(str(self.vr_sock), lambda _: None)
         try:
+            vr.hello(self.secret, "observer")
             return vr.request("dump"), vr.request("show")["text"]
         finally:
             vr.close()
@@ -166,6 +174,9 @@ def node(tmp_path: Path, host_snapshot: HostSnapshot) -> Iterator[Node]:
         netns.add_address(node_ns, "fab0", f"{FABRIC_IP}/24")
         service = Service(store)
         service.register_node("node1", FABRIC_IP)
+        secret, operator = service.issue_node_secret("node1"), new_secret()
+        write_secret_file(tmp_path / "node1.secret", secret)
+        write_secret_file(tmp_path / "operator.secret", operator)
         service.create_tenant("red")
         vpc = service.create_vpc("red", "prod", "10.0.0.0/16")
         web = service.create_subnet("red", vpc.id, "web", "10.0.1.0/24")
@@ -181,7 +192,7 @@ def node(tmp_path: Path, host_snapshot: HostSnapshot) -> Iterator[Node]:
                 netns.add_tap(ns, "eth0", eni.mac)
                 netns.add_address(ns, "eth0", f"{eni.ip}/24")
                 vm_ip[vm] = eni.ip
-        n = Node(prefix, tmp_path, service, store, node_ns, vm_ns, vm_ip, web.id)
+        n = Node(prefix, tmp_path, service, store, node_ns, vm_ns, vm_ip, web.id, secret, operator)
         n.start("controller")
         n.start("vrouter")
         n.start("agent")

@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 from conftest import LabFactory, LabHandle
 
+from openvpc.credentials import read_secret_file
 from openvpc.lab import nsexec
-from openvpc.lab.processes import vrouter_socket
-from openvpc.vrouter.control import ControlClient, ControlError
+from openvpc.lab.processes import node_secret_file, vrouter_socket
+from openvpc.vrouter.control import ROLE_OBSERVER, ControlClient
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")
 
@@ -140,30 +141,18 @@ FAIRNESS_DROPS = ("flow_hold_limit", "punt_rate_limited", "flow_vrf_quota_exceed
 
 
 def vrouter_stats(h: LabHandle, node: str) -> dict[str, Any]:
-    """The vRouter's counters (the `stats` op) read over its control channel.
-
-    The channel serves one client, so this displaces the agent for a moment (it reconnects
-    and resyncs, and may displace us first: hence the retries). Once the channel admits a
-    read-only observer, this is the one place to change."""
-    path = vrouter_socket(Path(h.status().state_dir), node)
-    error: Exception | None = None
-    for _ in range(10):
-        try:
-            client = ControlClient(str(path), lambda _: None, timeout=5.0)
-        except OSError as e:
-            error = e
-            continue
-        try:
-            result = client.request("stats")
-            if not isinstance(result, dict):
-                raise AssertionError(f"stats reply is not an object: {result!r:.80}")
-            stats: dict[str, Any] = result
-            return stats
-        except ControlError as e:
-            error = e
-        finally:
-            client.close()
-    raise AssertionError(f"no stats from the vRouter of {node}: {error}")
+    """The vRouter's counters (the `stats` op), read by an observer on its control channel
+    with the node's secret (an observer never displaces the agent)."""
+    state_dir = Path(h.status().state_dir)
+    client = ControlClient(str(vrouter_socket(state_dir, node)), lambda _: None, timeout=5.0)
+    try:
+        client.hello(read_secret_file(node_secret_file(state_dir, node)), ROLE_OBSERVER)
+        result = client.request("stats")
+    finally:
+        client.close()
+    if not isinstance(result, dict):
+        raise AssertionError(f"stats reply is not an object: {result!r:.80}")
+    return result
 
 
 def delta(before: dict[str, Any], after: dict[str, Any], reason: str) -> int:

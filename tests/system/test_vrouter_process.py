@@ -1,8 +1,9 @@
 """The `openvpc vrouter` process with real TAPs, a veth fabric and the control channel.
 
-The test plays the agent: it programs the vRouter with `ControlClient`, and VMs (namespaces
-holding persistent TAPs, addressed statically) exchange real pings and TCP between them, on one
-node and across two nodes over each encapsulation.
+The test plays the agent: it programs the vRouter with `ControlClient` (from the node's network
+namespace, with the node secret, as the channel demands), and VMs (namespaces holding persistent
+TAPs, addressed statically) exchange real pings and TCP between them, on one node and across
+two nodes over each encapsulation.
 """
 
 import dataclasses
@@ -20,8 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from pyroute2.netns import popns, pushns
 from scapy.layers.l2 import ARP, Ether
 
+from openvpc.credentials import new_secret, write_secret_file
 from openvpc.model.codec import to_dict
 from openvpc.model.nodeconfig import (
     EncapName,
@@ -118,12 +121,23 @@ class Vrouter:
     proc: "subprocess.Popen[bytes]"
     control: Path
     log: Path
+    node_ns: str
+    secret: bytes
     punts: "queue.Queue[bytes]" = field(default_factory=queue.Queue)
     clients: list[ControlClient] = field(default_factory=list)
 
-    def connect(self) -> ControlClient:
-        client = ControlClient(str(self.control), self.punts.put, timeout=10.0)
-        self.clients.append(client)
+    def connect(self, role: str = "agent") -> ControlClient:
+        """A client that said hello: the agent from the node's namespace, as the real one
+        runs; an observer from here (observers may be anywhere on the host)."""
+        if role == "agent":
+            pushns(self.node_ns)  # the vRouter checks the peer process's namespace
+        try:
+            client = ControlClient(str(self.control), self.punts.put, timeout=10.0)
+            self.clients.append(client)
+            client.hello(self.secret, role)
+        finally:
+            if role == "agent":
+                popns()
         return client
 
     def stop(self) -> int:
@@ -180,11 +194,13 @@ class Lab:
     def vrouter(self, node_ns: str, fabric: str) -> Vrouter:
         control = self.tmp / f"vr-{node_ns}.sock"
         log = self.tmp / f"vr-{node_ns}.log"
+        secret, secret_file = new_secret(), self.tmp / f"vr-{node_ns}.secret"
+        write_secret_file(secret_file, secret)
         argv = [str(OPENVPC), "vrouter", "--control", str(control)]
-        argv += ["--fabric", fabric, "--netns", node_ns]
+        argv += ["--fabric", fabric, "--netns", node_ns, "--secret-file", str(secret_file)]
         with log.open("wb") as err:
             proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
-        vrouter = Vrouter(proc, control, log)
+        vrouter = Vrouter(proc, control, log, node_ns, secret)
         self.vrouters.append(vrouter)
         deadline = time.monotonic() + 15
         while not control.exists():
@@ -335,15 +351,34 @@ def test_control_channel_dump_errors_and_punts(vlab: Lab) -> None:
 def test_agent_comes_and_goes_while_forwarding_continues(vlab: Lab) -> None:
     n = one_node(vlab)
     boot_id = n.client.request("hello")["boot_id"]
-    # a framing error drops that connection only
+    # a framing error drops that connection only, and displaces nobody
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as bogus:
         bogus.settimeout(5)
         bogus.connect(str(n.vrouter.control))
         bogus.sendall(b"\xff\xff\xff\xff\x4a")
         assert bogus.recv(16) == b""
-    # a new agent replaces the old one
-    assert n.client.closed.wait(5)
+    assert n.client.request("hello")["boot_id"] == boot_id
+    # neither a wrong secret nor the right one from outside the node's namespace displaces it
+    impostor = ControlClient(str(n.vrouter.control), lambda _: None, timeout=5.0)
+    with pytest.raises(ControlError, match="bad node secret"):
+        impostor.hello(new_secret())
+    assert impostor.closed.wait(5)
+    outsider = ControlClient(str(n.vrouter.control), lambda _: None, timeout=5.0)
+    with pytest.raises(ControlError, match="network namespace"):
+        outsider.hello(n.vrouter.secret)  # this test process is in the host's namespace
+    assert outsider.closed.wait(5)
+    assert not n.client.closed.is_set()
+    # an observer reads, and only reads, next to the agent
+    observer = n.vrouter.connect("observer")
+    assert observer.request("dump")["generation"] == 7
+    for op, fields in (("batch", {"ops": [], "generation": 99}), ("flow", {})):
+        with pytest.raises(ControlError, match="observer may not"):
+            observer.request(op, **fields)
+    assert observer.request("hello")["generation"] == 7
+    assert not n.client.closed.is_set() and n.vm1.ping(n.vm2.ip)
+    # a new agent that proves itself replaces the old one
     second = n.vrouter.connect()
+    assert n.client.closed.wait(5)
     assert second.request("hello")["boot_id"] == boot_id
     third = n.vrouter.connect()
     assert second.closed.wait(5)
@@ -351,9 +386,8 @@ def test_agent_comes_and_goes_while_forwarding_continues(vlab: Lab) -> None:
     # no agent at all: forwarding goes on, punts are counted as drops
     assert n.vm1.ping(n.vm2.ip)
     assert not n.vm1.ping("10.0.1.98", count=1)
-    fourth = n.vrouter.connect()
-    assert "agent_disconnected" in fourth.request("show")["text"]
-    fourth.close()
+    assert "agent_disconnected" in observer.request("show")["text"]
+    observer.close()
     # SIGTERM: exit 0, socket file removed (checked again by the fixture)
     assert n.vrouter.stop() == 0
     assert not n.vrouter.control.exists()

@@ -18,12 +18,14 @@ from openvpc.agent.desired import Desired
 from openvpc.agent.punt_worker import PuntWorker
 from openvpc.agent.reporter import Reporter
 from openvpc.agent.state_file import AgentState
+from openvpc.credentials import Credential, new_secret, secret_hash
 from openvpc.model.nodeconfig import NodeConfig
 from openvpc.southbound.client import SouthboundClient
 from openvpc.southbound.server import SouthboundServer
 from openvpc.vrouter.punt import Punt
 
 WAIT = 5.0
+SECRET = new_secret()
 
 
 class Controller:
@@ -32,6 +34,7 @@ class Controller:
     def __init__(self) -> None:
         self.learned: list[tuple[str, str, str]] = []
         self.server = SouthboundServer("tcp:127.0.0.1:0", self._learn)
+        self.server.hub.set_credentials({"node1": secret_hash(SECRET)})
 
     def _learn(self, node: str, interface_id: str, ip: str) -> bool:
         self.learned.append((node, interface_id, ip))
@@ -51,7 +54,9 @@ def controller() -> Iterator[Controller]:
 @pytest.fixture
 def reporter(controller: Controller) -> Iterator[Reporter]:
     stop = threading.Event()
-    client = SouthboundClient(f"tcp:127.0.0.1:{controller.server.port}")
+    client = SouthboundClient(
+        f"tcp:127.0.0.1:{controller.server.port}", credential=Credential("node", SECRET, "node1")
+    )
     rep = Reporter(client, "node1", stop)
     thread = threading.Thread(target=rep.run)
     thread.start()

@@ -15,12 +15,14 @@ from agent_setup import CONFIG, PORT1, VIP
 from openvpc.agent.desired import Desired
 from openvpc.agent.reporter import Reporter
 from openvpc.agent.state_file import MAX_PENDING_LEARNS, AgentState
+from openvpc.credentials import Credential, new_secret, secret_hash
 from openvpc.model.codec import to_dict
 from openvpc.southbound.client import SouthboundClient
 from openvpc.southbound.server import SouthboundServer
 
 WAIT = 10.0
 OTHER_IP = "10.0.1.101"
+SECRET = new_secret()
 
 
 def _until(check: object, what: str) -> None:
@@ -111,6 +113,7 @@ class Controller:
         self.learned: list[tuple[str, str]] = []
         self.answer = answer
         self.server = SouthboundServer(f"tcp:127.0.0.1:{port}", self._learn)
+        self.server.hub.set_credentials({"node1": secret_hash(SECRET)})
         self.server.start()
         assert self.server.port is not None
         self.port: int = self.server.port
@@ -137,7 +140,8 @@ def _reporter(
     state: AgentState,
     running: list[tuple[Reporter, threading.Thread, SouthboundClient]],
 ) -> Reporter:
-    client = SouthboundClient(f"tcp:127.0.0.1:{port}", timeout=1.0)
+    credential = Credential("node", SECRET, "node1")
+    client = SouthboundClient(f"tcp:127.0.0.1:{port}", timeout=1.0, credential=credential)
     rep = Reporter(client, "node1", threading.Event(), state)
     thread = threading.Thread(target=rep.run, daemon=True)
     thread.start()

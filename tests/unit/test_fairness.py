@@ -312,7 +312,8 @@ def test_the_vrouter_command_refuses_bad_limits_before_starting(
 
     from openvpc.cli import app
 
-    argv = ["vrouter", "--control", "/nonexistent/vr.sock", "--fabric", "nothing", option, value]
+    argv = ["vrouter", "--control", "/nonexistent/vr.sock", "--fabric", "nothing"]
+    argv += ["--secret-file", "/nonexistent/node.secret", option, value]
     result = CliRunner().invoke(app, argv)
     assert result.exit_code == 2
     assert words in " ".join(result.output.split())

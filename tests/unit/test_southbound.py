@@ -14,6 +14,7 @@ import pytest
 
 from openvpc.compiler.compile import compile_all
 from openvpc.controller.main import Controller
+from openvpc.credentials import Credential, new_secret, secret_hash
 from openvpc.model.nodeconfig import DnsRecord, NodeConfig
 from openvpc.service import Service
 from openvpc.southbound import wire
@@ -35,6 +36,18 @@ class World:
     web: str  # subnet id of red's web subnet
     vm1_eni: str
     vm2_eni: str
+    secrets: dict[str, bytes]  # node -> its southbound secret
+    operator_secret: bytes
+
+    def node(self, name: str, target: str | None = None) -> SouthboundClient:
+        """A client holding node `name`'s credential."""
+        credential = Credential("node", self.secrets[name], name)
+        return SouthboundClient(target or self.listen, credential=credential)
+
+    def operator(self) -> SouthboundClient:
+        return SouthboundClient(
+            self.listen, credential=Credential("operator", self.operator_secret)
+        )
 
 
 @pytest.fixture
@@ -53,9 +66,20 @@ def world(tmp_path: Path) -> Iterator[World]:
     _, eni2 = service.run_instance(
         "red", web.id, "vm2", "node1", "ov-t-vm2", allowed_addresses=["10.0.1.100"]
     )
+    secrets = {n: service.issue_node_secret(n) for n in ("node1", "node2")}
     sock = tmp_path / "sb.sock"
     try:
-        yield World(tmp_path / "ov.db", f"unix:{sock}", sock, service, web.id, eni1.id, eni2.id)
+        yield World(
+            tmp_path / "ov.db",
+            f"unix:{sock}",
+            sock,
+            service,
+            web.id,
+            eni1.id,
+            eni2.id,
+            secrets,
+            new_secret(),
+        )
     finally:
         store.close()
 
@@ -64,7 +88,9 @@ class RunningController:
     """A Controller on its own thread, stopped (and its thread joined) by `stop`."""
 
     def __init__(self, world: World) -> None:
-        self.controller = Controller(str(world.db), world.listen)
+        self.controller = Controller(
+            str(world.db), world.listen, operator_secret=world.operator_secret
+        )
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self.controller.run, args=(self.stop_event,))
         self.thread.start()
@@ -88,8 +114,8 @@ def controller(world: World) -> Iterator[RunningController]:
 class Subscriber:
     """A Follower on its own thread; every config it receives lands in `configs`."""
 
-    def __init__(self, target: str, node: str) -> None:
-        self.client = SouthboundClient(target)
+    def __init__(self, world: World, node: str) -> None:
+        self.client = world.node(node)
         self.configs: queue.Queue[NodeConfig] = queue.Queue()
         self.follower = Follower(self.client, node, self.configs.put, Backoff(0.05, 0.2))
         self.thread = threading.Thread(target=self.follower.run)
@@ -110,8 +136,8 @@ def subscribe(world: World) -> Iterator[type[Subscriber]]:
     made: list[Subscriber] = []
 
     class Tracked(Subscriber):
-        def __init__(self, target: str, node: str) -> None:
-            super().__init__(target, node)
+        def __init__(self, world: World, node: str) -> None:
+            super().__init__(world, node)
             made.append(self)
 
     try:
@@ -172,7 +198,9 @@ def test_hub_reports_only_nodes_whose_config_changed() -> None:
     got = hub.next_config("b", 0, 0.1)
     assert got is not None and got[1] == NodeConfig("b", 4)
     assert hub.next_config("b", got[0], 0.05) is None  # nothing newer: times out
-    # a node nobody compiled is told it hosts nothing
+    # a registered node nobody compiled is told it hosts nothing
+    hub.set_credentials({"c": secret_hash(b"c" * 32)})
+    hub.attach("c")
     unknown = hub.next_config("c", 0, 0.1)
     assert unknown is not None and unknown[1] == NodeConfig("c", 5)
 
@@ -183,21 +211,21 @@ def test_hub_reports_only_nodes_whose_config_changed() -> None:
 def test_subscribe_gets_the_compiled_config_at_once(
     world: World, controller: RunningController, subscribe: type[Subscriber]
 ) -> None:
-    sub = subscribe(world.listen, "node1")
+    sub = subscribe(world, "node1")
     first = sub.next()
     expected = compile_all(world.service.snapshot())["node1"]
     assert first == expected
     assert first.generation == world.service.revision()
     assert len(first.ports) == 2
-    other = subscribe(world.listen, "node2").next()
+    other = subscribe(world, "node2").next()
     assert other.ports == () and other.node == "node2"
 
 
 def test_a_change_reaches_only_the_nodes_it_affects(
     world: World, controller: RunningController, subscribe: type[Subscriber]
 ) -> None:
-    sub1 = subscribe(world.listen, "node1")
-    sub2 = subscribe(world.listen, "node2")
+    sub1 = subscribe(world, "node1")
+    sub2 = subscribe(world, "node2")
     before1, before2 = sub1.next(), sub2.next()
     # blue's VM on node2 changes nothing on node1
     blue = world.service.create_vpc("blue", "dev", "10.0.0.0/16")
@@ -208,7 +236,7 @@ def test_a_change_reaches_only_the_nodes_it_affects(
     assert after2.generation == revision > before2.generation
     assert [p.name for p in after2.ports] == ["b1"]
     assert after2 == compile_all(world.service.snapshot())["node2"]
-    client = SouthboundClient(world.listen)
+    client = world.operator()
     try:
         assert client.status()["revision"] == revision
         assert status_of(client, "node1")["generation_sent"] == before1.generation
@@ -226,29 +254,30 @@ def test_a_change_reaches_only_the_nodes_it_affects(
 def test_acks_and_connections_show_in_status(
     world: World, controller: RunningController, subscribe: type[Subscriber]
 ) -> None:
-    client = SouthboundClient(world.listen)
+    client, node1_client = world.operator(), world.node("node1")
     try:
-        sub = subscribe(world.listen, "node1")
+        sub = subscribe(world, "node1")
         config = sub.next()
         wait_until(lambda: status_of(client, "node1")["connected"] is True)
         node1 = status_of(client, "node1")
         assert node1["generation_acked"] is None
         assert node1["generation_sent"] == node1["generation"] == config.generation
-        client.ack("node1", config.generation)
+        node1_client.ack("node1", config.generation)
         assert status_of(client, "node1")["generation_acked"] == config.generation
         assert status_of(client, "node2")["connected"] is False
         sub.close()
         wait_until(lambda: status_of(client, "node1")["connected"] is False)
     finally:
         client.close()
+        node1_client.close()
 
 
 def test_learn_moves_an_allowed_address_and_refuses_others(
     world: World, controller: RunningController, subscribe: type[Subscriber]
 ) -> None:
-    sub = subscribe(world.listen, "node1")
+    sub = subscribe(world, "node1")
     sub.next()
-    client = SouthboundClient(world.listen)
+    client, node2 = world.node("node1"), world.node("node2")
     try:
         assert client.learn("node1", world.vm2_eni, "10.0.1.100") == (True, None)
         moved = sub.next()
@@ -257,28 +286,36 @@ def test_learn_moves_an_allowed_address_and_refuses_others(
         nh = next(n for n in moved.nexthops if n.key == vip[0].nh)
         assert nh.vif == vm2_vif
         assert client.learn("node1", world.vm2_eni, "10.0.1.101") == (False, None)
-        assert client.learn("node2", world.vm1_eni, "10.0.1.100") == (False, None)
+        assert node2.learn("node2", world.vm1_eni, "10.0.1.100") == (False, None)
+        with pytest.raises(SouthboundError, match="PERMISSION_DENIED"):
+            client.learn("node2", world.vm1_eni, "10.0.1.100")  # only as itself
         with pytest.raises(SouthboundError, match="INVALID_ARGUMENT"):
             client.learn("node1", world.vm1_eni, 5)  # type: ignore[arg-type]
     finally:
         client.close()
+        node2.close()
 
 
 def test_malformed_requests_are_refused(world: World, controller: RunningController) -> None:
     channel = grpc.insecure_channel(world.listen)
+    metadata = Credential("node", world.secrets["node1"], "node1").metadata()
     try:
         raw = channel.unary_unary(wire.method_path(wire.ACK), None, None)
         with pytest.raises(grpc.RpcError) as e:
-            raw(b"\xff not json", timeout=WAIT)
+            raw(b"\xff not json", timeout=WAIT, metadata=metadata)
         assert e.value.code() is grpc.StatusCode.INVALID_ARGUMENT
         stream = channel.unary_stream(wire.method_path(wire.SUBSCRIBE), None, None)
         with pytest.raises(grpc.RpcError) as e:
-            list(stream(b'{"node": 3}', timeout=WAIT))
+            list(stream(b'{"node": 3}', timeout=WAIT, metadata=metadata))
         assert e.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        # without a credential, a malformed body is not even looked at
+        with pytest.raises(grpc.RpcError) as e:
+            raw(b"\xff not json", timeout=WAIT)
+        assert e.value.code() is grpc.StatusCode.UNAUTHENTICATED
     finally:
         channel.close()
     # the server is still there
-    client = SouthboundClient(world.listen)
+    client = world.operator()
     try:
         assert client.status()["revision"] == world.service.revision()
     finally:
@@ -288,7 +325,7 @@ def test_malformed_requests_are_refused(world: World, controller: RunningControl
 def test_a_restarted_controller_is_resubscribed(world: World, subscribe: type[Subscriber]) -> None:
     first = RunningController(world)
     try:
-        sub = subscribe(world.listen, "node1")
+        sub = subscribe(world, "node1")
         config = sub.next()
     finally:
         first.stop()
@@ -308,11 +345,14 @@ def test_a_restarted_controller_is_resubscribed(world: World, subscribe: type[Su
 
 def test_tcp_listen_on_an_ephemeral_port() -> None:
     server = SouthboundServer("tcp:127.0.0.1:0", lambda node, eni, ip: False)
+    secret = new_secret()
+    server.hub.set_credentials({"n1": secret_hash(secret)})
     server.start()
     try:
         assert server.port
         server.publish(3, {"n1": NodeConfig("n1", 3)})
-        client = SouthboundClient(f"tcp:127.0.0.1:{server.port}")
+        credential = Credential("node", secret, "n1")
+        client = SouthboundClient(f"tcp:127.0.0.1:{server.port}", credential=credential)
         try:
             assert next(iter(client.subscribe("n1"))) == NodeConfig("n1", 3)
             assert client.learn("n1", "eni-1", "10.0.0.9") == (False, None)
@@ -328,7 +368,7 @@ def test_a_stale_socket_file_is_replaced_but_a_live_server_is_not(world: World) 
     leftover.close()  # a crashed server leaves the file behind
     running = RunningController(world)
     try:
-        client = SouthboundClient(world.listen)
+        client = world.operator()
         try:
             wait_until(lambda: _answers(client))
         finally:
@@ -358,7 +398,11 @@ def test_after_the_whole_config_a_stream_carries_only_changes(
             wire.method_path(wire.SUBSCRIBE),
             request_serializer=wire.encode,
             response_deserializer=wire.decode,
-        )({"node": "node1"}, timeout=WAIT * 2)
+        )(
+            {"node": "node1"},
+            timeout=WAIT * 2,
+            metadata=Credential("node", world.secrets["node1"], "node1").metadata(),
+        )
         stream = iter(call)
         first = next(stream)
         assert isinstance(first, dict) and set(first) == {"config"}

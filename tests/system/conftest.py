@@ -41,6 +41,29 @@ def unique_name(prefix: str = "t") -> str:
     return f"{prefix}{uuid.uuid4().hex[:8]}"
 
 
+# two nodes, a VM on each in one subnet: the smallest lab that crosses the underlay
+TINY: dict[str, Any] = {
+    "underlay": "l3",
+    "nodes": ["a", "b"],
+    "tenants": [
+        {
+            "name": "red",
+            "vpcs": [
+                {
+                    "name": "prod",
+                    "cidr": "10.0.0.0/16",
+                    "subnets": [{"name": "web", "cidr": "10.0.1.0/24"}],
+                    "vms": [
+                        {"name": "v1", "subnet": "web", "node": "a"},
+                        {"name": "v2", "subnet": "web", "node": "b"},
+                    ],
+                }
+            ],
+        }
+    ],
+}
+
+
 @dataclass(frozen=True)
 class HostSnapshot:
     """What the host shows of our kinds of things; compared before `up` and after `down`."""

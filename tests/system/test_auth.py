@@ -16,7 +16,7 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import LabFactory, LabHandle
+from conftest import TINY, LabFactory, LabHandle
 from pyroute2.netns import popns, pushns
 
 from openvpc.credentials import Credential, new_secret, read_secret_file
@@ -25,26 +25,6 @@ from openvpc.southbound import wire
 from openvpc.southbound.client import SouthboundClient, SouthboundError
 from openvpc.vrouter.control import ControlClient, ControlError
 
-TINY: dict[str, Any] = {
-    "underlay": "l3",
-    "nodes": ["a", "b"],
-    "tenants": [
-        {
-            "name": "red",
-            "vpcs": [
-                {
-                    "name": "prod",
-                    "cidr": "10.0.0.0/16",
-                    "subnets": [{"name": "web", "cidr": "10.0.1.0/24"}],
-                    "vms": [
-                        {"name": "v1", "subnet": "web", "node": "a"},
-                        {"name": "v2", "subnet": "web", "node": "b"},
-                    ],
-                }
-            ],
-        }
-    ],
-}
 INVENTED = 1000
 
 # run as root inside a VM: every way at the control plane, each outcome as an errno name

@@ -10,33 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from conftest import HostSnapshot, LabFactory, LabHandle, unique_name
+from conftest import TINY, HostSnapshot, LabFactory, LabHandle, unique_name
 
 from openvpc.lab import netns, real
 from openvpc.lab.naming import RUN_ROOT, underlay_netns
 from openvpc.lab.processes import openvpc_command
 
 NODES_ONLY: dict[str, Any] = {"nodes": ["a", "b", "c"], "tenants": []}
-TINY: dict[str, Any] = {
-    "underlay": "l3",
-    "nodes": ["a", "b"],
-    "tenants": [
-        {
-            "name": "red",
-            "vpcs": [
-                {
-                    "name": "prod",
-                    "cidr": "10.0.0.0/16",
-                    "subnets": [{"name": "web", "cidr": "10.0.1.0/24"}],
-                    "vms": [
-                        {"name": "v1", "subnet": "web", "node": "a"},
-                        {"name": "v2", "subnet": "web", "node": "b"},
-                    ],
-                }
-            ],
-        }
-    ],
-}
 
 
 def _fabric_pings(h: LabHandle, mtu: int) -> None:

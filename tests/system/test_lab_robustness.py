@@ -13,32 +13,14 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import LabFactory, unique_name
+from conftest import TINY, LabFactory, unique_name
 
 from openvpc.lab import netns, nsexec, real
 from openvpc.lab.naming import RUN_ROOT, STATE_FILE, state_dir
 from openvpc.lab.nsexec import ETC_NETNS
 from openvpc.lab.processes import openvpc_command
 
-SMALL: dict[str, Any] = {
-    "nodes": ["a", "b"],
-    "tenants": [
-        {
-            "name": "red",
-            "vpcs": [
-                {
-                    "name": "prod",
-                    "cidr": "10.0.0.0/16",
-                    "subnets": [{"name": "web", "cidr": "10.0.1.0/24"}],
-                    "vms": [
-                        {"name": "v1", "subnet": "web", "node": "a"},
-                        {"name": "v2", "subnet": "web", "node": "b"},
-                    ],
-                }
-            ],
-        }
-    ],
-}
+SMALL: dict[str, Any] = {**TINY, "underlay": "l2"}
 
 
 def remains(name: str) -> list[str]:

@@ -330,52 +330,6 @@ def test_ecmp_spreads_flows_over_both_spines(world: World) -> None:
     assert min(delta) > 500, delta
 
 
-def _ping_loss(world: World, action: "Any", count: int = 40) -> int:
-    ping = world.popen(
-        "x1", ["ping", "-n", "-i", "0.1", "-c", str(count), "-W", "1", world.ip("x2")]
-    )
-    time.sleep(1.0)
-    action()
-    out, _ = ping.communicate(timeout=count * 0.1 + 20)
-    received = int(re.search(r"(\d+) received", out).group(1))  # type: ignore[union-attr]
-    return count - received
-
-
-def test_agent_kill9_loses_at_most_one_reply(world: World) -> None:
-    if world.underlay != "l3":
-        pytest.skip("once is enough")
-    try:
-        assert _ping_loss(world, lambda: world.lab.kill("agent", "node1")) <= 1
-    finally:
-        world.lab.start("agent", "node1")
-        world.lab.wait_in_sync()
-
-
-def test_controller_restart_loses_nothing(world: World) -> None:
-    if world.underlay != "l3":
-        pytest.skip("once is enough")
-
-    def bounce() -> None:
-        world.lab.kill("controller")
-        time.sleep(0.5)
-        world.lab.start("controller")
-
-    assert _ping_loss(world, bounce) == 0
-    world.lab.wait_in_sync()
-
-
-def test_vrouter_restart_restores_forwarding(world: World) -> None:
-    """Its supervisor restarts it (how fast is a benchmark matter, not an assertion)."""
-    if world.underlay != "l3":
-        pytest.skip("once is enough")
-    world.lab.kill("vrouter", "node2")
-    world.lab.start("vrouter", "node2")
-    deadline = time.monotonic() + 10
-    while not world.lab.ping("x1", world.ip("x2"), wait=0.2):
-        assert time.monotonic() < deadline, "forwarding did not come back"
-    world.lab.wait_in_sync()
-
-
 def test_moved_vip_is_reachable_at_its_new_place(world: World) -> None:
     if world.underlay != "l3":
         pytest.skip("once is enough")

@@ -9,7 +9,6 @@ expired packets are exercised too.
 
 import random
 import struct
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -411,7 +410,6 @@ def test_fuzz_the_pipeline() -> None:
     seeds = all_seeds()
     ledger = Ledger()
     now = 0.0
-    started = time.monotonic()
     for i in range(FRAMES):
         r = rng.random()
         if r < 0.05:
@@ -425,7 +423,6 @@ def test_fuzz_the_pipeline() -> None:
         if i % 250 == 249:
             agent_pass(t, rng, now, ledger)
             check_shares(t)
-    elapsed = time.monotonic() - started
 
     assert not ledger.unexplained[:5], f"{len(ledger.unexplained)} frames vanished"
     assert (
@@ -439,4 +436,3 @@ def test_fuzz_the_pipeline() -> None:
     # the run went everywhere it should have
     assert min(ledger.forwarded, ledger.dropped, ledger.queued, ledger.absorbed) > 0
     assert len([r for r, n in t.drops.items() if n]) >= 30, sorted(t.drops)
-    assert elapsed < 60

@@ -22,7 +22,7 @@ from scapy.layers.l2 import Ether
 from openvpc.compiler.compile import compile_all
 from openvpc.credentials import read_secret_file
 from openvpc.lab import netns, vms
-from openvpc.lab.naming import STATE_FILE, vm_netns
+from openvpc.lab.naming import STATE_FILE, state_dir, vm_netns
 from openvpc.lab.processes import node_secret_file, vrouter_socket
 from openvpc.lab.real import ProcessStatus
 from openvpc.lab.state import StateFile
@@ -70,7 +70,7 @@ def _service(h: LabHandle) -> Iterator[Service]:
 
 
 def _state_dir(h: LabHandle) -> Path:
-    return Path(h.status().state_dir)
+    return state_dir(h.name)  # no status call: it works while the controller is held down
 
 
 def _config(h: LabHandle) -> NodeConfig:
@@ -167,6 +167,9 @@ def test_dhcp_discover_is_answered_by_the_agent_through_the_vrouter(lab: LabFact
 def test_vrouter_holds_exactly_the_compiled_config_and_a_new_agent_adopts_it(
     lab: LabFactory,
 ) -> None:
+    """Read by an observer while no agent runs, the vRouter holds node a's compiled objects
+    and generation; a new agent rewrites none of it, adds a VM in one batch, and leaves the
+    flows, next hops and vif counters as they were."""
     h = lab(ONE_NODE, dhcp=False)
     config = _config(h)
     ips = _static_addresses(h, config)

@@ -1,6 +1,7 @@
 """The agent's threads without a vRouter: the punt queue, the desired config, the reporter.
 
-The whole agent process, with a vRouter and a controller, is in tests/system/test_agent_process.
+The whole agent process, with a vRouter and a controller, is in tests/system/test_agent_process
+and test_supervision (crashes, restarts, the controller away).
 """
 
 import threading

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from openvpc.jsonfile import PRIVATE, write_text_atomic
+
 SECRET_BYTES = 32
 MAX_FILE = 4096
 # grpc metadata keys (lower case) carrying a caller's credential
@@ -73,18 +75,7 @@ def parse_secret(text: str | None) -> bytes | None:
 
 def write_secret_file(path: Path, secret: bytes) -> None:
     """Write `secret` (hex) to a new root-only file through a rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            os.fchmod(f.fileno(), 0o600)
-            f.write(secret.hex() + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, secret.hex() + "\n", PRIVATE)
 
 
 def read_secret_file(path: str | Path) -> bytes:

@@ -20,12 +20,18 @@ class JsonFileError(ValueError):
 
 def write_atomic(path: Path, data: Any, mode: int = PRIVATE, indent: int | None = None) -> None:
     """Write `data` as JSON to `path` through a temporary file and a rename, then fsync."""
+    text = json.dumps(data, indent=indent, separators=None if indent else (",", ":"))
+    write_text_atomic(path, text, mode)
+
+
+def write_text_atomic(path: Path, text: str, mode: int = PRIVATE) -> None:
+    """Write `text` to `path` (mode `mode`) through a temporary file and a rename, then fsync."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         with os.fdopen(fd, "w") as f:
             os.fchmod(f.fileno(), mode)  # O_CREAT's mode only applies to a new file
-            json.dump(data, f, indent=indent, separators=None if indent else (",", ":"))
+            f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -65,13 +71,13 @@ def loads_bounded(text: str, max_depth: int = MAX_DEPTH, what: str = "document")
         raise JsonFileError(f"{what} is not valid JSON: {exc}") from None
 
 
-def deepest(text: str) -> int:
-    """How deeply arrays and objects nest in JSON `text` (brackets inside strings ignored).
-
-    It stops counting once past any sane bound, so a hostile file costs one pass."""
+def deepest(text: str, start: int = 0) -> int:
+    """How deeply arrays and objects nest in the JSON value at `start` of `text` (brackets
+    inside strings ignored); one pass that ends where that value's brackets close."""
     depth = deepest_seen = 0
     in_string = escaped = False
-    for ch in text:
+    for i in range(start, len(text)):
+        ch = text[i]
         if in_string:
             if escaped:
                 escaped = False
@@ -87,4 +93,6 @@ def deepest(text: str) -> int:
                 deepest_seen = depth
         elif ch in "]}":
             depth -= 1
+            if depth <= 0:
+                break
     return deepest_seen

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from openvpc.jsonfile import MAX_DEPTH, JsonFileError, loads_bounded, write_atomic
+from openvpc.jsonfile import MAX_DEPTH, JsonFileError, deepest, loads_bounded, write_atomic
 
 Record = dict[str, Any]
 # what `down` undoes, in this order: stop what runs, then remove devices, namespaces, files
@@ -124,7 +124,7 @@ def salvage(text: str) -> list[Record]:
         if pos >= len(text) or text[pos] != "{":
             return found
         # bound the nesting raw_decode will recurse into, as loads_bounded does
-        if _nesting(text, pos) > MAX_DEPTH:
+        if deepest(text, pos) > MAX_DEPTH:
             return found
         try:
             record, pos = decoder.raw_decode(text, pos)
@@ -132,31 +132,6 @@ def salvage(text: str) -> list[Record]:
             return found
         if isinstance(record, dict) and isinstance(record.get("kind"), str):
             found.append(record)
-
-
-def _nesting(text: str, pos: int) -> int:
-    """How deeply the object starting at `pos` nests (scanning to its closing brace)."""
-    depth = deepest_seen = 0
-    in_string = escaped = False
-    for i in range(pos, len(text)):
-        ch = text[i]
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            deepest_seen = max(deepest_seen, depth)
-        elif ch in "]}":
-            depth -= 1
-            if depth == 0:
-                break
-    return deepest_seen
 
 
 def of_kind(records: list[Record], kind: str) -> list[Record]:

@@ -266,5 +266,75 @@ def agent(
     )
 
 
+node_app = typer.Typer(help="Compute nodes: operator commands on the controller host.")
+app.add_typer(node_app, name="node")
+
+
+def _service_errors() -> tuple[type[Exception], ...]:
+    from openvpc.service import ServiceError
+    from openvpc.store import StoreError
+
+    return (ServiceError, StoreError, OSError)
+
+
+@node_app.command("register")
+def node_register(
+    name: str = typer.Argument(..., help="the node's name (its agent runs with --node NAME)"),
+    fabric_ip: str = typer.Argument(..., help="the node's underlay address"),
+    db: str = typer.Option(..., "--db", help="the controller's store (SQLite file)"),
+    secret_file: str = typer.Option(
+        ..., "--secret-file", help="where to write the node's secret (0600), for its daemons"
+    ),
+) -> None:
+    """Register a compute node and issue its southbound secret (give the file to its agent
+    and vRouter as --secret-file)."""
+    _issue(db, name, secret_file, fabric_ip)
+
+
+@node_app.command("reissue")
+def node_reissue(
+    name: str = typer.Argument(..., help="a registered node's name"),
+    db: str = typer.Option(..., "--db", help="the controller's store (SQLite file)"),
+    secret_file: str = typer.Option(..., "--secret-file", help="where to write the new secret"),
+) -> None:
+    """Issue a node a new secret: the old one stops working at once (its streams end)."""
+    _issue(db, name, secret_file, None)
+
+
+def _issue(db: str, name: str, secret_file: str, fabric_ip: str | None) -> None:
+    from pathlib import Path
+
+    from openvpc.credentials import write_secret_file
+    from openvpc.service import Service
+    from openvpc.store import Store
+
+    try:
+        store = Store(Path(db))
+        try:
+            service = Service(store)
+            if fabric_ip is not None:
+                service.register_node(name, fabric_ip)
+            write_secret_file(Path(secret_file), service.issue_node_secret(name))
+        finally:
+            store.close()
+    except _service_errors() as exc:
+        Console(stderr=True).print(f"node {name}: {exc}", style="red", markup=False)
+        raise typer.Exit(1) from None
+    Console().print(f"node {name}: secret written to {secret_file}", markup=False)
+
+
+@app.command("secret")
+def secret(
+    file: str = typer.Argument(..., help="where to write a new random secret (0600)"),
+) -> None:
+    """Write a new random secret, e.g. the operator's for `openvpc controller
+    --operator-secret-file`."""
+    from pathlib import Path
+
+    from openvpc.credentials import new_secret, write_secret_file
+
+    write_secret_file(Path(file), new_secret())
+
+
 def main() -> None:
     app()

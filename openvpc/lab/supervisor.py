@@ -18,6 +18,7 @@ from typing import NoReturn
 
 from openvpc.jsonfile import write_atomic
 from openvpc.lab.restarts import RestartPolicy
+from openvpc.lab.supervise import start_time
 
 HANDLED = {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2}
 STOP_GRACE = 3.0  # seconds the daemon gets between SIGTERM and SIGKILL when we stop
@@ -38,15 +39,6 @@ class _Daemon:
 
 def _log(message: str) -> None:
     print(f"{time.strftime('%Y-%m-%d %H:%M:%S')} supervisor {os.getpid()}: {message}", flush=True)
-
-
-def _start_time(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return None
-    return int(stat[stat.rfind(")") + 2 :].split()[19])
 
 
 def _describe(status: int) -> str:
@@ -154,7 +146,7 @@ class Supervisor:
             return
         if pid == 0:  # the daemon-to-be: never returns
             _exec_daemon(self.argv, parent)
-        d.pid, d.start, d.started_at = pid, _start_time(pid), time.monotonic()
+        d.pid, d.start, d.started_at = pid, start_time(pid), time.monotonic()
         if d.restarts:
             _log(f"{self.argv[0]} restarted as pid {pid} (restart {d.restarts})")
         self._publish()

@@ -688,14 +688,21 @@ def down(
         _guarded(_undo, step)
     if sdir.exists() and problem is None:
         shutil.rmtree(sdir, ignore_errors=True)
+    _remove_dirs(steps)  # before the sweep, which would otherwise report them as unrecorded
     others = [lab for lab in labs(root) if lab != name]
     swept = sweep.sweep(name, sdir, others)
     for line in swept.lines():
         report(f"lab {name}: removed {line}, which its state did not record")
+    if swept.found():
+        _remove_dirs(steps)  # parents the sweep has just emptied
+    return bool(records) or problem is not None or swept.found()
+
+
+def _remove_dirs(steps: list[Record]) -> None:
+    """The recorded directories that were not trees, if they are empty (newest first)."""
     for step in steps:
         if step["kind"] == "dir" and not step.get("tree"):
             _guarded(lambda s: _rmdir(Path(s["path"])), step)
-    return bool(records) or problem is not None or swept.found()
 
 
 def _guarded(fn: Callable[[Record], None], step: Record) -> None:

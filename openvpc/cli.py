@@ -185,8 +185,11 @@ def vrouter(
         ..., "--secret-file", help="the node's secret (0600): its agent must prove it"
     ),
     netns: str | None = typer.Option(None, "--netns", help="network namespace to run in"),
-    flow_capacity: int = typer.Option(
-        limits.DEFAULT_FLOW_CAPACITY, "--flow-capacity", help="flow entries on this node"
+    flow_capacity: int | None = typer.Option(
+        None,
+        "--flow-capacity",
+        help="flow entries on this node (default: sized from its memory, "
+        f"{limits.MIN_FLOW_CAPACITY}-{limits.MAX_FLOW_CAPACITY})",
     ),
     vrf_flow_quota: int | None = typer.Option(
         None,
@@ -214,12 +217,28 @@ def vrouter(
 
     try:
         node_limits = limits.NodeLimits(
-            flow_capacity, vrf_flow_quota, vif_hold_limit, vif_punt_rate, vif_punt_burst
+            limits.flow_capacity_for(_memory_bytes()) if flow_capacity is None else flow_capacity,
+            vrf_flow_quota,
+            vif_hold_limit,
+            vif_punt_rate,
+            vif_punt_burst,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     raise typer.Exit(serve(control, fabric, secret_file, netns, node_limits))
+
+
+def _memory_bytes() -> int | None:
+    """The node's memory (MemTotal), None where /proc/meminfo does not say."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 @app.command()

@@ -8,6 +8,12 @@ from dataclasses import dataclass
 Source = tuple[int, int]
 
 DEFAULT_FLOW_CAPACITY = 65536  # about 32 MB of flow entries in the Python vRouter
+# sized for the node: a flow and its dict slot take about 512 bytes in the Python vRouter, and
+# the table may use a 64th of the node's memory, within these bounds
+FLOW_BYTES = 512
+FLOW_MEMORY_SHARE = 64
+MIN_FLOW_CAPACITY = 16384
+MAX_FLOW_CAPACITY = 1 << 20
 VRF_SHARE = 4  # by default a VRF may hold at most a quarter of the table
 DEFAULT_VIF_HOLD_LIMIT = 32  # first packets waiting for the agent, per source
 DEFAULT_VIF_PUNT_RATE = 200.0  # punts per second to the agent, per source
@@ -24,6 +30,14 @@ MAX_IP_LEN = 0xFFFF
 TCP_IP_HEADERS = 40  # IPv4 and TCP headers without options
 # what no segmentation anywhere exceeds: a 64 KB packet in minimum-MSS segments
 SEGMENT_CAP = -(-MAX_IP_LEN // MIN_MSS)
+
+
+def flow_capacity_for(memory_bytes: int | None) -> int:
+    """The default flow capacity of a node with `memory_bytes` of memory (None: unknown)."""
+    if memory_bytes is None:
+        return DEFAULT_FLOW_CAPACITY
+    fits = memory_bytes // FLOW_MEMORY_SHARE // FLOW_BYTES
+    return min(MAX_FLOW_CAPACITY, max(MIN_FLOW_CAPACITY, fits))
 
 
 def max_segments(mtu: int) -> int:

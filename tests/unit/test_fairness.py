@@ -32,11 +32,15 @@ from openvpc.vrouter.dump import stats
 from openvpc.vrouter.flow import FlowAction, FlowKey, FlowTable
 from openvpc.vrouter.gso import segment
 from openvpc.vrouter.limits import (
+    DEFAULT_FLOW_CAPACITY,
+    MAX_FLOW_CAPACITY,
     MAX_SEGMENTS,
+    MIN_FLOW_CAPACITY,
     MIN_MSS,
     SEGMENT_CAP,
     VRF_SHARE,
     NodeLimits,
+    flow_capacity_for,
     max_segments,
 )
 from openvpc.vrouter.nexthop import EncapNH
@@ -292,6 +296,15 @@ def test_no_segmentation_anywhere_makes_more_than_the_cap() -> None:
     assert len(segment(tcp_super(VM1, VM2.ip, bytes(SEGMENT_CAP)), 1)) == SEGMENT_CAP
     with pytest.raises(Malformed):
         segment_tcp4(tcp_super(VM1, VM2.ip, BIG), MIN_MSS - 1)
+
+
+def test_the_flow_table_is_sized_for_the_node() -> None:
+    gib = 1 << 30
+    assert flow_capacity_for(None) == DEFAULT_FLOW_CAPACITY
+    assert flow_capacity_for(gib // 4) == MIN_FLOW_CAPACITY  # a small node keeps a floor
+    assert flow_capacity_for(4 * gib) == 131072  # a 64th of 4 GiB at 512 bytes a flow
+    assert flow_capacity_for(24 * gib) == 786432
+    assert flow_capacity_for(1024 * gib) == MAX_FLOW_CAPACITY
 
 
 # -- the command line -----------------------------------------------------------------------

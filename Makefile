@@ -19,7 +19,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check openvpc tests bench
 	$(VENV)/bin/mypy
 
-# the real lab needs ping, iperf3, tshark, tcpdump, dhclient and ip (Debian packages)
+# the real lab needs ping, iperf3, tshark, tcpdump, dhclient and ip, the TLS test openssl (Debian packages)
 sysdeps:
 	bash .ci/sysdeps
 

@@ -355,5 +355,103 @@ def secret(
     write_secret_file(Path(file), new_secret())
 
 
+tenant_app = typer.Typer(
+    help="Tenants and their API access keys: operator commands on the controller host."
+)
+app.add_typer(tenant_app, name="tenant")
+
+
+@tenant_app.command("create")
+def tenant_create(
+    name: str = typer.Argument(..., help="the tenant's name"),
+    db: str = typer.Option(..., "--db", help="the controller's store (SQLite file)"),
+) -> None:
+    """Create a tenant if it does not exist and issue it a new access key; prints the key id
+    and its secret as lines of an AWS credentials file (the secret is shown only this once)."""
+    from pathlib import Path
+
+    from openvpc.service import Service
+    from openvpc.store import Store
+
+    try:
+        store = Store(Path(db))
+        try:
+            service = Service(store)
+            with service.batch():
+                if name not in {t.name for t in service.describe_tenants()}:
+                    service.create_tenant(name)
+                key_id, secret = service.create_tenant_key(name)
+        finally:
+            store.close()
+    except _service_errors() as exc:
+        Console(stderr=True).print(f"tenant {name}: {exc}", style="red", markup=False)
+        raise typer.Exit(1) from None
+    # plain print: the lines are for ~/.aws/credentials or `aws configure set`, unstyled
+    print(f"[{name}]")
+    print(f"aws_access_key_id = {key_id}")
+    print(f"aws_secret_access_key = {secret}")
+
+
+@tenant_app.command("list")
+def tenant_list(
+    name: str | None = typer.Argument(None, help="only this tenant"),
+    db: str = typer.Option(..., "--db", help="the controller's store (SQLite file)"),
+) -> None:
+    """Tenants and the ids of their access keys (never the secrets)."""
+    from pathlib import Path
+
+    from openvpc.service import Service
+    from openvpc.store import Store
+
+    try:
+        store = Store(Path(db))
+        try:
+            service = Service(store)
+            names = [t.name for t in service.describe_tenants() if name in (None, t.name)]
+            if name is not None and not names:
+                service.tenant_keys(name)  # raises: the tenant is not known
+            rows = [(n, service.tenant_keys(n)) for n in names]
+        finally:
+            store.close()
+    except _service_errors() as exc:
+        Console(stderr=True).print(f"tenant {name}: {exc}", style="red", markup=False)
+        raise typer.Exit(1) from None
+    for tenant, key_ids in rows:
+        print(f"{tenant}\t{','.join(key_ids) or '-'}")
+
+
+@tenant_app.command("delete")
+def tenant_delete(
+    name: str = typer.Argument(..., help="the tenant's name"),
+    db: str = typer.Option(..., "--db", help="the controller's store (SQLite file)"),
+    key: str | None = typer.Option(
+        None, "--key", help="revoke only this access key id; the tenant stays"
+    ),
+) -> None:
+    """Delete a tenant that owns no resources any more, with its access keys (or, with
+    --key, revoke one key)."""
+    from pathlib import Path
+
+    from openvpc.service import Service
+    from openvpc.store import Store
+
+    try:
+        store = Store(Path(db))
+        try:
+            service = Service(store)
+            if key is None:
+                service.delete_tenant(name)
+            else:
+                service.delete_tenant_key(name, key)
+        finally:
+            store.close()
+    except _service_errors() as exc:
+        Console(stderr=True).print(f"tenant {name}: {exc}", style="red", markup=False)
+        raise typer.Exit(1) from None
+    Console().print(
+        f"tenant {name}: " + ("deleted" if key is None else f"key {key} revoked"), markup=False
+    )
+
+
 def main() -> None:
     app()

@@ -1,6 +1,19 @@
-"""Operator calls: compute nodes and their southbound secrets, the fabric MTU and tenants."""
+"""Operator calls: compute nodes and their southbound secrets, the fabric MTU, tenants and
+their access keys."""
 
-from openvpc.model.resources import ComputeNode, NodeAllocation, Tenant
+from openvpc.model.resources import (
+    AddressOwner,
+    Association,
+    ComputeNode,
+    Instance,
+    Interface,
+    NodeAllocation,
+    RouteTable,
+    Subnet,
+    Tenant,
+    Vpc,
+)
+from openvpc.service import keys
 from openvpc.service.errors import ServiceError
 from openvpc.service.repo import Repo
 from openvpc.service.validate import (
@@ -52,3 +65,45 @@ def create_tenant(repo: Repo, name: str) -> Tenant:
     tenant = Tenant(name)
     repo.put(tenant)
     return tenant
+
+
+# every kind a tenant can own: a tenant with any of them cannot be deleted
+_OWNED = (Vpc, Subnet, RouteTable, Association, Instance, Interface, AddressOwner)
+
+
+def delete_tenant(repo: Repo, name: str) -> None:
+    """Delete a tenant that owns nothing any more, and its access keys with it."""
+    repo.tenant(name)
+    for cls in _OWNED:
+        owned = repo.find(cls, "tenant", name)
+        if owned:
+            raise ServiceError(
+                "DependencyViolation",
+                f"The tenant '{name}' still owns {len(owned)} {cls.__name__.lower()}(s) "
+                "and cannot be deleted.",
+            )
+    for key_id in repo.access_keys(name):
+        repo.delete_access_key(key_id)
+    repo.delete(Tenant, name)
+
+
+def create_access_key(repo: Repo, tenant: str, key_id: str, secret: str) -> None:
+    """Record a new access key (made outside the transaction) for an existing tenant."""
+    repo.tenant(tenant)
+    if len(repo.access_keys(tenant)) >= keys.MAX_KEYS_PER_TENANT:
+        raise ServiceError(
+            "LimitExceeded",
+            f"Cannot exceed quota for AccessKeysPerUser: {keys.MAX_KEYS_PER_TENANT}",
+        )
+    if repo.access_key(key_id) is not None:  # 80 random bits: never in practice
+        raise ServiceError("InternalError", "the new access key id is already taken")
+    repo.put_access_key(key_id, tenant, secret)
+
+
+def delete_access_key(repo: Repo, tenant: str, key_id: str) -> None:
+    """Revoke one of a tenant's keys; another tenant's key is reported as missing."""
+    repo.tenant(tenant)
+    found = repo.access_key(key_id) if isinstance(key_id, str) else None
+    if found is None or found[1] != tenant:
+        raise ServiceError("NoSuchEntity", f"The Access Key with id {key_id} cannot be found.")
+    repo.delete_access_key(key_id)

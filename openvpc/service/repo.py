@@ -47,6 +47,7 @@ _NOUNS: dict[type, str] = {
 _COUNTER = "counter"
 _SETTING = "setting"
 _CREDENTIAL = "credential"
+_ACCESS_KEY = "access_key"  # a tenant's SigV4 key: id -> {"tenant", "secret"}
 ID_ATTEMPTS = 64
 
 
@@ -138,6 +139,21 @@ class Repo:
     def credentials(self) -> dict[str, str]:
         """Registered node -> SHA-256 of its southbound secret."""
         return {d.id: str(d.body["sha256"]) for d in self.tx.list(_CREDENTIAL)}
+
+    def access_key(self, key_id: str) -> tuple[str, str] | None:
+        """(secret, tenant) of an access key, None for a key that was never issued."""
+        doc = self.tx.get(_ACCESS_KEY, key_id)
+        return None if doc is None else (str(doc.body["secret"]), str(doc.body["tenant"]))
+
+    def access_keys(self, tenant: str) -> list[str]:
+        """The ids of a tenant's access keys, sorted."""
+        return [d.id for d in self.tx.find(_ACCESS_KEY, "tenant", tenant)]
+
+    def put_access_key(self, key_id: str, tenant: str, secret: str) -> None:
+        self.tx.put(_ACCESS_KEY, key_id, {"tenant": tenant, "secret": secret})
+
+    def delete_access_key(self, key_id: str) -> bool:
+        return self.tx.delete(_ACCESS_KEY, key_id)
 
     def new_id(self, prefix: str, cls: type) -> str:
         """An AWS-shaped id ("vpc-" + 17 hex digits), deterministic from a global counter."""

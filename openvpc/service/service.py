@@ -21,7 +21,7 @@ from openvpc.model.resources import (
     Tenant,
     Vpc,
 )
-from openvpc.service import admin, allocation, compute, network, routing
+from openvpc.service import admin, allocation, compute, keys, network, routing
 from openvpc.service.repo import INDEXED_FIELDS, Repo
 from openvpc.store import Store
 
@@ -104,6 +104,41 @@ class Service:
     def create_tenant(self, name: str) -> Tenant:
         with self._write() as repo:
             return admin.create_tenant(repo, name)
+
+    def delete_tenant(self, name: str) -> None:
+        """Delete a tenant that owns no resources (DependencyViolation otherwise) and its keys."""
+        with self._write() as repo:
+            admin.delete_tenant(repo, name)
+
+    def describe_tenants(self) -> tuple[Tenant, ...]:
+        with self._read() as repo:
+            return tuple(repo.all(Tenant))
+
+    def create_tenant_key(self, tenant: str) -> tuple[str, str]:
+        """A new (access key id, secret) for `tenant`, as AWS shapes them. The secret is kept
+        in the store (SigV4 verification needs it) and is never listed."""
+        key_id, secret = keys.new_key_id(), keys.new_secret()
+        with self._write() as repo:
+            admin.create_access_key(repo, tenant, key_id, secret)
+        return key_id, secret
+
+    def access_key(self, access_key_id: str) -> tuple[str, str] | None:
+        """(secret, tenant) of an access key, None when no such key was issued: the SigV4
+        verifier's lookup."""
+        if not keys.is_key_id(access_key_id):
+            return None
+        with self._read() as repo:
+            return repo.access_key(access_key_id)
+
+    def tenant_keys(self, tenant: str) -> tuple[str, ...]:
+        """The ids of a tenant's access keys, sorted (never the secrets)."""
+        with self._read() as repo:
+            repo.tenant(tenant)
+            return tuple(repo.access_keys(tenant))
+
+    def delete_tenant_key(self, tenant: str, access_key_id: str) -> None:
+        with self._write() as repo:
+            admin.delete_access_key(repo, tenant, access_key_id)
 
     # -- VPCs and subnets ---------------------------------------------------------------
     def create_vpc(

@@ -41,6 +41,10 @@ _SERVICE = re.compile(r"[a-z0-9][a-z0-9.-]{0,62}")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9a-z-]{1,128}")  # an HTTP field name, lower case
 _SIGNATURE = re.compile(r"[0-9a-f]{64}")
 _DIGITS = re.compile(r"\d{1,10}")
+_METHOD = re.compile(r"[A-Z]{1,16}")
+# control characters (tab aside) and lone surrogates: no client signs them, and a lone
+# surrogate cannot even be encoded to hash
+_BAD_TEXT = re.compile("[\x00-\x08\x0a-\x1f\x7f\ud800-\udfff]")
 _AUTH_PART = re.compile(r"\s*([A-Za-z]+)=([^,\s]*)\s*")
 _QUERY_AUTH = ("X-Amz-Algorithm", "X-Amz-Credential", "X-Amz-Signature")
 _QUERY_REQUIRED = (
@@ -126,6 +130,11 @@ def verify(
     if len(body) > MAX_BODY_BYTES:
         raise SigV4Error("RequestEntityTooLarge", "The request body is too large.", 413)
     moment = _utc(now)
+    # a method with a newline could pass for another request's canonical form
+    if not _METHOD.fullmatch(method):
+        raise incomplete("The request method is malformed.")
+    if _BAD_TEXT.search(path) or _BAD_TEXT.search(query):
+        raise incomplete("The request target has characters no client signs.")
     fields = _header_fields(headers)
     pairs = _query_pairs(query)
     claim = _claim(fields, pairs)
@@ -199,7 +208,7 @@ def _header_fields(headers: Headers) -> dict[str, list[str]]:
         if count > MAX_HEADERS:
             raise incomplete("The request has too many headers.")
         lname = name.lower()
-        if not _TOKEN.fullmatch(lname) or len(value) > MAX_HEADER_CHARS:
+        if not _TOKEN.fullmatch(lname) or len(value) > MAX_HEADER_CHARS or _BAD_TEXT.search(value):
             raise incomplete(f"The request header {name[:64]!r} is malformed.")
         fields.setdefault(lname, []).append(value)
     return fields

@@ -435,3 +435,49 @@ def test_any_single_change_of_a_signed_header_is_refused(data: st.DataObject) ->
     assume(not (char.isspace() and value[at].isspace()))
     with pytest.raises(SigV4Error):
         check(wire.with_header(name, value[:at] + char + value[at + 1 :]), at=wire.signed_at())
+
+
+# -- hostile input ----------------------------------------------------------------------------
+def test_characters_no_client_signs_are_refused_not_crashed_on() -> None:
+    wire = sign(DESCRIBE)
+    at = wire.signed_at()
+    for method, path, query in [
+        ("POST\n/", "/", ""),
+        ("POST", "/\ud800", ""),
+        ("POST", "/", "Action=\udcff"),
+        ("POST", "relative", ""),
+    ]:
+        with pytest.raises(SigV4Error, match=r"^IncompleteSignature: "):
+            verify(method, path, query, wire.headers, wire.body, at, KEYS.get)
+    refused(wire.with_header("X-Custom", "a\r\nX-Injected: 1"), "IncompleteSignature")
+    refused(wire.with_header("Bad Name", "v"), "IncompleteSignature")
+
+
+_AUTH_WORDS = st.sampled_from(
+    ["AWS4-HMAC-SHA256", "Credential=", "SignedHeaders=", "Signature=", ",", " ", "/", ";",
+     "host", RED_KEY, "20261130", "us-east-1", "ec2", "aws4_request", "0" * 64]
+)  # fmt: skip
+
+
+@given(
+    method=st.sampled_from(["POST", "GET", "post", ""]) | st.text(max_size=6),
+    path=st.sampled_from(["/", "//a/../", "/%2F"]) | st.text(max_size=30),
+    query=st.text(max_size=120),
+    authorization=st.lists(_AUTH_WORDS | st.text(max_size=8), max_size=16).map("".join),
+    date=st.sampled_from(["20261130T100000Z", "Mon, 30 Nov 2026 10:00:00 GMT"]) | st.text(),
+    extra=st.lists(st.tuples(st.text(max_size=12), st.text(max_size=40)), max_size=6),
+    body=st.binary(max_size=300),
+)
+def test_hostile_requests_only_ever_raise_sigv4error(
+    method: str,
+    path: str,
+    query: str,
+    authorization: str,
+    date: str,
+    extra: list[tuple[str, str]],
+    body: bytes,
+) -> None:
+    headers = [("Host", HOST), ("Authorization", authorization), ("X-Amz-Date", date), *extra]
+    now = datetime(2026, 11, 30, 10, 5, tzinfo=UTC)
+    with pytest.raises(SigV4Error):
+        verify(method, path, query, headers, body, now, KEYS.get)

@@ -1,0 +1,1 @@
+"""The EC2 Query API: wire format and auth only."""

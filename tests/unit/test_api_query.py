@@ -289,7 +289,7 @@ def test_unknown_parameter(key: str) -> None:
     assert len(error.message) < 150
 
 
-def test_unknown_parameter_message_and_no_input_shape() -> None:
+def test_unknown_parameter_message() -> None:
     error = refused(request("DescribeVpcs", ("Bogus", "v")))
     assert error.message == "The parameter Bogus is not recognized"
 

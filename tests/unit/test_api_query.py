@@ -434,3 +434,59 @@ def test_decode_form_bounds_and_encoding() -> None:
     with pytest.raises(ApiError):
         decode_form(b"x" * (2 * 1024 * 1024))
     assert decode_form("A=1+2&B=%20&C") == [("A", "1 2"), ("B", " "), ("C", "")]
+
+
+_PIECES = st.sampled_from(
+    [
+        "Filter",
+        "Value",
+        "Name",
+        "VpcId",
+        "TagSpecification",
+        "Tag",
+        "Key",
+        "IpPermissions",
+        "IpRanges",
+        "CidrIp",
+        "FromPort",
+        "MaxResults",
+        "DryRun",
+        "Monitoring",
+        "Enabled",
+        "0",
+        "1",
+        "2",
+        "1000",
+        "1001",
+        "01",
+        "",
+        "x",
+        "X-Amz-Date",
+    ]
+)
+_KEYS = st.lists(_PIECES, min_size=1, max_size=6).map(".".join) | st.text(max_size=20)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.sampled_from(["DescribeVpcs", "CreateVpc", "RunInstances", "AuthorizeSecurityGroupIngress"]),
+    st.lists(
+        st.tuples(_KEYS, st.text(max_size=8) | st.sampled_from(["1", "true", "-1"])), max_size=12
+    ),
+)
+def test_hostile_pairs_give_params_or_an_ec2_error(
+    action: str, pairs: list[tuple[str, str]]
+) -> None:
+    # Whatever arrives, the answer is a parse or an ApiError with a code from the reference.
+    try:
+        parsed = parse_query(request(action, *pairs))
+    except ApiError as error:
+        assert error.code in {
+            "UnknownParameter",
+            "MissingParameter",
+            "InvalidParameter",
+            "InvalidParameterValue",
+        }
+        assert len(error.message) < 300
+    else:
+        assert parsed.action == action

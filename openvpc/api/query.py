@@ -20,6 +20,7 @@ from botocore.model import Shape, StructureShape
 
 from openvpc.api import model
 from openvpc.api.errors import ApiError, shown
+from openvpc.api.xml import NOT_XML
 
 Value: TypeAlias = Union[  # noqa: UP007 (a recursive alias needs the Union form)
     str, int, float, bool, bytes, datetime, list["Value"], dict[str, "Value"]
@@ -43,8 +44,6 @@ _TIMESTAMP = re.compile(
 )
 _DIGITS = re.compile(r"[0-9]+")
 _INDEX = re.compile(r"[1-9][0-9]{0,5}")
-# Characters XML 1.0 cannot carry: refusing them here keeps every stored string renderable.
-_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 class QueryRequest(NamedTuple):
@@ -218,7 +217,7 @@ def _value(raw: _Tree | str, shape: Shape, path: str) -> Value:
         return [_value(raw[i], member, f"{path}.{i}") for i in sorted(raw, key=int)]
     if kind == "list":  # "Name=" with an empty value
         return []
-    if _NOT_XML.search(raw):
+    if NOT_XML.search(raw):  # refused, so that every stored string can be rendered
         raise _invalid(raw, path, "It contains characters that are not allowed.")
     if kind == "string":
         return raw

@@ -18,7 +18,8 @@ from openvpc.api import model
 from openvpc.api.errors import ApiError, http_status
 
 _DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
-_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+# Characters XML 1.0 cannot carry (the parser refuses them in requests, too).
+NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 _TAG = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,127}")
 
 
@@ -152,7 +153,7 @@ def _tag(name: str) -> str:
 
 def _escape(text: str) -> str:
     """Escape character data; \\r as a reference (parsers would turn a raw one into \\n)."""
-    text = _NOT_XML.sub("\ufffd", text)
+    text = NOT_XML.sub("\ufffd", text)
     return (
         text.replace("&", "&amp;")
         .replace("<", "&lt;")

@@ -8,10 +8,12 @@ from __future__ import annotations
 # Codes whose status is not the client-error default of 400.
 _STATUS: dict[str, int] = {
     "AuthFailure": 401,
+    "MissingAuthenticationToken": 403,
     "UnauthorizedOperation": 403,
     "OptInRequired": 403,
     "Blocked": 403,
     "DryRunOperation": 412,
+    "RequestEntityTooLarge": 413,
     "InternalError": 500,
     "InternalFailure": 500,
     "RequestLimitExceeded": 503,

@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from urllib.parse import quote, unquote_to_bytes
 
+from openvpc.api.errors import ApiError
+
 ALGORITHM = "AWS4-HMAC-SHA256"
 TERMINATOR = "aws4_request"
 MAX_SKEW = timedelta(minutes=15)  # AWS: RequestExpired beyond 15 minutes either way
@@ -57,14 +59,9 @@ _QUERY_REQUIRED = (
 _DUMMY_SECRET = "openvpc-sigv4-unknown-key-0000000000000"
 
 
-class SigV4Error(Exception):
-    """A request whose signature is refused: the EC2 error code, its message, HTTP status."""
-
-    def __init__(self, code: str, message: str, status: int) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.status = status
+class SigV4Error(ApiError):
+    """A request whose signature is refused: the EC2 error code and message (its HTTP status
+    from the one table in `errors`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,15 +89,15 @@ class _Claim:
 
 
 def incomplete(message: str) -> SigV4Error:
-    return SigV4Error("IncompleteSignature", message, 400)
+    return SigV4Error("IncompleteSignature", message)
 
 
 def auth_failure(message: str = NOT_VALIDATED) -> SigV4Error:
-    return SigV4Error("AuthFailure", message, 401)
+    return SigV4Error("AuthFailure", message)
 
 
 def expired(message: str = "Request has expired.") -> SigV4Error:
-    return SigV4Error("RequestExpired", message, 400)
+    return SigV4Error("RequestExpired", message)
 
 
 def missing_token() -> SigV4Error:
@@ -108,7 +105,6 @@ def missing_token() -> SigV4Error:
         "MissingAuthenticationToken",
         "The request must contain either a valid (registered) AWS access key ID or X.509 "
         "certificate.",
-        403,
     )
 
 
@@ -128,7 +124,7 @@ def verify(
     query without "?"); header names are case-insensitive and a name may repeat; `now` is an
     aware datetime or epoch seconds. `regions` None accepts any well-formed region."""
     if len(body) > MAX_BODY_BYTES:
-        raise SigV4Error("RequestEntityTooLarge", "The request body is too large.", 413)
+        raise SigV4Error("RequestEntityTooLarge", "The request body is too large.")
     moment = _utc(now)
     # a method with a newline could pass for another request's canonical form
     if not _METHOD.fullmatch(method):

@@ -29,6 +29,11 @@ def build_punt(reason: int, vif: int, vrf: int, frame: bytes) -> bytes:
     return AGENT_HDR.pack(reason, vif, vrf) + frame
 
 
+def punt_source(data: bytes) -> bytes:
+    """The vif and VRF of a punt's agent header, as bytes: whom the punt is charged to."""
+    return data[2:AGENT_HDR_LEN]  # after the 2-byte reason
+
+
 def parse_punt(data: bytes) -> tuple[AgentHeader, bytes]:
     if len(data) < AGENT_HDR_LEN:
         raise Malformed("short_agent_header")

@@ -101,9 +101,11 @@ def test_punt_queue_is_bounded_and_counts_overflow(reporter: Reporter) -> None:
     worker = PuntWorker(Desired(), reporter, threading.Event(), capacity=2)
     for _ in range(5):
         worker.offer(dhcp_discover())
-    assert worker.queue.qsize() == 2
+    assert len(worker.queue) == 2
     assert worker.snapshot() == {"punt_queue_overflow": 3}
-    worker.handle(worker.queue.get_nowait())
+    queued = worker.queue.get(0)
+    assert queued is not None
+    worker.handle(queued)
     assert worker.snapshot()["punt_no_config"] == 1
 
 

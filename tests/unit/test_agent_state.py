@@ -5,12 +5,12 @@ import json
 import logging
 import stat
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from agent_setup import CONFIG, PORT1, VIP
+from waiting import until
 
 from openvpc.agent.desired import Desired
 from openvpc.agent.reporter import Reporter
@@ -23,14 +23,6 @@ from openvpc.southbound.server import SouthboundServer
 WAIT = 10.0
 OTHER_IP = "10.0.1.101"
 SECRET = new_secret()
-
-
-def _until(check: object, what: str) -> None:
-    assert callable(check)
-    deadline = time.monotonic() + WAIT
-    while not check():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.02)
 
 
 def test_config_and_learns_are_written_privately_and_read_back(tmp_path: Path) -> None:
@@ -161,7 +153,7 @@ def test_a_claim_made_while_the_controller_is_away_is_retried_and_survives_a_res
     rep.learn("eni-old", VIP)
     rep.learn(PORT1.interface_id, VIP)  # the newest claim per address wins
     rep.learn(PORT1.interface_id, OTHER_IP)
-    _until(lambda: rep.learn_retries >= 2, "the reporter never tried")
+    until(lambda: rep.learn_retries >= 2, "the reporter never tried", WAIT)
     assert rep.pending() == {VIP: PORT1.interface_id, OTHER_IP: PORT1.interface_id}
     # the agent restarts: its claims come back from the state file
     rep.stop.set()
@@ -172,7 +164,7 @@ def test_a_claim_made_while_the_controller_is_away_is_retried_and_survives_a_res
     back = Controller(port, answer=False)  # refused is an answer too: nothing stays pending
     try:
         rep2 = _reporter(port, restarted, stopper)
-        _until(lambda: not rep2.pending(), "the claims never reached the controller")
+        until(lambda: not rep2.pending(), "the claims never reached the controller", WAIT)
         assert back.learned == [(PORT1.interface_id, VIP), (PORT1.interface_id, OTHER_IP)]
         assert AgentState(path).learns == {}
     finally:

@@ -5,11 +5,11 @@ a killed supervisor takes its daemon with it."""
 import os
 import signal
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from waiting import until
 
 from openvpc.lab import supervise
 from openvpc.lab.restarts import RestartPolicy
@@ -32,14 +32,6 @@ def test_restart_delays_grow_and_reset_after_a_stable_run() -> None:
         RestartPolicy(first=2.0, limit=1.0)
 
 
-def _until(check: object, what: str) -> None:
-    assert callable(check)
-    deadline = time.monotonic() + WAIT
-    while not check():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.02)
-
-
 class Supervised:
     def __init__(self, tmp: Path) -> None:
         self.status = tmp / "daemon.proc.json"
@@ -56,11 +48,11 @@ class Supervised:
             d = supervise.read_status(self.status)
             return d is not None and d.alive() and d.pid != other_than and not d.held
 
-        _until(check, "the daemon is not running")
+        until(check, "the daemon is not running", WAIT)
         return self.daemon()
 
     def kill_daemon(self) -> int:
-        _until(lambda: self.daemon().alive(), "no daemon to kill")
+        until(lambda: self.daemon().alive(), "no daemon to kill", WAIT)
         d = self.daemon()
         assert d.pid is not None and d.start is not None
         os.kill(d.pid, signal.SIGKILL)
@@ -91,9 +83,9 @@ def test_a_killed_daemon_is_restarted_and_counted(supervised: Supervised) -> Non
 def test_a_hold_keeps_the_daemon_down_until_released(supervised: Supervised) -> None:
     supervised.running()
     os.kill(supervised.started.pid, signal.SIGUSR1)
-    _until(lambda: supervised.daemon().held, "hold not published")
+    until(lambda: supervised.daemon().held, "hold not published", WAIT)
     old = supervised.kill_daemon()
-    _until(lambda: supervised.daemon().pid is None, "the exit was not published")
+    until(lambda: supervised.daemon().pid is None, "the exit was not published", WAIT)
     held = supervised.daemon()
     assert held.held and held.restarts == 0  # nothing started it again
     os.kill(supervised.started.pid, signal.SIGUSR2)

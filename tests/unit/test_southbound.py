@@ -4,13 +4,13 @@ import os
 import queue
 import socket
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
 import pytest
+from waiting import until
 
 from openvpc.compiler.compile import compile_all
 from openvpc.controller.main import Controller
@@ -151,14 +151,6 @@ def status_of(client: SouthboundClient, node: str) -> dict[str, object]:
     return next(n for n in client.status()["nodes"] if n["node"] == node)
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.02)
-
-
 # -- pure parts ----------------------------------------------------------------------------
 
 
@@ -258,7 +250,9 @@ def test_acks_and_connections_show_in_status(
     try:
         sub = subscribe(world, "node1")
         config = sub.next()
-        wait_until(lambda: status_of(client, "node1")["connected"] is True)
+        until(
+            lambda: status_of(client, "node1")["connected"] is True, "node1 never connected", WAIT
+        )
         node1 = status_of(client, "node1")
         assert node1["generation_acked"] is None
         assert node1["generation_sent"] == node1["generation"] == config.generation
@@ -266,7 +260,9 @@ def test_acks_and_connections_show_in_status(
         assert status_of(client, "node1")["generation_acked"] == config.generation
         assert status_of(client, "node2")["connected"] is False
         sub.close()
-        wait_until(lambda: status_of(client, "node1")["connected"] is False)
+        until(
+            lambda: status_of(client, "node1")["connected"] is False, "node1 stayed connected", WAIT
+        )
     finally:
         client.close()
         node1_client.close()
@@ -330,7 +326,7 @@ def test_a_restarted_controller_is_resubscribed(world: World, subscribe: type[Su
     finally:
         first.stop()
     assert not world.sock.exists()  # a graceful stop removes its socket
-    wait_until(lambda: not sub.follower.connected.is_set())
+    until(lambda: not sub.follower.connected.is_set(), "the follower stayed connected", WAIT)
     # a change while the controller is away is picked up on resubscribe
     world.service.run_instance("red", world.web, "vm4", "node1", "ov-t-vm4")
     second = RunningController(world)
@@ -370,7 +366,7 @@ def test_a_stale_socket_file_is_replaced_but_a_live_server_is_not(world: World) 
     try:
         client = world.operator()
         try:
-            wait_until(lambda: _answers(client))
+            until(lambda: _answers(client), "the server never answered", WAIT)
         finally:
             client.close()
         second = Controller(str(world.db), world.listen)

@@ -628,13 +628,6 @@ def wait_process(
     )
 
 
-def _process_of(st: LabStatus, role: str, node: str) -> ProcessStatus:
-    for p in st.processes:
-        if (p.role, p.node) == (role, node):
-            return p
-    raise LabError(f"lab {st.name} has no {_label(role, node)}")
-
-
 def _wait_daemon(
     name: str,
     root: Path,
@@ -646,7 +639,9 @@ def _wait_daemon(
 ) -> ProcessStatus:
     deadline = time.monotonic() + timeout
     while True:
-        current = _process_of(status(name, root), role, node)
+        # the record and its supervisor's status file: not the whole `status` (no controller
+        # call, no VM addresses) on every poll
+        current = _process_status(_process(name, root, role, node))
         if done(current):
             return current
         if not current.supervised:

@@ -15,11 +15,13 @@ from openvpc.model.nodeconfig import EncapName, Mode
 class ComputeNode:
     name: str
     fabric_ip: str
+    zone: str = ""  # its availability zone ("" = the region's first); an AZ is a group of nodes
 
 
 @dataclass(frozen=True, slots=True)
 class Tenant:
     name: str  # also the access key's owner; every resource below carries it
+    account: str = ""  # the 12-digit AWS account id the API shows as OwnerId
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +47,8 @@ class Subnet:
     vpc: str
     name: str
     cidr: str
+    zone: str = ""  # its availability zone ("" = the region's first)
+    map_public_ip: bool = False  # MapPublicIpOnLaunch
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +108,7 @@ class Interface:
     ifname: str = "eth0"
     source_check: bool = True
     allowed_addresses: tuple[str, ...] = ()  # addresses it may send from and claim by GARP
+    groups: tuple[str, ...] = ()  # its security groups ("sg-..."), in the order given
 
 
 @dataclass(frozen=True, slots=True)

@@ -107,6 +107,8 @@ class Instance:
     subnet: str = ""
     vpc: str = ""
     changed: float = 0.0  # epoch seconds of the last stop, start or termination
+    reservation: str = ""  # "r-...": the RunInstances call that launched it
+    launch_index: int = 0  # its place among the instances of that call
 
 
 @dataclass(frozen=True, slots=True)

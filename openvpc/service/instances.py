@@ -120,8 +120,9 @@ def run_instances(
         )
     load = Counter(i.node for i in repo.all(Instance) if i.state != "terminated")
     prefix = netns_prefix(repo)
+    reservation = repo.new_id("r", Instance)
     made = []
-    for _ in range(min(high, room, free)):
+    for index in range(min(high, room, free)):
         node = min(nodes, key=lambda n: (load[n], n))
         load[node] += 1
         instance_id = repo.new_id("i", Instance)
@@ -142,6 +143,8 @@ def run_instances(
             instance_type=launch.instance_type,
             launched=now,
             changed=now,
+            reservation=reservation,
+            launch_index=index,
         )
         interface = replace(interface, groups=groups)
         repo.put(instance)

@@ -82,6 +82,8 @@ def test_placement_spreads_over_the_least_loaded_nodes(svc: Service) -> None:
     made = svc.run_instances("red", Launch(subnet.id, min_count=4, max_count=4), T0)
     assert [i.node for i, _ in made] == ["node1", "node2", "node1", "node2"]
     assert [e.ip for _, e in made] == ["10.0.1.4", "10.0.1.5", "10.0.1.6", "10.0.1.7"]
+    assert [i.launch_index for i, _ in made] == [0, 1, 2, 3]
+    assert len({i.reservation for i, _ in made}) == 1 and made[0][0].reservation.startswith("r-")
 
 
 def test_placement_stays_in_the_subnets_zone(svc: Service) -> None:

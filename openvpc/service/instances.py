@@ -20,7 +20,13 @@ from openvpc.model.resources import (
 from openvpc.service import catalogue
 from openvpc.service.compute import remove_interface, run_instance
 from openvpc.service.errors import ServiceError, invalid_value, not_found
-from openvpc.service.interfaces import attached_to, detached, groups_for
+from openvpc.service.interfaces import (
+    assign,
+    attached_to,
+    check_description,
+    detached,
+    groups_for,
+)
 from openvpc.service.ipam import assignable, capacity
 from openvpc.service.repo import Repo
 
@@ -44,6 +50,9 @@ class Launch:
     ip: str | None = None
     groups: tuple[str, ...] = ()
     name: str = ""  # its Name tag, if any: the instance's DNS name when it is a label
+    description: str = ""  # of the primary interface
+    secondary_count: int = 0  # secondary private addresses of the primary interface
+    delete_on_termination: bool = True  # of the primary interface
     first_zone: str = ""  # the region's first zone: what a zone of "" stands for
 
 
@@ -102,7 +111,15 @@ def run_instances(
             f"Your quota allows for {max(room, 0)} more running instance(s). "
             f"You requested at least {low}.",
         )
-    free = free_addresses(repo, subnet)
+    check_description(launch.description)
+    extra = launch.secondary_count
+    if isinstance(extra, bool) or not isinstance(extra, int) or extra < 0:
+        raise invalid_value("SecondaryPrivateIpAddressCount", extra, "Expected a count >= 0.")
+    if 1 + extra > catalogue.max_ips(launch.instance_type):
+        raise ServiceError(
+            "PrivateIpAddressLimitExceeded", "Number of private addresses will exceed limit."
+        )
+    free = free_addresses(repo, subnet) // (1 + extra)
     if free < low:
         raise ServiceError(
             "InsufficientFreeAddressesInSubnet",
@@ -146,9 +163,16 @@ def run_instances(
             reservation=reservation,
             launch_index=index,
         )
-        interface = replace(interface, groups=groups)
+        interface = replace(
+            interface,
+            groups=groups,
+            description=launch.description,
+            delete_on_termination=launch.delete_on_termination,
+        )
         repo.put(instance)
         repo.put(interface)
+        if launch.secondary_count:
+            interface = assign(repo, interface, (), launch.secondary_count, False)
         made.append((instance, interface))
     return made
 
@@ -247,8 +271,9 @@ def _change(
 def terminate_instances(
     repo: Repo, tenant: str, ids: Iterable[str], now: float
 ) -> list[tuple[Instance, Instance]]:
-    """(before, after) per instance; idempotent. The primary interface and attached ones
-    marked delete-on-termination go in the same transaction, the others are detached."""
+    """(before, after) per instance; idempotent. Its interfaces marked delete-on-termination
+    (the primary one is, unless launched otherwise) go in the same transaction, the others
+    are detached."""
     purge_terminated(repo, tenant, now)
     found = _instances(repo, tenant, ids, now)
     result = []
@@ -257,7 +282,7 @@ def terminate_instances(
             result.append((instance, instance))
             continue
         for interface in attached_to(repo, instance):
-            if interface.id == instance.interface or interface.delete_on_termination:
+            if interface.delete_on_termination:
                 remove_interface(repo, interface)
             else:
                 repo.put(detached(interface))

@@ -74,7 +74,7 @@ def create_interface(
     )
     repo.put(interface)  # its address is taken before the secondary ones are chosen
     if secondary_ips or secondary_count:
-        interface = _assign(repo, interface, secondary_ips, secondary_count, False)
+        interface = assign(repo, interface, secondary_ips, secondary_count, False)
     return interface
 
 
@@ -250,7 +250,7 @@ def assign_private_ips(
     interface = repo.owned(Interface, interface_id, tenant)
     _check_count(count)
     before = set(interface.secondary_ips)
-    after = _assign(repo, interface, ips, count, allow_reassignment)
+    after = assign(repo, interface, ips, count, allow_reassignment)
     return tuple(ip for ip in after.secondary_ips if ip not in before)
 
 
@@ -284,7 +284,7 @@ def _limit() -> ServiceError:
     )
 
 
-def _assign(
+def assign(
     repo: Repo,
     interface: Interface,
     wanted: Sequence[str],

@@ -61,6 +61,31 @@ def test_run_instances_records_the_launch(svc: Service) -> None:
     assert (eni.ip, eni.device_index, eni.delete_on_termination) == ("10.0.1.4", 0, True)
 
 
+def test_primary_interface_options(svc: Service) -> None:
+    _, subnet = vpc_with_subnet(svc, cidr="10.0.1.0/28")  # 11 assignable addresses
+    launch = Launch(
+        subnet.id,
+        instance_type="t3.small",
+        description="front",
+        secondary_count=2,
+        delete_on_termination=False,
+        max_count=5,
+    )
+    made = svc.run_instances("red", launch, T0)
+    assert len(made) == 3  # three addresses each
+    eni = made[0][1]
+    assert (eni.description, eni.secondary_ips, eni.delete_on_termination) == (
+        "front",
+        ("10.0.1.5", "10.0.1.6"),
+        False,
+    )
+    with fails("PrivateIpAddressLimitExceeded"):
+        svc.run_instances("red", replace(launch, instance_type="t3.micro"), T0)
+    svc.terminate_instances("red", [made[0][0].id], T0)  # its primary interface stays
+    kept = [i for i in svc.describe_interfaces("red") if i.id == eni.id]
+    assert [(i.instance, i.attachment, i.ip) for i in kept] == [("", "", "10.0.1.4")]
+
+
 def test_name_tag_that_is_no_dns_label_gives_the_address_name(svc: Service) -> None:
     _, subnet = vpc_with_subnet(svc)
     ((inst, _),) = svc.run_instances("red", Launch(subnet.id, name="my web server"), T0)

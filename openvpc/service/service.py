@@ -344,7 +344,10 @@ class Service:
 
     # -- reads --------------------------------------------------------------------------
     def revision(self) -> int:
-        return self.store.revision()
+        """The latest committed revision; inside a batch, the one the batch started from
+        (a nested store transaction would fail, and the batch has not committed yet)."""
+        with self._read() as repo:
+            return repo.tx.revision
 
     def snapshot(self) -> Snapshot:
         """Everything at one revision, each kind sorted by id: the compiler's input."""

@@ -275,7 +275,8 @@ class _NodeCompiler:
         vpc = x.vpcs[table.vpc]
         records = []
         for iface in x.vpc_interfaces(vpc.id):
-            for name in (hostname(iface.ip), iface.instance, x.instance_name.get(iface.instance)):
+            names = (hostname(iface.ip), iface.instance, x.instance_name.get(iface.instance))
+            for name in dict.fromkeys(names):  # an unnamed instance is named by its address
                 if name:
                     records.append(DnsRecord(vrf_id, f"{name}.{vpc.domain}".lower(), iface.ip))
         return records

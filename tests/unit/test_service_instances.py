@@ -259,3 +259,12 @@ def test_the_compiler_plugs_only_running_instances(svc: Service) -> None:
     assert ports() == [eni.id]
     svc.terminate_instances("red", [inst.id], T0)
     assert ports() == []
+
+
+def test_revision_inside_a_batch_is_the_one_it_started_from(svc: Service) -> None:
+    _, subnet = vpc_with_subnet(svc)
+    before = svc.revision()
+    with svc.batch():
+        ((inst, _),) = svc.run_instances("red", Launch(subnet.id), T0)
+        assert svc.revision() == before  # not committed yet; and no nested transaction
+    assert svc.revision() == before + 1 == inst.revision

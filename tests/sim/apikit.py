@@ -5,7 +5,8 @@ compiled onto a node."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,13 +60,18 @@ class Api:
         )
 
 
-def start_api(path: Path, unknown_keys_as: str | None = None) -> Api:
+def start_api(
+    path: Path, unknown_keys_as: str | None = None, clock: Callable[[], float] = time.time
+) -> Api:
     service = Service(Store(path))
     for name, (ip, zone) in NODES.items():
         service.register_node(name, ip, zone)
     api = Api(
         service,
-        ApiServer(ApiApp(service, InstantRuntime(service), REGION, unknown_keys_as), "127.0.0.1:0"),
+        ApiServer(
+            ApiApp(service, InstantRuntime(service), REGION, unknown_keys_as, clock=clock),
+            "127.0.0.1:0",
+        ),
     )
     for tenant in TENANTS:
         service.create_tenant(tenant)

@@ -112,7 +112,7 @@ def test_get_with_a_presigned_query(api: Api) -> None:
 
     request = AWSRequest(method="GET", url=api.endpoint + "/?" + DESCRIBE)
     SigV4QueryAuth(Credentials(key, secret), "ec2", REGION, expires=60).add_auth(request)
-    parts = urllib.parse.urlsplit(request.url)
+    parts = urllib.parse.urlsplit(str(request.url))
     host, port = api.server.address
     conn = http.client.HTTPConnection(host, port, timeout=10)
     try:

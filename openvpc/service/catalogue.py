@@ -26,12 +26,13 @@ class InstanceType:
 IMAGES = {
     i.id: i
     for i in (
+        Image("ami-0abcdef1234567890", "openvpc-netns", "A network namespace VM of the lab"),
         Image("ami-0b5e7e0ad5ea10001", "ubuntu-24.04-netns", "Ubuntu 24.04 (a lab namespace VM)"),
         Image("ami-0b5e7e0ad5ea10002", "debian-12-netns", "Debian 12 (a lab namespace VM)"),
         Image("ami-0b5e7e0ad5ea10003", "al2023-netns", "Amazon Linux 2023 (a lab namespace VM)"),
     )
 }
-DEFAULT_IMAGE = "ami-0b5e7e0ad5ea10001"
+DEFAULT_IMAGE = "ami-0abcdef1234567890"
 
 # AWS's own limits for these types
 TYPES = {

@@ -54,6 +54,8 @@ class Launch:
     secondary_count: int = 0  # secondary private addresses of the primary interface
     delete_on_termination: bool = True  # of the primary interface
     first_zone: str = ""  # the region's first zone: what a zone of "" stands for
+    node: str = ""  # the compute node to use (an openvpc extension: Placement.HostId)
+    allowed_addresses: tuple[str, ...] = ()  # movable addresses (VIPs) it may claim by GARP
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +131,9 @@ def run_instances(
     nodes = [
         n.name for n in repo.all(ComputeNode) if same_zone(n.zone, subnet.zone, launch.first_zone)
     ]
+    if launch.node:
+        _check_node(repo, launch.node, nodes)
+        nodes = [launch.node]
     if not nodes:
         raise ServiceError(
             "InsufficientInstanceCapacity",
@@ -151,6 +156,7 @@ def run_instances(
             node,
             prefix + instance_id,
             launch.ip,
+            launch.allowed_addresses,
             instance_id=instance_id,
         )
         instance = replace(
@@ -175,6 +181,15 @@ def run_instances(
             interface = assign(repo, interface, (), launch.secondary_count, False)
         made.append((instance, interface))
     return made
+
+
+def _check_node(repo: Repo, node: str, in_zone: list[str]) -> None:
+    if not isinstance(node, str) or repo.get(ComputeNode, node) is None:
+        raise ServiceError("InvalidHostID.NotFound", f"The host ID '{node}' does not exist")
+    if node not in in_zone:
+        raise invalid_value(
+            "HostId", node, "The host is not in the availability zone of the subnet."
+        )
 
 
 def _counts(launch: Launch) -> tuple[int, int]:

@@ -47,7 +47,7 @@ def test_run_instances_records_the_launch(svc: Service) -> None:
     )
     assert (inst.state, inst.image, inst.instance_type) == (
         "running",
-        "ami-0b5e7e0ad5ea10001",
+        "ami-0abcdef1234567890",
         "t3.small",
     )
     assert (inst.launched, inst.revision, inst.subnet, inst.vpc) == (
@@ -128,6 +128,22 @@ def test_placement_stays_in_the_subnets_zone(svc: Service) -> None:
     _put(svc, replace(other, zone="us-east-1c"))
     with fails("InsufficientInstanceCapacity"):
         svc.run_instances("red", Launch(other.id, first_zone="us-east-1a"), T0)
+
+
+def test_a_chosen_node_and_movable_addresses(svc: Service) -> None:
+    _, subnet = vpc_with_subnet(svc)
+    vip = ("10.0.1.100",)
+    made = svc.run_instances(
+        "red", Launch(subnet.id, node="node2", max_count=2, allowed_addresses=vip), T0
+    )
+    assert [i.node for i, _ in made] == ["node2", "node2"]
+    assert [e.allowed_addresses for _, e in made] == [vip, vip]
+    assert [o.interface for o in svc.describe_address_owners("red")] == [made[0][1].id]
+    with fails("InvalidHostID.NotFound"):
+        svc.run_instances("red", Launch(subnet.id, node="node9"), T0)
+    _put(svc, ComputeNode("node3", "172.16.3.10", "us-east-1b"))
+    with fails("InvalidParameterValue"):
+        svc.run_instances("red", Launch(subnet.id, node="node3", first_zone="us-east-1a"), T0)
 
 
 def test_launch_checks_image_type_and_counts(svc: Service) -> None:

@@ -219,11 +219,11 @@ def modify_interface(
             raise invalid_value("sourceDestCheck", source_check, "Expected a boolean.")
         interface = replace(interface, source_check=source_check)
     if groups is not None:
-        subnet = repo.owned(Subnet, interface.subnet, tenant)
-        group_ids = groups_for(repo, tenant, subnet.vpc, groups)
-        if not group_ids:
+        wanted = [groups] if isinstance(groups, str) else list(groups)
+        if not wanted:  # an empty list would mean the default group
             raise invalid_value("groupId", "", "At least one security group is required.")
-        interface = replace(interface, groups=group_ids)
+        subnet = repo.owned(Subnet, interface.subnet, tenant)
+        interface = replace(interface, groups=groups_for(repo, tenant, subnet.vpc, wanted))
     if description is not None:
         interface = replace(interface, description=check_description(description))
     if attachment is not None:

@@ -26,6 +26,7 @@ from openvpc.service.interfaces import (
     check_description,
     detached,
     groups_for,
+    modify_interface,
 )
 from openvpc.service.ipam import assignable, capacity
 from openvpc.service.repo import Repo
@@ -305,6 +306,57 @@ def terminate_instances(
         repo.put(after)
         result.append((instance, after))
     return result
+
+
+def reboot_instances(repo: Repo, tenant: str, ids: Iterable[str], now: float) -> None:
+    """Checks only: a VM of the lab has nothing to reboot."""
+    for instance in _instances(repo, tenant, ids, now):
+        if instance.state == "terminated":
+            raise ServiceError(
+                "IncorrectInstanceState",
+                f"The instance '{instance.id}' is not in a state from which it can be rebooted.",
+            )
+
+
+def modify_instance(
+    repo: Repo,
+    tenant: str,
+    instance_id: str,
+    now: float,
+    *,
+    instance_type: str | None = None,
+    source_check: bool | None = None,
+    groups: Iterable[str] | None = None,
+) -> Instance:
+    """ModifyInstanceAttribute: the type of a stopped instance, or the source/destination
+    check or security groups of its primary interface."""
+    (instance,) = _instances(repo, tenant, [instance_id], now)
+    if instance_type is not None:
+        kind = catalogue.instance_type(instance_type)
+        if instance.state != "stopped":
+            raise ServiceError(
+                "IncorrectInstanceState",
+                f"The instance '{instance.id}' is not in the 'stopped' state.",
+            )
+        attached = attached_to(repo, instance)
+        if len(attached) > kind.max_interfaces or any(
+            1 + len(i.secondary_ips) > kind.max_ips for i in attached
+        ):
+            raise ServiceError(
+                "InvalidParameterCombination",
+                f"The instance's network interfaces or addresses exceed what {kind.name} allows.",
+            )
+        instance = replace(instance, instance_type=kind.name)
+        repo.put(instance)
+    if source_check is not None or groups is not None:
+        primary = next((i for i in attached_to(repo, instance) if i.id == instance.interface), None)
+        if primary is None:
+            raise ServiceError(
+                "IncorrectInstanceState",
+                f"The instance '{instance.id}' is not in a valid state for this operation.",
+            )
+        modify_interface(repo, tenant, primary.id, source_check=source_check, groups=groups)
+    return instance
 
 
 def describe(repo: Repo, tenant: str, now: float) -> list[InstanceRecord]:

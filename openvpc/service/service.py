@@ -270,6 +270,32 @@ class Service:
         with self._write() as repo:
             return instances.terminate_instances(repo, tenant, ids, now)
 
+    def reboot_instances(self, tenant: str, ids: Iterable[str], now: float) -> None:
+        with self._read() as repo:
+            repo.tenant(tenant)
+            instances.reboot_instances(repo, tenant, ids, now)
+
+    def modify_instance(
+        self,
+        tenant: str,
+        instance_id: str,
+        now: float,
+        *,
+        instance_type: str | None = None,
+        source_check: bool | None = None,
+        groups: Iterable[str] | None = None,
+    ) -> Instance:
+        with self._write() as repo:
+            return instances.modify_instance(
+                repo,
+                tenant,
+                instance_id,
+                now,
+                instance_type=instance_type,
+                source_check=source_check,
+                groups=groups,
+            )
+
     def instance_records(self, tenant: str, now: float) -> list[instances.InstanceRecord]:
         """Every instance still describable (terminated ones for an hour), with its
         interfaces and the nodes of its VPC, from one read."""

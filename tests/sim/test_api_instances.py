@@ -320,3 +320,54 @@ def test_host_id_and_movable_addresses_extensions(api: Api) -> None:
     with pytest.raises(ClientError) as e:
         _run(ec2, subnet, Placement={"HostId": "node3"})  # in us-east-1b
     assert code_of(e) == "InvalidParameterValue"
+
+
+def test_instance_attributes_and_reboot(api: Api) -> None:
+    ec2 = api.ec2("alice")
+    (inst,) = _run(ec2, _subnet(ec2))
+    iid = inst["InstanceId"]
+
+    def attribute(name: str) -> Any:
+        return ec2.describe_instance_attribute(InstanceId=iid, Attribute=name)
+
+    ec2.reboot_instances(InstanceIds=[iid])
+    ec2.modify_instance_attribute(InstanceId=iid, SourceDestCheck={"Value": False})
+    assert attribute("sourceDestCheck")["SourceDestCheck"] == {"Value": False}
+    described = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
+    assert described["SourceDestCheck"] is False
+    assert attribute("instanceType")["InstanceType"] == {"Value": "t3.small"}
+    with pytest.raises(ClientError) as e:  # only a stopped instance changes type
+        ec2.modify_instance_attribute(InstanceId=iid, InstanceType={"Value": "t3.medium"})
+    assert code_of(e) == "IncorrectInstanceState"
+    ec2.stop_instances(InstanceIds=[iid])
+    ec2.modify_instance_attribute(InstanceId=iid, InstanceType={"Value": "t3.medium"})
+    assert attribute("instanceType")["InstanceType"] == {"Value": "t3.medium"}
+    refusals: list[tuple[dict[str, Any], str]] = [
+        ({"InstanceType": {"Value": "t9.giant"}}, "InvalidParameterValue"),
+        (
+            {"InstanceType": {"Value": "t3.micro"}, "SourceDestCheck": {"Value": True}},
+            "InvalidParameterCombination",
+        ),
+        ({"DisableApiTermination": {"Value": True}}, "UnsupportedOperation"),
+    ]
+    for args, code in refusals:
+        with pytest.raises(ClientError) as e:
+            ec2.modify_instance_attribute(InstanceId=iid, **args)
+        assert code_of(e) == code, args
+    with pytest.raises(ClientError) as e:
+        attribute("nonsense")
+    assert code_of(e) == "InvalidParameterValue"
+    bob = api.ec2("bob")
+    with pytest.raises(ClientError) as e:
+        bob.describe_instance_attribute(InstanceId=iid, Attribute="instanceType")
+    assert code_of(e) == "InvalidInstanceID.NotFound"
+    with pytest.raises(ClientError) as e:
+        bob.modify_instance_attribute(InstanceId=iid, SourceDestCheck={"Value": True})
+    assert code_of(e) == "InvalidInstanceID.NotFound"
+    with pytest.raises(ClientError) as e:
+        bob.reboot_instances(InstanceIds=[iid])
+    assert code_of(e) == "InvalidInstanceID.NotFound"
+    ec2.terminate_instances(InstanceIds=[iid])
+    with pytest.raises(ClientError) as e:
+        ec2.reboot_instances(InstanceIds=[iid])
+    assert code_of(e) == "IncorrectInstanceState"

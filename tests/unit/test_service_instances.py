@@ -284,3 +284,25 @@ def test_revision_inside_a_batch_is_the_one_it_started_from(svc: Service) -> Non
         ((inst, _),) = svc.run_instances("red", Launch(subnet.id), T0)
         assert svc.revision() == before  # not committed yet; and no nested transaction
     assert svc.revision() == before + 1 == inst.revision
+
+
+def test_modify_instance_type_and_primary_interface(svc: Service) -> None:
+    _, subnet = vpc_with_subnet(svc)
+    ((inst, eni),) = svc.run_instances("red", Launch(subnet.id, instance_type="t3.small"), T0)
+    svc.assign_private_ips("red", eni.id, count=3)  # four addresses: t3.small's limit
+    with fails("IncorrectInstanceState"):
+        svc.modify_instance("red", inst.id, T0, instance_type="t3.micro")
+    svc.stop_instances("red", [inst.id], T0)
+    with fails("InvalidParameterCombination"):  # t3.micro allows two addresses
+        svc.modify_instance("red", inst.id, T0, instance_type="t3.micro")
+    with fails("InvalidParameterValue"):
+        svc.modify_instance("red", inst.id, T0, instance_type="t9.giant")
+    changed = svc.modify_instance("red", inst.id, T0, instance_type="m5.large")
+    assert changed.instance_type == "m5.large"
+    svc.modify_instance("red", inst.id, T0, source_check=False)
+    assert [i.source_check for i in svc.describe_interfaces("red")] == [False]
+    svc.terminate_instances("red", [inst.id], T0)
+    with fails("IncorrectInstanceState"):
+        svc.modify_instance("red", inst.id, T0, source_check=True)
+    with fails("IncorrectInstanceState"):
+        svc.reboot_instances("red", [inst.id], T0)

@@ -462,3 +462,126 @@ def describe_instance_status(call: Call) -> dict[str, Any]:
         ],
         "NextToken": token,
     }
+
+
+@action("RebootInstances")
+def reboot_instances(call: Call) -> None:
+    ids = call.ids("InstanceIds")
+    if not ids:
+        raise missing("InstanceIds")
+    call.service.reboot_instances(call.tenant, ids, call.now)
+
+
+# attribute name (as Attribute and DescribeInstanceAttribute name it) -> request member
+_ATTRIBUTES = {
+    "instanceType": "InstanceType",
+    "sourceDestCheck": "SourceDestCheck",
+    "groupSet": "Groups",
+    "disableApiTermination": "DisableApiTermination",
+    "disableApiStop": "DisableApiStop",
+    "instanceInitiatedShutdownBehavior": "InstanceInitiatedShutdownBehavior",
+    "userData": "UserData",
+    "kernel": "Kernel",
+    "ramdisk": "Ramdisk",
+    "ebsOptimized": "EbsOptimized",
+    "sriovNetSupport": "SriovNetSupport",
+    "enaSupport": "EnaSupport",
+    "blockDeviceMapping": "BlockDeviceMappings",
+    "enclaveOptions": "EnclaveOptions",
+    "rootDeviceName": "",
+    "productCodes": "",
+}
+_MODIFIABLE = ("instanceType", "sourceDestCheck", "groupSet")
+
+
+def _attribute_value(call: Call) -> tuple[str, Any]:
+    """The one attribute a ModifyInstanceAttribute request changes, and its value."""
+    given: list[tuple[str, Any]] = [
+        (name, call.param(member))
+        for name, member in _ATTRIBUTES.items()
+        if member and call.param(member) not in (None, [])
+    ]
+    if call.param("Attribute") is not None:  # the older Attribute=name&Value=value form
+        given.append((call.text("Attribute"), {"Value": call.param("Value")}))
+    if len(given) != 1:
+        raise ApiError(
+            "InvalidParameterCombination",
+            "Fields for multiple attribute types specified: exactly one attribute per call.",
+        )
+    name, value = given[0]
+    if name not in _ATTRIBUTES:
+        raise ApiError(
+            "InvalidParameterValue",
+            f"Value ({shown(name)}) for parameter attribute is invalid. Unknown attribute.",
+        )
+    if name not in _MODIFIABLE:
+        raise ApiError("UnsupportedOperation", f"The attribute {name} cannot be modified here.")
+    return name, value
+
+
+@action("ModifyInstanceAttribute")
+def modify_instance_attribute(call: Call) -> None:
+    instance_id = str(call.required("InstanceId"))
+    name, value = _attribute_value(call)
+    if name == "groupSet":
+        groups = value if isinstance(value, list) else [value.get("Value")]
+        call.service.modify_instance(
+            call.tenant, instance_id, call.now, groups=[str(g) for g in groups if g]
+        )
+        return
+    inner = value.get("Value") if isinstance(value, dict) else None
+    if name == "instanceType":
+        if not isinstance(inner, str) or not inner:
+            raise missing("InstanceType.Value")
+        call.service.modify_instance(call.tenant, instance_id, call.now, instance_type=inner)
+        return
+    flag = inner if isinstance(inner, bool) else {"true": True, "false": False}.get(str(inner))
+    if flag is None:
+        raise missing("SourceDestCheck.Value")
+    call.service.modify_instance(call.tenant, instance_id, call.now, source_check=flag)
+
+
+@action("DescribeInstanceAttribute", mutating=False)
+def describe_instance_attribute(call: Call) -> dict[str, Any]:
+    attribute = str(call.required("Attribute"))
+    instance_id = str(call.required("InstanceId"))
+    record = next((r for r in _records(call) if r.instance.id == instance_id), None)
+    if record is None:
+        raise _instance_not_found(instance_id)
+    if attribute not in _ATTRIBUTES:
+        raise ApiError(
+            "InvalidParameterValue",
+            f"Value ({shown(attribute)}) for parameter attribute is invalid. "
+            f"Use one of {', '.join(_ATTRIBUTES)}.",
+        )
+    instance = record.instance
+    primary = next((i for i in record.interfaces if i.id == instance.interface), None)
+    values: dict[str, tuple[str, Any]] = {
+        "instanceType": (
+            "InstanceType",
+            {"Value": instance.instance_type or catalogue.DEFAULT_TYPE},
+        ),
+        "sourceDestCheck": (
+            "SourceDestCheck",
+            {"Value": primary.source_check if primary else True},
+        ),
+        "groupSet": ("Groups", [{"GroupId": g} for g in (primary.groups if primary else ())]),
+        "disableApiTermination": ("DisableApiTermination", {"Value": False}),
+        "disableApiStop": ("DisableApiStop", {"Value": False}),
+        "instanceInitiatedShutdownBehavior": (
+            "InstanceInitiatedShutdownBehavior",
+            {"Value": "stop"},
+        ),
+        "userData": ("UserData", {}),
+        "kernel": ("KernelId", {}),
+        "ramdisk": ("RamdiskId", {}),
+        "ebsOptimized": ("EbsOptimized", {"Value": False}),
+        "sriovNetSupport": ("SriovNetSupport", {}),
+        "enaSupport": ("EnaSupport", {"Value": True}),
+        "blockDeviceMapping": ("BlockDeviceMappings", []),
+        "enclaveOptions": ("EnclaveOptions", {"Enabled": False}),
+        "rootDeviceName": ("RootDeviceName", {"Value": "/dev/xvda"}),
+        "productCodes": ("ProductCodes", []),
+    }
+    member, value = values[attribute]
+    return {"InstanceId": instance.id, member: value}

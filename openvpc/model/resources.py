@@ -137,6 +137,7 @@ class Interface:
     attachment: str = ""  # "eni-attach-..." while attached to an instance
     device_index: int = 0  # 0: the instance's primary interface
     delete_on_termination: bool = True  # goes with its instance
+    attached: float = 0.0  # epoch seconds of the attachment
 
 
 @dataclass(frozen=True, slots=True)

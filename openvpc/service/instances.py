@@ -175,6 +175,7 @@ def run_instances(
             groups=groups,
             description=launch.description,
             delete_on_termination=launch.delete_on_termination,
+            attached=now,
         )
         repo.put(instance)
         repo.put(interface)

@@ -89,7 +89,12 @@ def delete_interface(repo: Repo, tenant: str, interface_id: str) -> None:
 
 
 def attach_interface(
-    repo: Repo, tenant: str, interface_id: str, instance_id: str, device_index: int
+    repo: Repo,
+    tenant: str,
+    interface_id: str,
+    instance_id: str,
+    device_index: int,
+    now: float = 0.0,
 ) -> Interface:
     """Plug a detached interface into a running or stopped instance of the same VPC and
     zone, at a free device index (it becomes eth<index> in the VM)."""
@@ -149,6 +154,7 @@ def attach_interface(
         attachment=repo.new_id("eni-attach", Interface),
         device_index=device_index,
         delete_on_termination=False,
+        attached=now,
     )
     repo.put(interface)
     return interface
@@ -176,6 +182,7 @@ def detached(interface: Interface) -> Interface:
         attachment="",
         device_index=0,
         delete_on_termination=False,
+        attached=0.0,
     )
 
 

@@ -324,11 +324,16 @@ class Service:
             interfaces.delete_interface(repo, tenant, interface_id)
 
     def attach_interface(
-        self, tenant: str, interface_id: str, instance_id: str, device_index: int
+        self,
+        tenant: str,
+        interface_id: str,
+        instance_id: str,
+        device_index: int,
+        now: float = 0.0,
     ) -> Interface:
         with self._write() as repo:
             return interfaces.attach_interface(
-                repo, tenant, interface_id, instance_id, device_index
+                repo, tenant, interface_id, instance_id, device_index, now
             )
 
     def detach_interface(self, tenant: str, attachment_id: str) -> Interface:

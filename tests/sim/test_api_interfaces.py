@@ -1,6 +1,7 @@
 """Network interfaces through the real HTTP API with boto3: create, describe, attach, detach,
 attributes, secondary addresses, error codes, paginators, waiters and tenant isolation."""
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -107,6 +108,7 @@ def test_attach_and_detach(api: Api) -> None:
     eni = _eni(ec2, eid)
     assert eni["Status"] == "in-use"
     assert eni["Attachment"]["InstanceId"] == iid and eni["Attachment"]["DeviceIndex"] == 1
+    assert abs(eni["Attachment"]["AttachTime"].timestamp() - time.time()) < 60
     described = ec2.describe_instances(InstanceIds=[iid])["Reservations"][0]["Instances"][0]
     assert [n["NetworkInterfaceId"] for n in described["NetworkInterfaces"]][1:] == [eid]
     found = ec2.describe_network_interfaces(

@@ -86,6 +86,7 @@ def interface_in_instance(call: Call, instance: Instance, eni: Interface) -> dic
             "NetworkCardIndex": 0,
             "Status": "attached",
             "DeleteOnTermination": eni.delete_on_termination,
+            "AttachTime": _time(eni.attached),
         },
         "PrivateIpAddresses": [
             {"PrivateIpAddress": ip, "PrivateDnsName": _dns(instance, ip), "Primary": ip == eni.ip}

@@ -3,6 +3,7 @@ describe attributes, assign and unassign secondary private addresses."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from openvpc.api.actions.vpcs import default_zone
@@ -34,6 +35,7 @@ def _attachment(call: Call, eni: Interface) -> dict[str, Any]:
         "InstanceOwnerId": call.account,
         "Status": "attached",
         "DeleteOnTermination": eni.delete_on_termination,
+        "AttachTime": datetime.fromtimestamp(eni.attached, UTC),
     }
 
 
@@ -194,6 +196,7 @@ def attach_network_interface(call: Call) -> dict[str, Any]:
         str(call.required("NetworkInterfaceId")),
         str(call.required("InstanceId")),
         _int(call, "DeviceIndex"),
+        call.now,
     )
     return {"AttachmentId": eni.attachment, "NetworkCardIndex": 0}
 

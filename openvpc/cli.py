@@ -276,12 +276,31 @@ def agent(
     tls_ca: str | None = typer.Option(
         None, "--tls-ca", help="PEM CA of the controller's certificate (required off loopback)"
     ),
+    vm_netns_prefix: str | None = typer.Option(
+        None,
+        "--vm-netns-prefix",
+        help="make the config's VMs (namespace + TAP), only in namespaces named with this prefix",
+    ),
+    vm_dhcp: bool = typer.Option(
+        True, "--vm-dhcp/--no-vm-dhcp", help="run a DHCP client once in every VM it makes"
+    ),
 ) -> None:
     """Run a compute node's agent until SIGTERM or SIGINT."""
     from openvpc.agent.main import run_agent
 
     raise typer.Exit(
-        run_agent(node, controller, vrouter, secret_file, netns, verbose, state, tls_ca)
+        run_agent(
+            node,
+            controller,
+            vrouter,
+            secret_file,
+            netns,
+            verbose,
+            state,
+            tls_ca,
+            vm_netns_prefix,
+            vm_dhcp,
+        )
     )
 
 

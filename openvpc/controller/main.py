@@ -12,6 +12,7 @@ import threading
 from collections.abc import Callable
 
 from openvpc.compiler.compile import compile_all
+from openvpc.controller.runtime import HubRuntime, Runtime
 from openvpc.credentials import CredentialError, read_secret_file
 from openvpc.model.nodeconfig import NodeConfig
 from openvpc.model.resources import Snapshot
@@ -44,6 +45,8 @@ class Controller:
         self.server = SouthboundServer(
             listen, self.service.learn_address, operator_secret=operator_secret, tls=tls
         )
+        # what the nodes applied and which VMs they report ready (the API reads it)
+        self.runtime: Runtime = HubRuntime(self.server.hub)
         self.published: int | None = None  # the revision last compiled and handed out
         self.serving = threading.Event()  # set once listening with the first revision published
 

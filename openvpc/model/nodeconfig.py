@@ -117,6 +117,16 @@ class NodeConfig:
     dns: tuple[DnsRecord, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class VmReport:
+    """What the controller hears of one interface's VM: ready, and its lease if bound."""
+
+    interface_id: str
+    netns: str
+    ifname: str
+    ip: str | None  # "a.b.c.d/len" once DHCP bound
+
+
 VrouterObject = VrfConfig | NextHopConfig | PortConfig | RouteConfig | MacRouteConfig
 ObjectKind = Literal["vrf", "nh", "vif", "route", "mac_route"]
 # the order the agent writes kinds in; deletes go in the reverse order

@@ -1,6 +1,10 @@
 """The real lab: `up` a topology file on network namespaces with real processes, `status`,
 `exec` into a VM, `down`; plus process kill/restart helpers for tests.
 
+The VMs are made by the nodes' agents (from the config the controller compiles, in namespaces
+named with the lab's VM prefix only); `up` waits until the agents report them ready with a
+lease, `status` shows what they report, and `down` removes what their state files list.
+
 Each daemon runs under a supervisor parent (openvpc.lab.supervisor) that restarts it when it
 dies; the state file records the supervisor, its status file names the daemon's current pid.
 
@@ -24,8 +28,8 @@ from pathlib import Path
 
 from openvpc.credentials import Credential, CredentialError, new_secret, read_secret_file
 from openvpc.credentials import write_secret_file as _write_secret
-from openvpc.lab import netns, nsexec, preflight, supervise, sweep, vms
-from openvpc.lab.naming import RUN_ROOT, STATE_FILE, check_name, state_dir, vm_netns
+from openvpc.lab import netns, nsexec, preflight, supervise, sweep
+from openvpc.lab.naming import RUN_ROOT, STATE_FILE, check_name, state_dir, vm_netns, vm_prefix
 from openvpc.lab.preflight import check_topology
 from openvpc.lab.processes import (
     AGENT,
@@ -33,6 +37,7 @@ from openvpc.lab.processes import (
     VROUTER,
     ProcessSpec,
     agent_spec,
+    agent_state_file,
     controller_spec,
     controller_target,
     node_secret_file,
@@ -57,7 +62,7 @@ log = logging.getLogger("openvpc.lab")
 
 START_TIMEOUT = 15.0  # a process's socket appears within this
 SYNC_TIMEOUT = 30.0  # every agent has acked the compiled generation within this
-DHCP_TIMEOUT = 30.0  # every VM holds a lease within this
+VM_TIMEOUT = 45.0  # the agents report every VM ready (with a lease) within this
 SUPERVISOR_GRACE = STOP_GRACE + 2.0  # a supervisor stops its daemon first
 
 
@@ -79,11 +84,21 @@ class ProcessStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class ReportedVm:
+    """An interface whose VM the node's agent reports ready, with its lease once bound."""
+
+    interface_id: str
+    netns: str
+    ip: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class AgentStatus:
     node: str
     connected: bool
     generation: int | None  # the node's latest compiled config
     generation_acked: int | None
+    vms: tuple[ReportedVm, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +113,9 @@ class VmStatus:
     name: str
     node: str
     netns: str
-    ip: str | None  # "a.b.c.d/len" now on its interface
+    ip: str | None  # "a.b.c.d/len": the lease its agent reports
+    interface: str = ""
+    ready: bool = False  # its agent reports it made and its port attached
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,11 +238,10 @@ def _up(
     write_secret_file(state, operator_secret_file(sdir), new_secret())
     _build(topo, plan, state, progress)
     progress("processes: controller, then a vRouter and an agent per node")
-    _run_processes(state, plan.nodes, root)
-    if dhcp and of_kind(state.records(), "vm"):
-        progress("DHCP: dhclient in every VM")
-        targets = [(r["name"], r["netns"], r["ifname"]) for r in of_kind(state.records(), "vm")]
-        _run_dhcp(state, sdir, targets)
+    _run_processes(state, plan.nodes, root, dhcp)
+    if of_kind(state.records(), "vm"):
+        progress("VMs: made by the agents" + (", each configured by DHCP" if dhcp else ""))
+        _wait_vms(name, root, lease=dhcp)
     state.add("ready")
 
 
@@ -240,7 +256,7 @@ def _check_free(namespaces: list[str]) -> None:
 def _build(
     topo: Topology, plan: UnderlayPlan, state: StateFile, progress: Callable[[str], None]
 ) -> None:
-    """The underlay, the store (through the service layer), then the VMs."""
+    """The underlay, then the store (through the service layer); the agents make the VMs."""
     progress(
         f"underlay {plan.kind}: {len(plan.fabric_ns)} fabric and {len(plan.nodes)} node namespaces"
     )
@@ -255,9 +271,10 @@ def _build(
     progress("store: nodes, fabric MTU and the topology through the service layer")
     interfaces = _feed_store(state.path.parent, topo, plan.nodes, state)
 
-    progress(f"VMs: {len(interfaces)} namespaces with a TAP each")
+    if interfaces:
+        # the agents make /etc/netns/<vm>; the parent is `down`'s to remove if we made it
+        _mkdir(state, nsexec.ETC_NETNS)
     for vm, eni in interfaces.items():
-        vms.create_vm(state, eni.netns, eni.ifname, eni.mac, vm)
         state.add(
             "vm",
             name=vm,
@@ -270,16 +287,26 @@ def _build(
         )
 
 
-def _run_processes(state: StateFile, nodes: Sequence[NodePlacement], root: Path) -> None:
-    """The controller, then every node's vRouter and agent; wait until all agents applied
-    what the controller compiled from the store."""
+def _mkdir(state: StateFile, path: Path) -> None:
+    if path.exists():
+        return  # not ours: /etc/netns may be shared with other labs and `ip netns`
+    state.add("dir", path=str(path))
+    path.mkdir(mode=0o755, exist_ok=True)
+
+
+def _run_processes(
+    state: StateFile, nodes: Sequence[NodePlacement], root: Path, dhcp: bool
+) -> None:
+    """The controller, then every node's vRouter and agent (which makes the node's VMs);
+    wait until all agents applied what the controller compiled from the store."""
     sdir = state.path.parent
     openvpc = openvpc_command()
     _start(state, controller_spec(sdir, openvpc))
     for p in nodes:
         _start(state, vrouter_spec(sdir, openvpc, p.node, p.ns))
+    prefix = vm_prefix(sdir.name)
     for p in nodes:
-        _start(state, agent_spec(sdir, openvpc, p.node, p.ns))
+        _start(state, agent_spec(sdir, openvpc, p.node, p.ns, prefix, dhcp))
     _wait_in_sync(sdir.name, root, _store_revision(sdir), [p.node for p in nodes], strict=True)
 
 
@@ -410,21 +437,24 @@ def wait_in_sync(name: str, root: Path = RUN_ROOT, timeout: float = SYNC_TIMEOUT
     return _wait_in_sync(name, root, _store_revision(sdir), nodes, timeout)
 
 
-def _run_dhcp(state: StateFile, sdir: Path, targets: list[tuple[str, str, str]]) -> None:
-    """dhclient in every (VM, namespace, interface) at once, all bound by one deadline."""
-    deadline = time.monotonic() + DHCP_TIMEOUT
-    running = [
-        (vm, ns, ifname, vms.start_dhclient(state, sdir, vm, ns, ifname))
-        for vm, ns, ifname in targets
-    ]
-    failed = []
-    for vm, ns, ifname, proc in running:
-        lease = vms.finish_dhclient(proc, sdir, vm, ns, ifname, deadline)
-        state.add("lease", vm=vm, ip=lease.ip, detail=lease.detail)
-        if lease.ip is None:
-            failed.append(f"{vm}: {lease.detail}")
-    if failed:
-        raise LabError("DHCP failed in " + "; ".join(failed))
+def _wait_vms(name: str, root: Path, lease: bool, timeout: float = VM_TIMEOUT) -> LabStatus:
+    """Until the agents report every VM of the lab ready (and bound, when `lease`); a daemon
+    that dies meanwhile fails at once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        current = status(name, root)
+        dead = [p for p in current.processes if not p.supervised or p.last_exit is not None]
+        if dead:
+            raise LabError(f"{_label(dead[0].role, dead[0].node)} died; see {dead[0].log}")
+        waiting = [vm.name for vm in current.vms if not vm.ready or (lease and vm.ip is None)]
+        if not waiting:
+            return current
+        if time.monotonic() > deadline:
+            raise LabError(
+                f"the agents did not report VMs {', '.join(waiting)} ready"
+                f"{' with a lease' if lease else ''} within {timeout:.0f} s"
+            )
+        time.sleep(0.1)
 
 
 def _log_tails(state: StateFile, lines: int = 8) -> str:
@@ -434,6 +464,7 @@ def _log_tails(state: StateFile, lines: int = 8) -> str:
         return ""
     logs = [r["log"] for r in of_kind(records, "process")]
     logs += [r["path"] for r in of_kind(records, "file") if r["path"].endswith(".log")]
+    logs += sorted(str(p) for p in state.path.parent.glob("dhclient-*.log"))  # the agents'
     out = []
     for path in logs:
         try:
@@ -460,13 +491,13 @@ def status(name: str | None = None, root: Path = RUN_ROOT) -> LabStatus:
     revision, agents, error = _controller_status(
         meta["controller"], operator_secret_file(Path(meta["state_dir"]))
     )
+    reported = {(a.node, vm.interface_id): vm for a in agents for vm in a.vms}
     vm_list = []
     for r in of_kind(records, "vm"):
-        ip = None
-        if netns.netns_exists(r["netns"]):
-            found = netns.ipv4_addresses(r["netns"], r["ifname"])
-            ip = found[0] if found else None
-        vm_list.append(VmStatus(r["name"], r["node"], r["netns"], ip))
+        found = reported.get((r["node"], r["interface"]))
+        ready = found is not None and found.netns == r["netns"]
+        ip = found.ip if found is not None and ready else None
+        vm_list.append(VmStatus(r["name"], r["node"], r["netns"], ip, r["interface"], ready))
     return LabStatus(
         name=name,
         underlay=meta["underlay"],
@@ -532,7 +563,11 @@ def _controller_status(
         client.close()
     agents = tuple(
         AgentStatus(
-            n["node"], bool(n.get("connected")), n.get("generation"), n.get("generation_acked")
+            n["node"],
+            bool(n.get("connected")),
+            n.get("generation"),
+            n.get("generation_acked"),
+            tuple(ReportedVm(v["interface_id"], v["netns"], v.get("ip")) for v in n.get("vms", [])),
         )
         for n in body.get("nodes", [])
     )
@@ -679,6 +714,7 @@ def down(
     steps = teardown_order(records)
     for step in (s for s in steps if s["kind"] in ("process", "netns")):
         _guarded(_stop, step)
+    _remove_agent_vms(name, sdir, root, records)  # the agents are stopped: nothing remakes them
     for step in steps:
         _guarded(_undo, step)
     if sdir.exists() and problem is None:
@@ -691,6 +727,26 @@ def down(
     if swept.found():
         _remove_dirs(steps)  # parents the sweep has just emptied
     return bool(records) or problem is not None or swept.found()
+
+
+def _remove_agent_vms(name: str, sdir: Path, root: Path, records: list[Record]) -> None:
+    """The VMs the agents' state files list (only namespaces with the lab's VM prefix)."""
+    from openvpc.agent.state_file import AgentState
+    from openvpc.agent.vms import NetnsPlug
+
+    others = [lab for lab in labs(root) if lab != name]
+    paths = {agent_state_file(sdir, str(r.get("name"))) for r in of_kind(records, "node")}
+    paths |= set(sdir.glob("agent-*.json")) if sdir.exists() else set()
+    plug = NetnsPlug()
+    for path in sorted(p for p in paths if p.exists()):
+        for ns, (vm, _) in sorted(AgentState(path).vms.items()):
+            if not ns.startswith(vm_prefix(name)) or not sweep.lab_owns(ns, name, others):
+                log.warning("lab %s: %s lists VM %s, which is not the lab's: left", name, path, ns)
+                continue
+            try:
+                plug.unplug(vm)
+            except (OSError, netns.NetnsError) as exc:
+                log.warning("lab %s: VM %s: %s", name, ns, exc)
 
 
 def _remove_dirs(steps: list[Record]) -> None:

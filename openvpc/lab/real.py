@@ -585,6 +585,16 @@ def vm_namespace(vm: str, name: str | None = None, root: Path = RUN_ROOT) -> str
     raise LabError(f"lab {name} has no VM {vm}")
 
 
+def vm_address(vm: str, name: str | None = None, root: Path = RUN_ROOT) -> str:
+    """The address the controller allocated to the VM's interface when the lab came up (what
+    DHCP gives it; known also while the controller is down)."""
+    name = resolve_name(name, root)
+    for r in of_kind(_state(name, root).records(), "vm"):
+        if r["name"] == vm:
+            return str(r["ip"])
+    raise LabError(f"lab {name} has no VM {vm}")
+
+
 def run_in_vm(
     vm: str, argv: Sequence[str], timeout: float, name: str | None = None, root: Path = RUN_ROOT
 ) -> "subprocess.CompletedProcess[str]":

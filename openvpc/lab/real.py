@@ -746,7 +746,8 @@ def _remove_agent_vms(name: str, sdir: Path, root: Path, records: list[Record]) 
 
     others = [lab for lab in labs(root) if lab != name]
     paths = {agent_state_file(sdir, str(r.get("name"))) for r in of_kind(records, "node")}
-    paths |= set(sdir.glob("agent-*.json")) if sdir.exists() else set()
+    if sdir.exists():  # also those of nodes a damaged lab state no longer records
+        paths |= {p for p in sdir.glob("agent-*.json") if not p.name.endswith(".proc.json")}
     plug = NetnsPlug()
     for path in sorted(p for p in paths if p.exists()):
         for ns, (vm, _) in sorted(AgentState(path).vms.items()):

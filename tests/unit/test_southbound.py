@@ -12,6 +12,7 @@ import grpc
 import pytest
 from waiting import until
 
+from openvpc.agent.reporter import Reporter
 from openvpc.compiler.compile import compile_all
 from openvpc.controller.main import Controller
 from openvpc.credentials import Credential, new_secret, secret_hash
@@ -482,3 +483,33 @@ def test_malformed_vm_reports_are_refused(
         assert controller.controller.runtime.acked("node1") is None  # nothing kept
     finally:
         channel.close()
+
+
+def test_the_reporter_sends_vm_reports_with_acks_and_alone_when_they_change(
+    world: World, controller: RunningController, subscribe: type[Subscriber]
+) -> None:
+    runtime = controller.controller.runtime
+    hub = controller.controller.server.hub
+    config = subscribe(world, "node1").next()
+    client = world.node("node1")
+    stop = threading.Event()
+    reporter = Reporter(client, "node1", stop)
+    thread = threading.Thread(target=reporter.run)
+    thread.start()
+    try:
+        ready = VmReport(world.vm1_eni, "ov-t-vm1", "eth0", None)
+        reporter.report_vms((ready,))  # goes up with the first ack
+        reporter.ack(config.generation)
+        until(lambda: runtime.vm_ready("node1", world.vm1_eni), "no VM report with the ack", WAIT)
+        assert runtime.acked("node1") == config.generation
+        bound = replace(ready, ip="10.0.1.4/24")
+        reporter.report_vms((bound,))  # a lease between acks: sent alone
+        until(lambda: hub.vm("node1", world.vm1_eni) == bound, "the lease never went up", WAIT)
+        assert runtime.acked("node1") == config.generation
+        reporter.report_vms(())
+        until(lambda: not runtime.vm_ready("node1", world.vm1_eni), "VM still ready", WAIT)
+    finally:
+        stop.set()
+        reporter.wake()
+        thread.join(WAIT)
+        client.close()

@@ -11,8 +11,23 @@ from openvpc.vrouter import limits
 app = typer.Typer(help="openvpc: a self-hosted, multi-tenant VPC.", no_args_is_help=True)
 
 
+def _version(show: bool) -> None:
+    if show:
+        from importlib.metadata import version
+
+        Console().print(f"openvpc {version('openvpc')}", markup=False, highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
+) -> None:
     """openvpc: a self-hosted, multi-tenant VPC."""
 
 
@@ -28,7 +43,7 @@ def demo(
         _need_root()
         console = Console()
         try:
-            code = run_showcase(file, console, lambda m: console.print(f"[dim]{m}[/]"))
+            code = run_showcase(example(file), console, lambda m: console.print(f"[dim]{m}[/]"))
         except _lab_errors() as exc:
             Console(stderr=True).print(str(exc), style="red", markup=False, highlight=False)
             raise typer.Exit(1) from None
@@ -54,6 +69,21 @@ def demo(
     )
     if bad:
         raise typer.Exit(1)
+
+
+def example(path: str) -> str:
+    """A file as given when it exists; else the same relative path under the checkout's
+    examples (so `openvpc up examples/two-tenants.yaml` works from any directory)."""
+    from pathlib import Path
+
+    given = Path(path)
+    if given.exists() or given.is_absolute():
+        return path
+    root = Path(__file__).resolve().parent.parent
+    for candidate in (root / given, root / "examples" / given):
+        if candidate.is_file():
+            return str(candidate)
+    return path
 
 
 def _lab_errors() -> tuple[type[Exception], ...]:
@@ -85,7 +115,7 @@ def up(
     _need_root()
     console = Console()
     try:
-        st = real.up(file, dhcp=dhcp, progress=lambda m: console.print(f"[dim]{m}[/]"))
+        st = real.up(example(file), dhcp=dhcp, progress=lambda m: console.print(f"[dim]{m}[/]"))
     except _lab_errors() as exc:
         # unwrapped, as `validate` prints it: a field's path and message stay on one line
         Console(stderr=True, soft_wrap=True).print(
@@ -107,7 +137,7 @@ def validate(
     from openvpc.lab.topology import TopologyError
 
     try:
-        topo, _ = check_topology(file)
+        topo, _ = check_topology(example(file))
     except TopologyError as exc:
         # unwrapped: the field's path and the message stay on one line for scripts
         Console(stderr=True, soft_wrap=True).print(

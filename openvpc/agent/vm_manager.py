@@ -234,16 +234,20 @@ class VmManager:
             return
         now = time.monotonic()
         with self._cond:
-            due = [
-                (vm, tap)
-                for vm, _ in self._made.values()
-                for tap in vm.taps
-                if (vm.netns, tap.ifname, tap.interface_id) in self._on_vrouter
-                and tap.interface_id not in self._leases
-                and (vm.netns, tap.ifname) not in self._clients
-                and self._retry_at.get((vm.netns, tap.ifname), 0.0) <= now
-            ]
-        for vm, tap in due:
+            # one client at a time per VM: stopping one's daemon must not stop another's
+            busy = {ns for ns, _ in self._clients}
+            due: dict[str, tuple[VmSpec, Tap]] = {}
+            for vm, _ in self._made.values():
+                for tap in vm.taps:
+                    if (
+                        vm.netns not in busy
+                        and vm.netns not in due
+                        and (vm.netns, tap.ifname, tap.interface_id) in self._on_vrouter
+                        and tap.interface_id not in self._leases
+                        and self._retry_at.get((vm.netns, tap.ifname), 0.0) <= now
+                    ):
+                        due[vm.netns] = (vm, tap)
+        for vm, tap in due.values():
             if self.stop.is_set():
                 return
             shell.stop_dhclient(vm)  # one a killed agent left behind

@@ -140,9 +140,13 @@ class VmManager:
                     self._work = False
                 if self.stop.is_set():
                     break
-                self._settle()
-                self._poll_dhcp()
-                self._start_dhcp()
+                try:
+                    self._settle()
+                    self._poll_dhcp()
+                    self._start_dhcp()
+                except Exception:  # a bug or an odd kernel answer must not end the thread
+                    log.exception("VM thread: retrying in %.0f s", IDLE)
+                    self.stop.wait(IDLE)
         finally:
             self._stop_clients()
 
@@ -176,8 +180,11 @@ class VmManager:
             self.state.save_vms(self._made)
         try:
             token = self.plug.plug(target, have)
-        except shell.PlugError as e:
-            log.error("VM %s: %s", ns, e)
+        except Exception as e:  # PlugError, or a surprise: either way the link goes on
+            if isinstance(e, shell.PlugError):
+                log.error("VM %s: %s", ns, e)
+            else:
+                log.exception("VM %s: plug failed", ns)
             with self._cond:
                 if previous is None:
                     del self._made[ns]

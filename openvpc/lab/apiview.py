@@ -7,7 +7,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from openvpc.model.resources import Association, Instance, Interface, Route, RouteTable, Subnet, Vpc
+from openvpc.model.resources import (
+    Association,
+    Instance,
+    Interface,
+    Route,
+    RouteTable,
+    Snapshot,
+    Subnet,
+    Vpc,
+)
 
 LIVE = ("pending", "running", "stopping", "stopped")  # instance states that hold an address
 
@@ -105,3 +114,16 @@ def _table(t: dict[str, Any], tenant: str) -> RouteTable:
             )
         routes.append(Route(destination, target))
     return RouteTable(t["RouteTableId"], tenant, t["VpcId"], name_tag(t), 0, None, tuple(routes))
+
+
+def snapshot(views: list[TenantView]) -> Snapshot:
+    """The tenants' resources as one Snapshot: what the connectivity matrix expects from."""
+    return Snapshot(
+        revision=0,
+        vpcs=tuple(v for view in views for v in view.vpcs),
+        subnets=tuple(s for view in views for s in view.subnets),
+        route_tables=tuple(t for view in views for t in view.tables),
+        associations=tuple(a for view in views for a in view.associations),
+        instances=tuple(i for view in views for i in view.instances),
+        interfaces=tuple(i for view in views for i in view.interfaces),
+    )

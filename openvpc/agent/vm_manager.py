@@ -141,14 +141,18 @@ class VmManager:
                 if self.stop.is_set():
                     break
                 try:
-                    self._settle()
-                    self._poll_dhcp()
-                    self._start_dhcp()
+                    self.step()
                 except Exception:  # a bug or an odd kernel answer must not end the thread
                     log.exception("VM thread: retrying in %.0f s", IDLE)
                     self.stop.wait(IDLE)
         finally:
             self._stop_clients()
+
+    def step(self) -> None:
+        """One round of the VM thread: removals the applied config allows, then DHCP."""
+        self._settle()
+        self._poll_dhcp()
+        self._start_dhcp()
 
     def wake(self) -> None:
         with self._cond:

@@ -69,12 +69,17 @@ class NetnsPlug:
         try:
             for tap in vm.taps:
                 netns.add_tap(vm.netns, tap.ifname, tap.mac)
-            nsexec.ETC_NETNS.mkdir(mode=0o755, exist_ok=True)
-            (nsexec.ETC_NETNS / vm.netns).mkdir(mode=0o755, exist_ok=True)
+            # readable by anyone in the VM, whatever the agent's private umask
+            own = nsexec.ETC_NETNS / vm.netns
+            with contextlib.suppress(FileExistsError):
+                nsexec.ETC_NETNS.mkdir()
+                nsexec.ETC_NETNS.chmod(0o755)
+            own.mkdir(exist_ok=True)
+            own.chmod(0o755)
             # a DHCP hook rewrites this file, never the host's /etc/resolv.conf
-            nsexec.resolv_conf(vm.netns).write_text(
-                f"# openvpc VM {vm.netns}: written by its DHCP client\n"
-            )
+            conf = nsexec.resolv_conf(vm.netns)
+            conf.write_text(f"# openvpc VM {vm.netns}: written by its DHCP client\n")
+            conf.chmod(0o644)
         except (netns.NetnsError, OSError) as e:
             self.unplug(vm)
             raise PlugError(f"VM {vm.netns}: {e}") from e

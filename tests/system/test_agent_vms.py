@@ -2,6 +2,7 @@
 is given their ports, adopted by a restarted agent, removed when their ports leave the config,
 never one it did not make), and in a lab, VMs that survive a kill -9 of their agent."""
 
+import os
 import subprocess
 import threading
 import time
@@ -113,18 +114,23 @@ def test_vms_are_made_adopted_and_removed_and_foreign_namespaces_left_alone(
     a, b, c = prefix + "a", prefix + "b", prefix + "c"
     state = tmp_path / "agent.json"
     node = Node(state, prefix)
+    umask = os.umask(0o077)  # the agent's (openvpc.process.private_umask)
     try:
         config = NodeConfig("n1", 1, ports=(_port(2, a), _port(3, b)))
         node.apply(config)
         assert netns.netns_exists(a) and netns.netns_exists(b)
         assert _mac(a, "eth0") == "02:00:00:00:00:02"
         assert "written by its DHCP client" in nsexec.resolv_conf(a).read_text()
+        # readable inside the VM by any user, whatever the agent's umask
+        assert nsexec.resolv_conf(a).stat().st_mode & 0o777 == 0o644
+        assert nsexec.resolv_conf(a).parent.stat().st_mode & 0o777 == 0o755
         assert node.vms.reports() == (
             VmReport("eni-2", a, "eth0", None),
             VmReport("eni-3", b, "eth0", None),
         )
         inodes = {ns: netns.netns_inode(ns) for ns in (a, b)}
     finally:
+        os.umask(umask)
         node.close()  # a stopped agent leaves its VMs
     assert all(netns.netns_exists(ns) for ns in (a, b))
 

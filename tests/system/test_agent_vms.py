@@ -3,6 +3,7 @@ is given their ports, adopted by a restarted agent, removed when their ports lea
 never one it did not make), and in a lab, VMs that survive a kill -9 of their agent."""
 
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -166,7 +167,8 @@ def test_vms_are_made_adopted_and_removed_and_foreign_namespaces_left_alone(
 
 def test_lab_vms_survive_a_killed_agent_which_adopts_them(lab: LabFactory) -> None:
     """kill -9 of the agent: its VMs keep their namespace, address and traffic; the new agent
-    adopts them (nothing remade, no DHCP again) and reports them ready with their lease."""
+    adopts them (nothing remade, no DHCP again) and reports them ready with their lease. An
+    agent stopped by SIGTERM leaves them as well."""
     h = lab(TINY)
     before = h.status().vm("v1")
     assert before.ready and before.ip is not None
@@ -187,3 +189,9 @@ def test_lab_vms_survive_a_killed_agent_which_adopts_them(lab: LabFactory) -> No
     assert netns.ipv4_addresses(after.netns, "eth0") == [before.ip]
     assert netns.pids_in_netns(after.netns) == []  # no DHCP client again
     assert h.ping("v1", h.ip("v2"), count=2)
+    # SIGTERM (held: nothing restarts it) leaves the VMs too
+    h.kill("agent", "a", sig=signal.SIGTERM, hold=True)
+    assert netns.netns_inode(after.netns) == inode
+    assert netns.ipv4_addresses(after.netns, "eth0") == [before.ip]
+    h.start("agent", "a")
+    h.wait_in_sync(timeout=20)

@@ -495,10 +495,11 @@ def status(name: str | None = None, root: Path = RUN_ROOT) -> LabStatus:
     reported = {(a.node, vm.interface_id): vm for a in agents for vm in a.vms}
     vm_list = []
     for r in of_kind(records, "vm"):
-        found = reported.get((r["node"], r["interface"]))
+        interface = str(r.get("interface", ""))
+        found = reported.get((r["node"], interface))
         ready = found is not None and found.netns == r["netns"]
         ip = found.ip if found is not None and ready else None
-        vm_list.append(VmStatus(r["name"], r["node"], r["netns"], ip, r["interface"], ready))
+        vm_list.append(VmStatus(r["name"], r["node"], r["netns"], ip, interface, ready))
     return LabStatus(
         name=name,
         underlay=meta["underlay"],

@@ -73,7 +73,7 @@ class VmManager:
         self._prepared: dict[str, VmSpec] = {}  # what the vRouter is being given
         self._applied: dict[str, VmSpec] = {}  # what the vRouter holds (its last config)
         self._removable = False  # whether the last applied config came from the controller
-        self._on_vrouter: set[tuple[str, str, str]] = set()
+        self._on_vrouter: dict[tuple[str, str, str], tuple[str, str]] = {}
         self._leases: dict[str, str] = {}  # interface id -> "a.b.c.d/len"
         self._clients: dict[TapKey, _Client] = {}
         self._retry_at: dict[TapKey, float] = {}

@@ -121,19 +121,26 @@ def merge(*configs: Mapping[str, VmSpec]) -> dict[str, VmSpec]:
     return out
 
 
-def attached(config: NodeConfig) -> set[tuple[str, str, str]]:
-    """(netns, ifname, interface id) of every port of a config the vRouter applied."""
-    return {(p.netns, p.ifname, p.interface_id) for p in config.ports}
+def attached(config: NodeConfig) -> dict[tuple[str, str, str], tuple[str, str]]:
+    """(netns, ifname, interface id) of every port of a config the vRouter applied ->
+    (instance id, instance name)."""
+    return {(p.netns, p.ifname, p.interface_id): (p.instance_id, p.name) for p in config.ports}
 
 
 def report(
     made: Iterable[VmSpec],
-    on_vrouter: set[tuple[str, str, str]],
+    on_vrouter: Mapping[tuple[str, str, str], tuple[str, str]],
     leases: Mapping[str, str],
 ) -> tuple[VmReport, ...]:
     """The ready interfaces: their VM exists and the vRouter has their port."""
     out = [
-        VmReport(tap.interface_id, vm.netns, tap.ifname, leases.get(tap.interface_id))
+        VmReport(
+            tap.interface_id,
+            vm.netns,
+            tap.ifname,
+            leases.get(tap.interface_id),
+            *on_vrouter[(vm.netns, tap.ifname, tap.interface_id)],
+        )
         for vm in made
         for tap in vm.taps
         if (vm.netns, tap.ifname, tap.interface_id) in on_vrouter

@@ -1,23 +1,13 @@
 """What the controller knows of the nodes at run time, for the API: which store revision each
 node applied, and which interfaces' VMs it reports ready (from the agents' acks)."""
 
-from typing import Protocol
-
 from openvpc.southbound.hub import ConfigHub
 
 
-class Runtime(Protocol):
-    def acked(self, node: str) -> int | None:
-        """The highest store revision the node applied (None: it has acked nothing yet)."""
-        ...
-
-    def vm_ready(self, node: str, interface_id: str) -> bool:
-        """Whether the node reports the VM of `interface_id` made and its port attached."""
-        ...
-
-
 class HubRuntime:
-    """The Runtime of a controller process: read from its southbound hub."""
+    """The API's Runtime (api.context) in a controller process: read from its southbound hub.
+    `acked` is the generation a node last acked, which is the store revision it was compiled
+    at; `vm_ready` whether the node reports that interface's VM made and plugged."""
 
     def __init__(self, hub: ConfigHub) -> None:
         self._hub = hub

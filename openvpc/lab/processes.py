@@ -57,7 +57,9 @@ def operator_secret_file(state_dir: Path) -> Path:
     return state_dir / "operator.secret"
 
 
-def controller_spec(state_dir: Path, openvpc: tuple[str, ...]) -> ProcessSpec:
+def controller_spec(
+    state_dir: Path, openvpc: tuple[str, ...], api_listen: str, default_encap: str
+) -> ProcessSpec:
     argv = (
         *openvpc,
         "controller",
@@ -67,6 +69,10 @@ def controller_spec(state_dir: Path, openvpc: tuple[str, ...]) -> ProcessSpec:
         controller_target(state_dir),
         "--operator-secret-file",
         str(operator_secret_file(state_dir)),
+        "--api-listen",
+        api_listen,
+        "--default-encap",
+        default_encap,
     )
     return ProcessSpec(
         CONTROLLER,

@@ -125,6 +125,8 @@ class VmReport:
     netns: str
     ifname: str
     ip: str | None  # "a.b.c.d/len" once DHCP bound
+    instance_id: str = ""  # the instance the interface belongs to, and its name (as compiled)
+    name: str = ""
 
 
 VrouterObject = VrfConfig | NextHopConfig | PortConfig | RouteConfig | MacRouteConfig

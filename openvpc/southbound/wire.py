@@ -87,7 +87,14 @@ def is_local(target: str) -> bool:
 
 
 def vm_body(vm: VmReport) -> dict[str, Any]:
-    return {"interface_id": vm.interface_id, "netns": vm.netns, "ifname": vm.ifname, "ip": vm.ip}
+    return {
+        "interface_id": vm.interface_id,
+        "netns": vm.netns,
+        "ifname": vm.ifname,
+        "ip": vm.ip,
+        "instance_id": vm.instance_id,
+        "name": vm.name,
+    }
 
 
 def parse_vms(raw: object) -> tuple[VmReport, ...]:
@@ -105,5 +112,8 @@ def parse_vms(raw: object) -> tuple[VmReport, ...]:
         if ip is not None and not (isinstance(ip, str) and _IP.fullmatch(ip)):
             raise ValueError("a VM report's ip is null or a.b.c.d/len")
         interface_id, netns, ifname = (str(n) for n in names)
-        out.append(VmReport(interface_id, netns, ifname, ip))
+        owner = [item.get(k, "") for k in ("instance_id", "name")]
+        if not all(isinstance(n, str) and (n == "" or _ID.fullmatch(n)) for n in owner):
+            raise ValueError("a VM report's instance_id and name are names")
+        out.append(VmReport(interface_id, netns, ifname, ip, str(owner[0]), str(owner[1])))
     return tuple(out)

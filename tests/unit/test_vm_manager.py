@@ -56,6 +56,8 @@ def _port(vif: int, netns: str, ifname: str = "eth0") -> PortConfig:
         PORT1,
         vif=vif,
         interface_id=f"eni-{vif}",
+        instance_id=f"i-{vif}",
+        name=f"vm{vif}",
         netns=netns,
         ifname=ifname,
         mac=f"02:00:00:00:00:{vif:02x}",
@@ -105,7 +107,7 @@ def test_made_before_the_vrouter_has_the_port_ready_once_it_does(
     assert a in plug.vms
     assert agent.vms.reports() == ()  # not on the vRouter yet
     agent.vms.applied(config, from_controller=True)
-    assert agent.vms.reports() == (VmReport("eni-2", a, "eth0", None),)
+    assert agent.vms.reports() == (VmReport("eni-2", a, "eth0", None, "i-2", "vm2"),)
 
 
 def test_removed_only_when_the_controllers_config_drops_it(agent: Agent, plug: MemoryPlug) -> None:
@@ -122,7 +124,7 @@ def test_removed_only_when_the_controllers_config_drops_it(agent: Agent, plug: M
     assert set(plug.vms) == {a, b}
     agent.apply(only_a)
     assert set(plug.vms) == {a}
-    assert agent.vms.reports() == (VmReport("eni-2", a, "eth0", None),)
+    assert agent.vms.reports() == (VmReport("eni-2", a, "eth0", None, "i-2", "vm2"),)
     assert plug.calls.count(f"unplug {b}") == 1
     assert set(AgentState(agent.vms.state.path).vms) == {a}
 
@@ -139,7 +141,7 @@ def test_a_new_interface_grows_the_vm_and_a_dropped_one_goes_after_the_vrouter(
     agent.vms.step()
     assert [t.ifname for t in plug.vms[a].taps] == ["eth1"]
     assert plug.calls.count(f"unplug {a}") == 0  # the VM itself stays
-    assert agent.vms.reports() == (VmReport("eni-3", a, "eth1", None),)
+    assert agent.vms.reports() == (VmReport("eni-3", a, "eth1", None, "i-3", "vm3"),)
 
 
 def test_a_restarted_agent_adopts_its_vms_and_leaves_others_alone(

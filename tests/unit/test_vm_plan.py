@@ -27,6 +27,8 @@ def _port(vif: int, netns: str, ifname: str = "eth0", mac: str | None = None) ->
         PORT1,
         vif=vif,
         interface_id=f"eni-{vif}",
+        instance_id=f"i-{vif}",
+        name=f"vm{vif}",
         netns=netns,
         ifname=ifname,
         mac=mac or f"02:00:00:00:00:{vif:02x}",
@@ -139,8 +141,8 @@ def test_ready_means_made_and_on_the_vrouter_with_the_lease_once_bound() -> None
     a = PREFIX + "a"
     vm = VmSpec(a, (_tap(2), _tap(3, "eth1")))
     on_vrouter = attached(_config(_port(2, a), _port(7, PREFIX + "gone")))
-    assert report([vm], on_vrouter, {}) == (VmReport("eni-2", a, "eth0", None),)
+    assert report([vm], on_vrouter, {}) == (VmReport("eni-2", a, "eth0", None, "i-2", "vm2"),)
     assert report([vm], on_vrouter, {"eni-2": "10.0.1.3/24"}) == (
-        VmReport("eni-2", a, "eth0", "10.0.1.3/24"),
+        VmReport("eni-2", a, "eth0", "10.0.1.3/24", "i-2", "vm2"),
     )
     assert report([], on_vrouter, {}) == ()

@@ -2,11 +2,18 @@
 it commits, and tenant-scoped reads."""
 
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TypeVar
 
 from openvpc.credentials import new_secret, secret_hash
+from openvpc.model.policy import (
+    AclAssociation,
+    NaclEntry,
+    NetworkAcl,
+    SecurityGroup,
+    SecurityGroupRule,
+)
 from openvpc.model.resources import (
     AddressOwner,
     Association,
@@ -21,8 +28,10 @@ from openvpc.model.resources import (
     Tenant,
     Vpc,
 )
-from openvpc.service import admin, allocation, compute, keys, network, routing
+from openvpc.service import acls, admin, allocation, compute, keys, network, routing, security
+from openvpc.service.acls import EntrySpec
 from openvpc.service.repo import INDEXED_FIELDS, Repo
+from openvpc.service.security import RuleSpec
 from openvpc.store import Store
 
 T = TypeVar("T")
@@ -188,6 +197,72 @@ class Service:
         with self._write() as repo:
             routing.disassociate_route_table(repo, tenant, subnet_id)
 
+    # -- security groups ----------------------------------------------------------------
+    def create_security_group(
+        self, tenant: str, vpc_id: str, name: str, description: str
+    ) -> SecurityGroup:
+        with self._write() as repo:
+            return security.create_group(repo, tenant, vpc_id, name, description)
+
+    def delete_security_group(self, tenant: str, group_id: str) -> None:
+        with self._write() as repo:
+            security.delete_group(repo, tenant, group_id)
+
+    def security_group_named(self, tenant: str, name: str) -> SecurityGroup:
+        """The tenant's only group called `name` (InvalidGroup.NotFound otherwise)."""
+        with self._read() as repo:
+            repo.tenant(tenant)
+            return security.group_named(repo, tenant, name)
+
+    def authorize_security_group(
+        self, tenant: str, group_id: str, egress: bool, rules: Sequence[RuleSpec]
+    ) -> tuple[SecurityGroupRule, ...]:
+        """Add ingress (or egress) rules, all or none; returns them with their "sgr-" ids."""
+        with self._write() as repo:
+            return security.authorize(repo, tenant, group_id, egress, rules)
+
+    def revoke_security_group(
+        self, tenant: str, group_id: str, egress: bool, rules: Sequence[RuleSpec]
+    ) -> tuple[SecurityGroupRule, ...]:
+        """Remove the matching rules, all or none; returns the rules removed."""
+        with self._write() as repo:
+            return security.revoke(repo, tenant, group_id, egress, rules)
+
+    def revoke_security_group_rules(
+        self, tenant: str, group_id: str, egress: bool, rule_ids: Sequence[str]
+    ) -> tuple[SecurityGroupRule, ...]:
+        with self._write() as repo:
+            return security.revoke_ids(repo, tenant, group_id, egress, rule_ids)
+
+    # -- network ACLs -------------------------------------------------------------------
+    def create_network_acl(self, tenant: str, vpc_id: str) -> NetworkAcl:
+        with self._write() as repo:
+            return acls.create_acl(repo, tenant, vpc_id)
+
+    def delete_network_acl(self, tenant: str, acl_id: str) -> None:
+        with self._write() as repo:
+            acls.delete_acl(repo, tenant, acl_id)
+
+    def create_network_acl_entry(self, tenant: str, acl_id: str, entry: EntrySpec) -> NaclEntry:
+        with self._write() as repo:
+            return acls.create_entry(repo, tenant, acl_id, entry)
+
+    def replace_network_acl_entry(self, tenant: str, acl_id: str, entry: EntrySpec) -> NaclEntry:
+        with self._write() as repo:
+            return acls.replace_entry(repo, tenant, acl_id, entry)
+
+    def delete_network_acl_entry(
+        self, tenant: str, acl_id: str, rule_number: int, egress: bool
+    ) -> None:
+        with self._write() as repo:
+            acls.delete_entry(repo, tenant, acl_id, rule_number, egress)
+
+    def replace_network_acl_association(
+        self, tenant: str, association_id: str, acl_id: str
+    ) -> AclAssociation:
+        with self._write() as repo:
+            return acls.replace_association(repo, tenant, association_id, acl_id)
+
     # -- instances ----------------------------------------------------------------------
     def run_instance(
         self,
@@ -234,6 +309,9 @@ class Service:
                 interfaces=tuple(repo.all(Interface)),
                 address_owners=tuple(repo.all(AddressOwner)),
                 allocations=tuple(repo.all(NodeAllocation)),
+                security_groups=tuple(repo.all(SecurityGroup)),
+                network_acls=tuple(repo.all(NetworkAcl)),
+                acl_associations=tuple(repo.all(AclAssociation)),
             )
 
     def _owned_all(self, cls: type[T], tenant: str) -> tuple[T, ...]:
@@ -261,6 +339,15 @@ class Service:
 
     def describe_address_owners(self, tenant: str) -> tuple[AddressOwner, ...]:
         return self._owned_all(AddressOwner, tenant)
+
+    def describe_security_groups(self, tenant: str) -> tuple[SecurityGroup, ...]:
+        return self._owned_all(SecurityGroup, tenant)
+
+    def describe_network_acls(self, tenant: str) -> tuple[NetworkAcl, ...]:
+        return self._owned_all(NetworkAcl, tenant)
+
+    def describe_acl_associations(self, tenant: str) -> tuple[AclAssociation, ...]:
+        return self._owned_all(AclAssociation, tenant)
 
     def describe_nodes(self) -> tuple[ComputeNode, ...]:
         with self._read() as repo:

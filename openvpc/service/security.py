@@ -95,10 +95,14 @@ def create_group(
     return group
 
 
-def group_named(repo: Repo, tenant: str, name: str) -> SecurityGroup:
+def group_named(repo: Repo, tenant: str, name: str, vpc_id: str = "") -> SecurityGroup:
     """A group by name, as DeleteSecurityGroup(GroupName=...) finds it: the tenant's only
-    group of that name (VPCs have no default VPC here to narrow it down)."""
-    found = [g for g in repo.find(SecurityGroup, "tenant", tenant) if g.name == name]
+    group of that name (in `vpc_id` if given: there is no default VPC to narrow it down)."""
+    found = [
+        g
+        for g in repo.find(SecurityGroup, "tenant", tenant)
+        if g.name == name and (not vpc_id or g.vpc == vpc_id)
+    ]
     if len(found) != 1:
         raise not_found("securityGroup", str(name))
     return found[0]

@@ -208,11 +208,12 @@ class Service:
         with self._write() as repo:
             security.delete_group(repo, tenant, group_id)
 
-    def security_group_named(self, tenant: str, name: str) -> SecurityGroup:
-        """The tenant's only group called `name` (InvalidGroup.NotFound otherwise)."""
+    def security_group_named(self, tenant: str, name: str, vpc_id: str = "") -> SecurityGroup:
+        """The tenant's only group called `name`, in `vpc_id` if given (InvalidGroup.NotFound
+        otherwise)."""
         with self._read() as repo:
             repo.tenant(tenant)
-            return security.group_named(repo, tenant, name)
+            return security.group_named(repo, tenant, name, vpc_id)
 
     def authorize_security_group(
         self, tenant: str, group_id: str, egress: bool, rules: Sequence[RuleSpec]

@@ -354,6 +354,9 @@ def test_a_group_is_found_by_name_only_when_the_name_is_unambiguous(svc: Service
     svc.create_security_group("red", other.id, "web", "")
     with fails("InvalidGroup.NotFound"):
         svc.security_group_named("red", "web")
+    assert svc.security_group_named("red", "web", vpc.id) == web
+    with fails("InvalidGroup.NotFound"):
+        svc.security_group_named("red", "db", vpc.id)
 
 
 # -- the groups of an interface -------------------------------------------------------------

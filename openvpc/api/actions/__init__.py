@@ -5,4 +5,4 @@ import functools
 
 @functools.cache
 def load() -> None:
-    from openvpc.api.actions import regions, tags, vpcs  # noqa: F401 (registers by import)
+    from openvpc.api.actions import acls, regions, security, tags, vpcs  # noqa: F401 (registers by import)

@@ -364,6 +364,11 @@ def test_filters(alice: Client) -> None:
     assert named(("ip-permission.protocol", ["6"]), ("ip-permission.to-port", ["5432"])) == ["db"]
     assert named(("ip-permission.group-id", [web])) == ["db"]
     assert named(("ip-permission.group-name", ["web"])) == ["db"]
+    by_name = alice.describe_security_groups(
+        GroupNames=["db"], Filters=[{"Name": "ip-permission.group-name", "Values": ["web"]}]
+    )
+    assert [g["GroupId"] for g in by_name["SecurityGroups"]] == [db]
+    assert code_of(alice.describe_security_groups, GroupNames=["nope"]) == "InvalidGroup.NotFound"
     assert named(("ip-permission.cidr", ["0.0.0.0/0"])) == ["web"]
     assert named(("egress.ip-permission.cidr", ["0.0.0.0/0"]), ("vpc-id", [vpc])) == [
         "db",

@@ -67,13 +67,13 @@ def _group_not_found(group_id: str) -> ServiceError:
 @action("DescribeSecurityGroups", mutating=False)
 def describe_security_groups(call: Call) -> dict[str, Any]:
     groups = call.service.describe_security_groups(call.tenant)
+    by_id = {g.id: g.name for g in groups}  # every group, for ip-permission.group-name
     names = call.ids("GroupNames")
     for name in names:  # there is no default VPC: a name is looked for in every VPC
         if not any(g.name == name for g in groups):
             raise _group_not_found(name)
     if names:
         groups = tuple(g for g in groups if g.name in names)
-    by_id = {g.id: g.name for g in groups}
     tags = call.service.all_tags(call.tenant)
     found = select(
         call,

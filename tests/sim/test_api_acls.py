@@ -251,3 +251,11 @@ def test_another_tenants_acls_are_invisible(alice: Client, bob: Client) -> None:
         )
         == "InvalidAssociationID.NotFound"
     )
+
+
+def test_a_repeated_client_token_answers_with_the_same_acl(alice: Client) -> None:
+    vpc = new_vpc(alice)
+    first = alice.create_network_acl(VpcId=vpc, ClientToken="t-1")["NetworkAcl"]["NetworkAclId"]
+    again = alice.create_network_acl(VpcId=vpc, ClientToken="t-1")["NetworkAcl"]["NetworkAclId"]
+    assert first == again
+    assert len(acls(alice, ("vpc-id", [vpc]))) == 2

@@ -438,3 +438,24 @@ def test_another_tenants_groups_are_invisible(alice: Client, bob: Client) -> Non
         code_of(bob.authorize_security_group_ingress, GroupId=bobs, IpPermissions=[pair])
         == "InvalidGroup.NotFound"
     )
+
+
+def test_dry_run_creates_nothing(alice: Client) -> None:
+    vpc = new_vpc(alice)
+    assert (
+        code_of(
+            alice.create_security_group, GroupName="web", Description="d", VpcId=vpc, DryRun=True
+        )
+        == "DryRunOperation"
+    )
+    assert list(groups_of(alice, vpc)) == ["default"]
+
+
+def test_rules_come_in_pages(alice: Client) -> None:
+    vpc = new_vpc(alice)
+    gid = alice.create_security_group(GroupName="web", Description="d", VpcId=vpc)["GroupId"]
+    alice.authorize_security_group_ingress(GroupId=gid, IpPermissions=[tcp(p) for p in range(8)])
+    pages = alice.get_paginator("describe_security_group_rules").paginate(
+        Filters=[{"Name": "group-id", "Values": [gid]}], PaginationConfig={"PageSize": 5}
+    )
+    assert [len(p["SecurityGroupRules"]) for p in pages] == [5, 4]

@@ -5,8 +5,8 @@ compiled onto a node."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,8 +16,8 @@ import pytest
 from botocore.config import Config
 
 from openvpc.api.app import ApiApp
+from openvpc.api.instant import InstantRuntime
 from openvpc.api.server import ApiServer
-from openvpc.compiler.compile import compile_all
 from openvpc.service import Service
 from openvpc.store import Store
 
@@ -28,32 +28,6 @@ NODES = {
     "node3": ("172.16.3.12", "us-east-1b"),
 }
 TENANTS = ("alice", "bob")
-
-
-class SimRuntime:
-    """Nodes that apply every revision at once (the compiler runs for each new revision)."""
-
-    def __init__(self, service: Service) -> None:
-        self.service = service
-        self._lock = threading.Lock()
-        self._revision = -1
-        self._ready: set[tuple[str, str]] = set()
-
-    def _refresh(self) -> int:
-        with self._lock:
-            revision = self.service.revision()
-            if revision != self._revision:
-                configs = compile_all(self.service.snapshot())
-                self._ready = {(n, p.interface_id) for n, c in configs.items() for p in c.ports}
-                self._revision = revision
-            return revision
-
-    def acked(self, node: str) -> int | None:
-        return self._refresh()
-
-    def vm_ready(self, node: str, interface_id: str) -> bool:
-        self._refresh()
-        return (node, interface_id) in self._ready
 
 
 @dataclass
@@ -86,13 +60,18 @@ class Api:
         )
 
 
-def start_api(path: Path, unknown_keys_as: str | None = None) -> Api:
+def start_api(
+    path: Path, unknown_keys_as: str | None = None, clock: Callable[[], float] = time.time
+) -> Api:
     service = Service(Store(path))
     for name, (ip, zone) in NODES.items():
         service.register_node(name, ip, zone)
     api = Api(
         service,
-        ApiServer(ApiApp(service, SimRuntime(service), REGION, unknown_keys_as), "127.0.0.1:0"),
+        ApiServer(
+            ApiApp(service, InstantRuntime(service), REGION, unknown_keys_as, clock=clock),
+            "127.0.0.1:0",
+        ),
     )
     for tenant in TENANTS:
         service.create_tenant(tenant)

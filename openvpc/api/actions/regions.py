@@ -40,7 +40,7 @@ def describe_availability_zones(call: Call) -> dict[str, Any]:
                 f"The zone '{shown(name)}' does not exist in region {call.region}.",
             )
     for zid in call.ids("ZoneIds"):
-        if zid not in {zone_id(call, z) for z in known}:
+        if zid not in {zone_id(call, z, known) for z in known}:
             raise ApiError(
                 "InvalidParameterValue",
                 f"The zone ID '{shown(zid)}' does not exist in region {call.region}.",
@@ -48,7 +48,7 @@ def describe_availability_zones(call: Call) -> dict[str, Any]:
     items = [
         {
             "ZoneName": z,
-            "ZoneId": zone_id(call, z),
+            "ZoneId": zone_id(call, z, known),
             "RegionName": call.region,
             "State": "available",
             "ZoneType": "availability-zone",
@@ -59,7 +59,7 @@ def describe_availability_zones(call: Call) -> dict[str, Any]:
         }
         for z in known
         if (not call.ids("ZoneNames") or z in call.ids("ZoneNames"))
-        and (not call.ids("ZoneIds") or zone_id(call, z) in call.ids("ZoneIds"))
+        and (not call.ids("ZoneIds") or zone_id(call, z, known) in call.ids("ZoneIds"))
     ]
     fields = {
         "zone-name": lambda z: z["ZoneName"],

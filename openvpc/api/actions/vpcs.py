@@ -198,14 +198,18 @@ def default_zone(call: Call) -> str:
     return f"{call.region}a"
 
 
-def zone_id(call: Call, zone: str) -> str:
-    names = zones(call)
+def zone_id(call: Call, zone: str, names: list[str]) -> str:
+    """The zone's id ("us-east-1-az2"), by its place among the region's `zones`."""
     index = names.index(zone) + 1 if zone in names else 0
     return f"{call.region}-az{index}"
 
 
 def subnet_out(
-    call: Call, subnet: Subnet, tags: list[tuple[str, str]], used: dict[str, int]
+    call: Call,
+    subnet: Subnet,
+    tags: list[tuple[str, str]],
+    used: dict[str, int],
+    known_zones: list[str],
 ) -> dict[str, Any]:
     net = IPv4Network(subnet.cidr)
     zone = subnet.zone or default_zone(call)
@@ -216,7 +220,7 @@ def subnet_out(
         "OwnerId": call.account,
         "CidrBlock": subnet.cidr,
         "AvailabilityZone": zone,
-        "AvailabilityZoneId": zone_id(call, zone),
+        "AvailabilityZoneId": zone_id(call, zone, known_zones),
         "AvailableIpAddressCount": net.num_addresses - len(reserved(net)) - used.get(subnet.id, 0),
         "DefaultForAz": False,
         "MapPublicIpOnLaunch": subnet.map_public_ip,
@@ -252,7 +256,7 @@ def create_subnet(call: Call) -> dict[str, Any]:
     subnet = call.service.create_subnet(call.tenant, vpc_id, name_of(tags), cidr, stored_zone)
     if tags:
         call.service.create_tags(call.tenant, [subnet.id], tags)
-    return {"Subnet": subnet_out(call, subnet, tags, {})}
+    return {"Subnet": subnet_out(call, subnet, tags, {}, known)}
 
 
 @action("DeleteSubnet")
@@ -264,9 +268,10 @@ def delete_subnet(call: Call) -> None:
 def describe_subnets(call: Call) -> dict[str, Any]:
     tags = call.service.all_tags(call.tenant)
     used = _used(call)
+    known = zones(call)
 
     def free(s: Subnet) -> int:
-        return int(subnet_out(call, s, [], used)["AvailableIpAddressCount"])
+        return int(subnet_out(call, s, [], used, known)["AvailableIpAddressCount"])
 
     fields = {
         "subnet-id": lambda s: s.id,
@@ -275,7 +280,7 @@ def describe_subnets(call: Call) -> dict[str, Any]:
         "cidr": lambda s: s.cidr,
         "cidrBlock": lambda s: s.cidr,
         "availability-zone": lambda s: s.zone or default_zone(call),
-        "availability-zone-id": lambda s: zone_id(call, s.zone or default_zone(call)),
+        "availability-zone-id": lambda s: zone_id(call, s.zone or default_zone(call), known),
         "available-ip-address-count": free,
         "default-for-az": lambda s: False,
         "defaultForAz": lambda s: False,
@@ -295,7 +300,7 @@ def describe_subnets(call: Call) -> dict[str, Any]:
     )
     page, token = paginate(call, found, lambda s: s.id)
     return {
-        "Subnets": [subnet_out(call, s, tags.get(s.id, []), used) for s in page],
+        "Subnets": [subnet_out(call, s, tags.get(s.id, []), used, known) for s in page],
         "NextToken": token,
     }
 

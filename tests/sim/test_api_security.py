@@ -197,6 +197,29 @@ def test_the_flat_form_of_authorize(alice: Client) -> None:
     )
     (ssh,) = the_group(alice, gid)["IpPermissions"]
     assert (ssh["FromPort"], ssh["IpRanges"]) == (22, [{"CidrIp": "10.0.0.0/8"}])
+    # a group named in the flat form or in a pair is looked for in this group's VPC
+    db = alice.create_security_group(GroupName="db", Description="d", VpcId=vpc)["GroupId"]
+    other = alice.create_security_group(
+        GroupName="db", Description="d", VpcId=new_vpc(alice, "10.1.0.0/16")
+    )["GroupId"]
+    alice.authorize_security_group_ingress(GroupId=gid, SourceSecurityGroupName="db")
+    pair = {
+        "IpProtocol": "udp",
+        "FromPort": 53,
+        "ToPort": 53,
+        "UserIdGroupPairs": [{"GroupName": "db"}],
+    }
+    alice.authorize_security_group_ingress(GroupId=gid, IpPermissions=[pair])
+    named = [p for p in the_group(alice, gid)["IpPermissions"] if p["UserIdGroupPairs"]]
+    assert [(p["IpProtocol"], [g["GroupId"] for g in p["UserIdGroupPairs"]]) for p in named] == [
+        ("-1", [db]),
+        ("udp", [db]),
+    ]
+    assert other != db
+    assert (
+        code_of(alice.authorize_security_group_ingress, GroupId=gid, SourceSecurityGroupName="x")
+        == "InvalidGroup.NotFound"
+    )
 
 
 @pytest.mark.parametrize(

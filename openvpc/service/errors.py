@@ -17,6 +17,11 @@ _NOT_FOUND = {
     "routeTable": "InvalidRouteTableID.NotFound",
     "instance": "InvalidInstanceID.NotFound",
     "networkInterface": "InvalidNetworkInterfaceID.NotFound",
+    "internetGateway": "InvalidInternetGatewayID.NotFound",
+    "natGateway": "NatGatewayNotFound",
+    "allocation": "InvalidAllocationID.NotFound",
+    "vpcPeeringConnection": "InvalidVpcPeeringConnectionID.NotFound",
+    "association": "InvalidAssociationID.NotFound",
 }
 
 

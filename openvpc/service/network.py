@@ -3,8 +3,9 @@
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 
+from openvpc.model.gateways import InternetGateway
 from openvpc.model.resources import AddressOwner, Association, Interface, RouteTable, Subnet, Vpc
-from openvpc.service import routing
+from openvpc.service import gateways, routing
 from openvpc.service.compute import hint_counter
 from openvpc.service.errors import ServiceError, dependency
 from openvpc.service.ipam import reserved
@@ -30,14 +31,19 @@ def create_vpc(
     vpc = Vpc(repo.new_id("vpc", Vpc), tenant, name, str(net), check_mode(mode), check_encap(encap))
     repo.put(vpc)  # the main table's checks look the VPC up
     main = routing.create_route_table(repo, tenant, vpc.id, routing.MAIN)
-    vpc = replace(vpc, main_route_table=main.id)
+    vpc = replace(
+        vpc, main_route_table=main.id, main_association=repo.new_id("rtbassoc", Association)
+    )
     repo.put(vpc)
     return vpc
 
 
 def delete_vpc(repo: Repo, tenant: str, vpc_id: str) -> None:
-    """Only an empty VPC goes: no subnets and no route table but the main one."""
+    """Only an empty VPC goes: no subnets, no route table but the main one, no internet
+    gateway attached."""
     vpc = repo.owned(Vpc, vpc_id, tenant)
+    if repo.find(InternetGateway, "vpc", vpc.id):
+        raise dependency("vpc", vpc.id)
     if any(s.vpc == vpc.id for s in repo.all(Subnet)):
         raise dependency("vpc", vpc.id)
     tables = [t for t in repo.all(RouteTable) if t.vpc == vpc.id]
@@ -76,6 +82,8 @@ def create_subnet(repo: Repo, tenant: str, vpc_id: str, name: str, cidr: str) ->
 def delete_subnet(repo: Repo, tenant: str, subnet_id: str) -> None:
     subnet = repo.owned(Subnet, subnet_id, tenant)
     if any(i.subnet == subnet.id for i in repo.all(Interface)):
+        raise dependency("subnet", subnet.id)
+    if gateways.live_nat_in_subnet(repo, subnet.id):
         raise dependency("subnet", subnet.id)
     repo.delete(Association, subnet.id)
     repo.delete(Subnet, subnet.id)

@@ -8,6 +8,7 @@ import hashlib
 from typing import Any, TypeVar, cast
 
 from openvpc.model.codec import from_dict, to_dict
+from openvpc.model.gateways import ElasticIp, InternetGateway, NatGateway, VpcPeeringConnection
 from openvpc.model.resources import (
     AddressOwner,
     Association,
@@ -36,6 +37,10 @@ KINDS: dict[type, str] = {
     Interface: "interface",
     AddressOwner: "address_owner",
     NodeAllocation: "allocation",
+    InternetGateway: "internet_gateway",
+    NatGateway: "nat_gateway",
+    ElasticIp: "elastic_ip",
+    VpcPeeringConnection: "peering",
 }
 _NOUNS: dict[type, str] = {
     Vpc: "vpc",
@@ -43,6 +48,9 @@ _NOUNS: dict[type, str] = {
     RouteTable: "routeTable",
     Instance: "instance",
     Interface: "networkInterface",
+    InternetGateway: "internetGateway",
+    NatGateway: "natGateway",
+    ElasticIp: "allocation",
 }
 _COUNTER = "counter"
 _SETTING = "setting"
@@ -131,6 +139,13 @@ class Repo:
         return default if doc is None else int(doc.body["value"])
 
     def set_setting(self, name: str, value: int) -> None:
+        self.tx.put(_SETTING, name, {"value": value})
+
+    def text_setting(self, name: str, default: str) -> str:
+        doc = self.tx.get(_SETTING, name)
+        return default if doc is None else str(doc.body["value"])
+
+    def set_text_setting(self, name: str, value: str) -> None:
         self.tx.put(_SETTING, name, {"value": value})
 
     def set_credential(self, node: str, secret_hash: str) -> None:

@@ -58,6 +58,8 @@ def create(
         peer_name = "" if other is None else other.name
         found = repo.get(Vpc, peer_vpc_id) if other is not None else None
         peer = found if found is not None and found.tenant == peer_name else None
+        if peer is None:
+            peer_name = ""  # nobody else sees a request for a VPC that is not theirs
     if peer is not None and peer.id == vpc.id:
         raise invalid_value("peerVpcId", peer_vpc_id, "A VPC cannot peer with itself.")
     if peer is not None:

@@ -109,13 +109,12 @@ def test_internet_gateway_quota(svc: Service) -> None:
 def test_another_tenants_internet_gateway_is_missing(svc: Service, net: tuple[Vpc, Subnet]) -> None:
     igw = _public(svc, net)
     blue = svc.create_vpc("blue", "p", "10.0.0.0/16")
-    for call in (
-        lambda: svc.attach_internet_gateway("blue", igw.id, blue.id),
-        lambda: svc.detach_internet_gateway("blue", igw.id, blue.id),
-        lambda: svc.delete_internet_gateway("blue", igw.id),
-    ):
-        with fails("InvalidInternetGatewayID.NotFound"):
-            call()
+    with fails("InvalidInternetGatewayID.NotFound"):
+        svc.attach_internet_gateway("blue", igw.id, blue.id)
+    with fails("InvalidInternetGatewayID.NotFound"):
+        svc.detach_internet_gateway("blue", igw.id, blue.id)
+    with fails("InvalidInternetGatewayID.NotFound"):
+        svc.delete_internet_gateway("blue", igw.id)
     with fails("InvalidVpcID.NotFound"):  # nor may blue attach to red's VPC
         svc.attach_internet_gateway("blue", svc.create_internet_gateway("blue").id, net[0].id)
     assert svc.describe_internet_gateways("blue")[0].vpc == ""

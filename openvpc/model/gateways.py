@@ -53,16 +53,16 @@ class ElasticIp:
 
 @dataclass(frozen=True, slots=True)
 class VpcPeeringConnection:
-    """A request from `tenant`'s `vpc` to `peer_tenant`'s `peer_vpc` (possibly the same
+    """A request from `tenant`'s `vpc` to `accepter_tenant`'s `accepter_vpc` (possibly the same
     tenant); both tenants see it, nobody else does. CIDRs are kept as they were at creation."""
 
     id: str  # "pcx-..."
     tenant: str  # the requester
     vpc: str
     cidr: str
-    peer_tenant: str  # the accepter
-    peer_vpc: str
-    peer_cidr: str = ""
+    accepter_tenant: str  # the accepter
+    accepter_vpc: str
+    accepter_cidr: str = ""
     status: PeeringStatus = "pending-acceptance"
     message: str = ""
     created: float = 0.0

@@ -24,7 +24,7 @@ def status(pcx: VpcPeeringConnection, now: float) -> PeeringStatus:
 def visible(repo: Repo, pcx_id: str, tenant: str) -> VpcPeeringConnection:
     """A connection `tenant` is a side of; any other looks exactly like a missing one."""
     found = repo.get(VpcPeeringConnection, pcx_id) if isinstance(pcx_id, str) else None
-    if found is None or tenant not in (found.tenant, found.peer_tenant):
+    if found is None or tenant not in (found.tenant, found.accepter_tenant):
         raise not_found("vpcPeeringConnection", str(pcx_id))
     return found
 
@@ -66,7 +66,7 @@ def create(
         for existing in repo.find(VpcPeeringConnection, "vpc", vpc.id) + repo.find(
             VpcPeeringConnection, "vpc", peer.id
         ):
-            pair = {existing.vpc, existing.peer_vpc}
+            pair = {existing.vpc, existing.accepter_vpc}
             if pair == {vpc.id, peer.id} and status(existing, now) in _OPEN:
                 raise ServiceError(
                     "VpcPeeringConnectionAlreadyExists",
@@ -102,7 +102,7 @@ def _transition(pcx: VpcPeeringConnection, now: float, allowed: tuple[str, ...],
 
 
 def _accepter_only(repo: Repo, pcx: VpcPeeringConnection, tenant: str, verb: str) -> None:
-    if tenant != pcx.peer_tenant:
+    if tenant != pcx.accepter_tenant:
         account = repo.tenant(tenant).account or tenant
         raise ServiceError(
             "OperationNotPermitted", f"User {account} cannot {verb} peering {pcx.id}"
@@ -113,7 +113,7 @@ def accept(repo: Repo, tenant: str, pcx_id: str, now: float) -> VpcPeeringConnec
     pcx = visible(repo, pcx_id, tenant)
     _accepter_only(repo, pcx, tenant, "accept")
     _transition(pcx, now, ("pending-acceptance",), "active")
-    peer = repo.get(Vpc, pcx.peer_vpc)
+    peer = repo.get(Vpc, pcx.accepter_vpc)
     mine = repo.get(Vpc, pcx.vpc)
     if peer is None or mine is None:  # a side went away while the request was pending
         raise ServiceError(
@@ -145,6 +145,6 @@ def delete(repo: Repo, tenant: str, pcx_id: str, now: float) -> None:
 def describe(repo: Repo, tenant: str, now: float) -> list[VpcPeeringConnection]:
     """The connections the tenant is a side of, each with its status at `now`, by id."""
     mine = {p.id: p for p in repo.find(VpcPeeringConnection, "tenant", tenant)}
-    for p in repo.find(VpcPeeringConnection, "peer_tenant", tenant):
+    for p in repo.find(VpcPeeringConnection, "accepter_tenant", tenant):
         mine[p.id] = p
     return [replace(p, status=status(p, now)) for _, p in sorted(mine.items())]

@@ -175,7 +175,7 @@ def _route_to(repo: Repo, table: RouteTable, vpc: Vpc, dest: IPv4Network, target
             raise _different(table, "network gateway", target)
     elif target.startswith("pcx-"):
         pcx = peering.visible(repo, target, table.tenant)
-        if table.vpc not in (pcx.vpc, pcx.peer_vpc):
+        if table.vpc not in (pcx.vpc, pcx.accepter_vpc):
             raise _different(table, "VPC peering connection", target)
         if pcx.status != "active":
             raise invalid_value(

@@ -44,7 +44,7 @@ def test_across_tenants_the_accepter_accepts_and_both_see_it(
     mine, theirs = vpcs
     pcx = svc.create_vpc_peering_connection("red", mine.id, theirs.id, BLUE, now=10.0)
     assert pcx.id.startswith("pcx-")
-    assert (pcx.status, pcx.tenant, pcx.peer_tenant, pcx.cidr, pcx.peer_cidr) == (
+    assert (pcx.status, pcx.tenant, pcx.accepter_tenant, pcx.cidr, pcx.accepter_cidr) == (
         "pending-acceptance",
         "red",
         "blue",
@@ -94,7 +94,7 @@ def test_within_one_tenant(svc: Service) -> None:
     a = svc.create_vpc("red", "a", "10.0.0.0/16")
     b = svc.create_vpc("red", "b", "10.1.0.0/16")
     pcx = svc.create_vpc_peering_connection("red", a.id, b.id, now=0.0)
-    assert pcx.peer_tenant == "red"
+    assert pcx.accepter_tenant == "red"
     with fails("VpcPeeringConnectionAlreadyExists"):
         svc.create_vpc_peering_connection("red", b.id, a.id, now=1.0)
     assert svc.accept_vpc_peering_connection("red", pcx.id, now=1.0).status == "active"

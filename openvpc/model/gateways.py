@@ -67,3 +67,4 @@ class VpcPeeringConnection:
     message: str = ""
     created: float = 0.0
     expires: float = 0.0  # a pending request expires (AWS: after 7 days)
+    accepter_account: str = ""  # the accepter's account id as the request named it

@@ -86,6 +86,7 @@ def create(
         FAILED if failed else f"Pending Acceptance by {peer_account or me.account}",
         now,
         0.0 if failed else now + PENDING_LIFETIME,
+        str(peer_account or me.account),
     )
     repo.put(pcx)
     return pcx

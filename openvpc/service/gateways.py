@@ -5,7 +5,7 @@ from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 
 from openvpc.model.gateways import ElasticIp, InternetGateway, NatGateway
-from openvpc.model.resources import AddressOwner, Subnet, Vpc
+from openvpc.model.resources import AddressOwner, Interface, Subnet, Vpc
 from openvpc.service import addresses
 from openvpc.service.compute import VpcAddresses, hint_counter
 from openvpc.service.errors import ServiceError, dependency, invalid_value
@@ -103,7 +103,7 @@ def create_nat_gateway(
         )
     _purge_deleted(repo, tenant, now)
     nat_id = repo.new_id("nat", NatGateway)
-    eni = repo.new_id("eni", NatGateway)
+    eni = repo.new_id("eni", Interface)
     if eip is not None and not repo.find(InternetGateway, "vpc", subnet.vpc):
         nat = NatGateway(
             nat_id,

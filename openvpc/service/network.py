@@ -5,7 +5,7 @@ from ipaddress import IPv4Address, IPv4Network
 
 from openvpc.model.gateways import InternetGateway
 from openvpc.model.resources import AddressOwner, Association, Interface, RouteTable, Subnet, Vpc
-from openvpc.service import gateways, routing
+from openvpc.service import gateways, peering, routing
 from openvpc.service.compute import hint_counter
 from openvpc.service.errors import ServiceError, dependency
 from openvpc.service.ipam import reserved
@@ -54,6 +54,7 @@ def delete_vpc(repo: Repo, tenant: str, vpc_id: str) -> None:
             repo.delete(AddressOwner, owner_key(owner.vpc, owner.ip))
     repo.delete(RouteTable, vpc.main_route_table)
     repo.delete(Vpc, vpc.id)
+    peering.vpc_deleted(repo, vpc.id)
 
 
 def create_subnet(repo: Repo, tenant: str, vpc_id: str, name: str, cidr: str) -> Subnet:

@@ -149,3 +149,10 @@ def describe(repo: Repo, tenant: str, now: float) -> list[VpcPeeringConnection]:
     for p in repo.find(VpcPeeringConnection, "accepter_tenant", tenant):
         mine[p.id] = p
     return [replace(p, status=status(p, now)) for _, p in sorted(mine.items())]
+
+
+def vpc_deleted(repo: Repo, vpc_id: str) -> None:
+    """Connections of a deleted VPC that were pending or active are deleted with it."""
+    for pcx in repo.all(VpcPeeringConnection):
+        if vpc_id in (pcx.vpc, pcx.accepter_vpc) and pcx.status in _OPEN:
+            repo.put(replace(pcx, status="deleted", message=f"Deleted with {vpc_id}", expires=0.0))

@@ -141,3 +141,11 @@ def test_the_requester_vpc_must_be_ones_own(svc: Service, vpcs: tuple[Vpc, Vpc])
     mine, theirs = vpcs
     with fails("InvalidVpcID.NotFound"):
         svc.create_vpc_peering_connection("blue", mine.id, theirs.id, now=0.0)
+
+
+def test_deleting_a_vpc_deletes_its_connections(svc: Service, vpcs: tuple[Vpc, Vpc]) -> None:
+    mine, theirs = vpcs
+    pcx = svc.create_vpc_peering_connection("red", mine.id, theirs.id, BLUE, now=0.0)
+    svc.accept_vpc_peering_connection("blue", pcx.id, now=1.0)
+    svc.delete_vpc("blue", theirs.id)
+    assert _statuses(svc, "red") == [(pcx.id, "deleted")]

@@ -11,8 +11,23 @@ from openvpc.vrouter import limits
 app = typer.Typer(help="openvpc: a self-hosted, multi-tenant VPC.", no_args_is_help=True)
 
 
+def _version(show: bool) -> None:
+    if show:
+        from importlib.metadata import version
+
+        Console().print(f"openvpc {version('openvpc')}", markup=False, highlight=False)
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
+) -> None:
     """openvpc: a self-hosted, multi-tenant VPC."""
 
 
@@ -28,7 +43,7 @@ def demo(
         _need_root()
         console = Console()
         try:
-            code = run_showcase(file, console, lambda m: console.print(f"[dim]{m}[/]"))
+            code = run_showcase(example(file), console, lambda m: console.print(f"[dim]{m}[/]"))
         except _lab_errors() as exc:
             Console(stderr=True).print(str(exc), style="red", markup=False, highlight=False)
             raise typer.Exit(1) from None
@@ -54,6 +69,21 @@ def demo(
     )
     if bad:
         raise typer.Exit(1)
+
+
+def example(path: str) -> str:
+    """A file as given when it exists; else the same relative path under the checkout's
+    examples (so `openvpc up examples/two-tenants.yaml` works from any directory)."""
+    from pathlib import Path
+
+    given = Path(path)
+    if given.exists() or given.is_absolute():
+        return path
+    root = Path(__file__).resolve().parent.parent
+    for candidate in (root / given, root / "examples" / given):
+        if candidate.is_file():
+            return str(candidate)
+    return path
 
 
 def _lab_errors() -> tuple[type[Exception], ...]:
@@ -85,7 +115,7 @@ def up(
     _need_root()
     console = Console()
     try:
-        st = real.up(file, dhcp=dhcp, progress=lambda m: console.print(f"[dim]{m}[/]"))
+        st = real.up(example(file), dhcp=dhcp, progress=lambda m: console.print(f"[dim]{m}[/]"))
     except _lab_errors() as exc:
         # unwrapped, as `validate` prints it: a field's path and message stay on one line
         Console(stderr=True, soft_wrap=True).print(
@@ -107,7 +137,7 @@ def validate(
     from openvpc.lab.topology import TopologyError
 
     try:
-        topo, _ = check_topology(file)
+        topo, _ = check_topology(example(file))
     except TopologyError as exc:
         # unwrapped: the field's path and the message stay on one line for scripts
         Console(stderr=True, soft_wrap=True).print(
@@ -359,12 +389,31 @@ tenant_app = typer.Typer(
     help="Tenants and their API access keys: operator commands on the controller host."
 )
 app.add_typer(tenant_app, name="tenant")
+DbOption = Annotated[str | None, typer.Option("--db", help="the controller's store (SQLite file)")]
+LabOption = Annotated[
+    str | None, typer.Option("--lab", help="a lab's controller (default: the only lab up)")
+]
+
+
+def _store_path(db: str | None, lab: str | None) -> str:
+    """The store named by --db, else the store of the lab's controller."""
+    if db is not None:
+        return db
+    from openvpc.lab import real
+    from openvpc.lab.naming import state_dir
+
+    try:
+        return str(state_dir(real.resolve_name(lab)) / "openvpc.db")
+    except _lab_errors() as exc:
+        Console(stderr=True).print(str(exc), style="red", markup=False)
+        raise typer.Exit(1) from None
 
 
 @tenant_app.command("create")
 def tenant_create(
     name: str = typer.Argument(..., help="the tenant's name"),
-    db: str = typer.Option(..., "--db", help="the controller's store (SQLite file)"),
+    db: DbOption = None,
+    lab: LabOption = None,
 ) -> None:
     """Create a tenant if it does not exist and issue it a new access key; prints the key id
     and its secret as lines of an AWS credentials file (the secret is shown only this once)."""
@@ -374,7 +423,7 @@ def tenant_create(
     from openvpc.store import Store
 
     try:
-        store = Store(Path(db))
+        store = Store(Path(_store_path(db, lab)))
         try:
             service = Service(store)
             with service.batch():
@@ -395,7 +444,8 @@ def tenant_create(
 @tenant_app.command("list")
 def tenant_list(
     name: str | None = typer.Argument(None, help="only this tenant"),
-    db: str = typer.Option(..., "--db", help="the controller's store (SQLite file)"),
+    db: DbOption = None,
+    lab: LabOption = None,
 ) -> None:
     """Tenants and the ids of their access keys (never the secrets)."""
     from pathlib import Path
@@ -404,7 +454,7 @@ def tenant_list(
     from openvpc.store import Store
 
     try:
-        store = Store(Path(db))
+        store = Store(Path(_store_path(db, lab)))
         try:
             service = Service(store)
             names = [t.name for t in service.describe_tenants() if name in (None, t.name)]
@@ -423,7 +473,8 @@ def tenant_list(
 @tenant_app.command("delete")
 def tenant_delete(
     name: str = typer.Argument(..., help="the tenant's name"),
-    db: str = typer.Option(..., "--db", help="the controller's store (SQLite file)"),
+    db: DbOption = None,
+    lab: LabOption = None,
     key: str | None = typer.Option(
         None, "--key", help="revoke only this access key id; the tenant stays"
     ),
@@ -436,7 +487,7 @@ def tenant_delete(
     from openvpc.store import Store
 
     try:
-        store = Store(Path(db))
+        store = Store(Path(_store_path(db, lab)))
         try:
             service = Service(store)
             if key is None:
@@ -451,6 +502,46 @@ def tenant_delete(
     Console().print(
         f"tenant {name}: " + ("deleted" if key is None else f"key {key} revoked"), markup=False
     )
+
+
+@tenant_app.command("env")
+def tenant_env(
+    name: str = typer.Argument(..., help="the tenant's name"),
+    lab: LabOption = None,
+) -> None:
+    """Shell lines exporting the tenant's first access key, the lab's API endpoint and region,
+    for the AWS CLI, boto3 and terraform: eval "$(openvpc tenant env NAME --lab LAB)"."""
+    import shlex
+    from pathlib import Path
+
+    from openvpc.lab import real
+    from openvpc.service import Service
+    from openvpc.store import Store
+
+    try:
+        lab_name = real.resolve_name(lab)
+        endpoint, region = real.api_endpoint(lab_name)
+        store = Store(Path(_store_path(None, lab_name)))
+        try:
+            service = Service(store)
+            key_ids = service.tenant_keys(name)
+            found = service.access_key(key_ids[0]) if key_ids else None
+        finally:
+            store.close()
+    except (*_service_errors(), *_lab_errors()) as exc:
+        Console(stderr=True).print(f"tenant {name}: {exc}", style="red", markup=False)
+        raise typer.Exit(1) from None
+    if found is None:
+        Console(stderr=True).print(f"tenant {name} has no access key", style="red", markup=False)
+        raise typer.Exit(1)
+    values = {
+        "AWS_ACCESS_KEY_ID": key_ids[0],
+        "AWS_SECRET_ACCESS_KEY": found[0],
+        "AWS_DEFAULT_REGION": region,
+        "AWS_ENDPOINT_URL": endpoint,
+    }
+    for key, value in values.items():
+        print(f"export {key}={shlex.quote(value)}")
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from openvpc.api.app import DEFAULT_REGION
 from openvpc.credentials import Credential, CredentialError, new_secret, read_secret_file
 from openvpc.credentials import write_secret_file as _write_secret
 from openvpc.lab import netns, nsexec, preflight, supervise, sweep, vms
@@ -742,3 +743,12 @@ def _rmdir(path: Path) -> None:
         pass
     except OSError as exc:
         log.info("left %s in place: %s", path, exc.strerror)
+
+
+def api_endpoint(name: str | None = None, root: Path = RUN_ROOT) -> tuple[str, str]:
+    """(URL, region) of the lab's EC2 API."""
+    lab = resolve_name(name, root)
+    meta = _state(lab, root).meta()
+    if "api" not in meta:
+        raise LabError(f"lab {lab} serves no EC2 API")
+    return str(meta["api"]), str(meta.get("region", DEFAULT_REGION))

@@ -39,6 +39,10 @@ class Vpc:
     link_local_gateway: bool = False  # Contrail's 169.254.0.1 gateway in every VRF
     decrement_ttl: bool = False  # Amazon does not
     gateway_node: str | None = None  # l2 modes: a centralized gateway; None: anycast everywhere
+    dns_support: bool = True  # enableDnsSupport: the DNS proxy answers in this VPC
+    dns_hostnames: bool = False  # enableDnsHostnames
+    address_usage_metrics: bool = False  # enableNetworkAddressUsageMetrics (recorded only)
+    secondary: tuple[tuple[str, str], ...] = ()  # (association id, CIDR) of secondary blocks
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,15 +22,18 @@ from openvpc.service.validate import (
     check_fabric_mtu,
     check_node_name,
     check_tenant_name,
+    check_zone_name,
 )
 
 FABRIC_MTU = "fabric_mtu"
 DEFAULT_FABRIC_MTU = 1500
 
 
-def register_node(repo: Repo, name: str, fabric_ip: str) -> ComputeNode:
-    """Add a compute node, or move an existing one to a new fabric address."""
+def register_node(repo: Repo, name: str, fabric_ip: str, zone: str = "") -> ComputeNode:
+    """Add a compute node, or move an existing one to a new fabric address or zone ("": the
+    region's first availability zone)."""
     check_node_name(name)
+    check_zone_name(zone)
     addr = str(check_fabric_ip(fabric_ip))
     for other in repo.all(ComputeNode):
         if other.name != name and other.fabric_ip == addr:
@@ -38,7 +41,7 @@ def register_node(repo: Repo, name: str, fabric_ip: str) -> ComputeNode:
                 "InvalidParameterValue",
                 f"Fabric address {addr} already belongs to compute node '{other.name}'.",
             )
-    node = ComputeNode(name, addr)
+    node = ComputeNode(name, addr, zone)
     repo.put(node)
     if repo.get(NodeAllocation, name) is None:
         repo.put(NodeAllocation(name))
@@ -61,9 +64,18 @@ def fabric_mtu(repo: Repo) -> int:
     return repo.setting(FABRIC_MTU, DEFAULT_FABRIC_MTU)
 
 
+FIRST_ACCOUNT = 100000000001
+
+
 def create_tenant(repo: Repo, name: str) -> Tenant:
+    """A tenant with the next 12-digit account id; creating an existing one changes nothing."""
     check_tenant_name(name)
-    tenant = Tenant(name)
+    existing = repo.get(Tenant, name)
+    if existing is not None:
+        return existing
+    number = repo.counter("account", FIRST_ACCOUNT)
+    repo.set_counter("account", number + 1)
+    tenant = Tenant(name, f"{number:012d}")
     repo.put(tenant)
     return tenant
 

@@ -4,10 +4,18 @@ from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 
 from openvpc.model.gateways import InternetGateway
-from openvpc.model.resources import AddressOwner, Association, Interface, RouteTable, Subnet, Vpc
+from openvpc.model.resources import (
+    AddressOwner,
+    Association,
+    Interface,
+    Route,
+    RouteTable,
+    Subnet,
+    Vpc,
+)
 from openvpc.service import gateways, peering, routing
 from openvpc.service.compute import hint_counter
-from openvpc.service.errors import ServiceError, dependency
+from openvpc.service.errors import ServiceError, dependency, invalid_value
 from openvpc.service.ipam import reserved
 from openvpc.service.repo import Repo, owner_key
 from openvpc.service.validate import (
@@ -19,6 +27,15 @@ from openvpc.service.validate import (
     parse_cidr,
 )
 
+VPCS_PER_TENANT = 5  # AWS's default quota of VPCs per region
+SUBNETS_PER_VPC = 200
+CIDRS_PER_VPC = 5  # the primary block and four more
+_ATTRIBUTE_FIELDS = {
+    "enableDnsSupport": "dns_support",
+    "enableDnsHostnames": "dns_hostnames",
+    "enableNetworkAddressUsageMetrics": "address_usage_metrics",
+}
+
 
 def create_vpc(
     repo: Repo, tenant: str, name: str, cidr: str, mode: str = "l3", encap: str = "vxlan"
@@ -28,6 +45,8 @@ def create_vpc(
     check_resource_name(name, "name")
     net = parse_cidr(cidr, "cidrBlock")
     check_vpc_cidr(net)
+    if len(repo.find(Vpc, "tenant", tenant)) >= VPCS_PER_TENANT:
+        raise ServiceError("VpcLimitExceeded", "The maximum number of VPCs has been reached.")
     vpc = Vpc(repo.new_id("vpc", Vpc), tenant, name, str(net), check_mode(mode), check_encap(encap))
     repo.put(vpc)  # the main table's checks look the VPC up
     main = routing.create_route_table(repo, tenant, vpc.id, routing.MAIN)
@@ -57,13 +76,129 @@ def delete_vpc(repo: Repo, tenant: str, vpc_id: str) -> None:
     peering.vpc_deleted(repo, vpc.id)
 
 
-def create_subnet(repo: Repo, tenant: str, vpc_id: str, name: str, cidr: str) -> Subnet:
+def vpc_blocks(vpc: Vpc) -> list[IPv4Network]:
+    """Every CIDR block of the VPC, the primary first."""
+    return [IPv4Network(vpc.cidr), *(IPv4Network(c) for _, c in vpc.secondary)]
+
+
+def set_vpc_attribute(repo: Repo, tenant: str, vpc_id: str, attribute: str, value: bool) -> Vpc:
+    vpc = repo.owned(Vpc, vpc_id, tenant)
+    field = _ATTRIBUTE_FIELDS.get(attribute)
+    if field is None:
+        raise invalid_value("attribute", attribute, f"Use one of {', '.join(_ATTRIBUTE_FIELDS)}.")
+    if field == "dns_hostnames" and value and not vpc.dns_support:
+        raise ServiceError(
+            "InvalidParameterValue",
+            "enableDnsHostnames cannot be enabled while enableDnsSupport is disabled.",
+        )
+    if field == "dns_support":
+        vpc = replace(vpc, dns_support=value)
+    elif field == "dns_hostnames":
+        vpc = replace(vpc, dns_hostnames=value)
+    else:
+        vpc = replace(vpc, address_usage_metrics=value)
+    repo.put(vpc)
+    return vpc
+
+
+def vpc_attribute(vpc: Vpc, attribute: str) -> bool:
+    field = _ATTRIBUTE_FIELDS.get(attribute)
+    if field is None:
+        raise invalid_value("attribute", attribute, f"Use one of {', '.join(_ATTRIBUTE_FIELDS)}.")
+    return bool(getattr(vpc, field))
+
+
+def associate_vpc_cidr(repo: Repo, tenant: str, vpc_id: str, cidr: str) -> tuple[Vpc, str]:
+    """Add a secondary block: a local route for it appears in every route table of the VPC."""
+    vpc = repo.owned(Vpc, vpc_id, tenant)
+    net = parse_cidr(cidr, "cidrBlock")
+    check_vpc_cidr(net)
+    blocks = vpc_blocks(vpc)
+    if len(blocks) >= CIDRS_PER_VPC:
+        raise ServiceError(
+            "CidrLimitExceeded",
+            f"This network '{vpc.id}' has met its maximum number of allowed CIDRs: {CIDRS_PER_VPC}",
+        )
+    if any(net.overlaps(b) for b in blocks):
+        raise ServiceError(
+            "InvalidVpc.Range", f"The CIDR '{net}' overlaps with another CIDR of the VPC."
+        )
+    if _private_family(net) != _private_family(blocks[0]):
+        raise ServiceError(
+            "InvalidVpc.Range",
+            f"The CIDR '{net}' is restricted: it is in another private range than the VPC's.",
+        )
+    tables = repo.find(RouteTable, "vpc", vpc.id)
+    for table in tables:
+        if any(IPv4Network(r.destination).subnet_of(net) for r in table.routes):
+            raise ServiceError(
+                "InvalidVpc.Range",
+                f"The CIDR '{net}' is the same as or larger than a route in {table.id}.",
+            )
+    association = repo.new_id("vpc-cidr-assoc", Vpc)
+    vpc = replace(vpc, secondary=(*vpc.secondary, (association, str(net))))
+    repo.put(vpc)
+    for table in tables:
+        repo.put(replace(table, routes=(*table.routes, Route(str(net), routing.LOCAL))))
+    return vpc, association
+
+
+def disassociate_vpc_cidr(repo: Repo, tenant: str, association: str) -> tuple[Vpc, str]:
+    """Remove a secondary block (the primary cannot go); no subnet may use it."""
+    for vpc in repo.find(Vpc, "tenant", tenant):
+        if association == primary_association(vpc):
+            raise ServiceError(
+                "OperationNotPermitted",
+                f"The vpc CIDR block with association ID {association} may not be disassociated. "
+                "It is the primary IPv4 CIDR block of the VPC",
+            )
+        cidr = dict(vpc.secondary).get(association)
+        if cidr is None:
+            continue
+        net = IPv4Network(cidr)
+        if any(IPv4Network(s.cidr).subnet_of(net) for s in repo.find(Subnet, "vpc", vpc.id)):
+            raise ServiceError(
+                "DependencyViolation",
+                f"The vpc CIDR block with association ID {association} has dependencies.",
+            )
+        vpc = replace(vpc, secondary=tuple(a for a in vpc.secondary if a[0] != association))
+        repo.put(vpc)
+        for table in repo.find(RouteTable, "vpc", vpc.id):
+            routes = tuple(r for r in table.routes if (r.destination, r.target) != (cidr, "local"))
+            repo.put(replace(table, routes=routes))
+        return vpc, cidr
+    raise ServiceError(
+        "InvalidVpcCidrBlockAssociationID.NotFound",
+        f"The vpc CIDR block association ID '{association}' does not exist",
+    )
+
+
+def primary_association(vpc: Vpc) -> str:
+    return "vpc-cidr-assoc-" + vpc.id[4:]
+
+
+_PRIVATE = tuple(IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"))
+
+
+def _private_family(net: IPv4Network) -> int:
+    """Which RFC 1918 range a block lies in (-1: public space); AWS does not mix them."""
+    return next((i for i, p in enumerate(_PRIVATE) if net.subnet_of(p)), -1)
+
+
+def create_subnet(
+    repo: Repo, tenant: str, vpc_id: str, name: str, cidr: str, zone: str = ""
+) -> Subnet:
     vpc = repo.owned(Vpc, vpc_id, tenant)
     check_resource_name(name, "name")
     net = parse_cidr(cidr, "cidrBlock")
-    check_subnet_cidr(net, IPv4Network(vpc.cidr))
-    for other in repo.all(Subnet):
-        if other.vpc == vpc.id and net.overlaps(IPv4Network(other.cidr)):
+    blocks = vpc_blocks(vpc)
+    home = next((b for b in blocks if net.subnet_of(b)), blocks[0])
+    check_subnet_cidr(net, home)
+    siblings = repo.find(Subnet, "vpc", vpc.id)
+    if len(siblings) >= SUBNETS_PER_VPC:
+        raise ServiceError("SubnetLimitExceeded", "The maximum number of subnets has been reached.")
+    for other in siblings:
+        if net.overlaps(IPv4Network(other.cidr)):
             raise ServiceError(
                 "InvalidSubnet.Conflict",
                 f"The CIDR '{net}' conflicts with another subnet",
@@ -75,7 +210,13 @@ def create_subnet(repo: Repo, tenant: str, vpc_id: str, name: str, cidr: str) ->
                 "InvalidSubnet.Conflict",
                 f"The CIDR '{net}' would reserve address {owner.ip}, which is in use.",
             )
-    subnet = Subnet(repo.new_id("subnet", Subnet), tenant, vpc.id, name, str(net))
+    subnet = Subnet(repo.new_id("subnet", Subnet), tenant, vpc.id, name, str(net), zone)
+    repo.put(subnet)
+    return subnet
+
+
+def set_map_public_ip(repo: Repo, tenant: str, subnet_id: str, value: bool) -> Subnet:
+    subnet = replace(repo.owned(Subnet, subnet_id, tenant), map_public_ip=value)
     repo.put(subnet)
     return subnet
 

@@ -56,6 +56,7 @@ _COUNTER = "counter"
 _SETTING = "setting"
 _CREDENTIAL = "credential"
 _ACCESS_KEY = "access_key"  # a tenant's SigV4 key: id -> {"tenant", "secret"}
+TAGS = "tags"  # "<resource id>/<tenant>" -> {"tenant", "resource", "type", "tags": [[k, v]]}
 ID_ATTEMPTS = 64
 
 
@@ -76,7 +77,7 @@ def owner_key(vpc: str, ip: str) -> str:
 
 
 # fields the service looks documents up by (Transaction.find); the store indexes them
-INDEXED_FIELDS = ("tenant", "vpc", "ip", "netns")
+INDEXED_FIELDS = ("tenant", "vpc", "ip", "netns", "resource")
 
 
 class Repo:
@@ -108,7 +109,10 @@ class Repo:
         return self.tx.put(kind, key, _encode(obj))
 
     def delete(self, cls: type, key: str) -> bool:
+        """Delete a resource and the tags anyone put on it."""
         self.changes[(KINDS[cls], key)] = False
+        for doc in self.tx.find(TAGS, "resource", key):
+            self.tx.delete(TAGS, doc.id)
         return self.tx.delete(KINDS[cls], key)
 
     def tenant(self, name: str) -> Tenant:

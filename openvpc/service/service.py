@@ -33,6 +33,7 @@ from openvpc.service import (
     network,
     peering,
     routing,
+    tags,
 )
 from openvpc.service.repo import INDEXED_FIELDS, Repo
 from openvpc.store import Store
@@ -96,9 +97,9 @@ class Service:
             yield Repo(tx)
 
     # -- operator -----------------------------------------------------------------------
-    def register_node(self, name: str, fabric_ip: str) -> ComputeNode:
+    def register_node(self, name: str, fabric_ip: str, zone: str = "") -> ComputeNode:
         with self._write() as repo:
-            return admin.register_node(repo, name, fabric_ip)
+            return admin.register_node(repo, name, fabric_ip, zone)
 
     def issue_node_secret(self, name: str) -> bytes:
         """A new southbound secret for registered node `name`; only its hash is stored, so
@@ -167,9 +168,29 @@ class Service:
         with self._write() as repo:
             network.delete_vpc(repo, tenant, vpc_id)
 
-    def create_subnet(self, tenant: str, vpc_id: str, name: str, cidr: str) -> Subnet:
+    def set_vpc_attribute(self, tenant: str, vpc_id: str, attribute: str, value: bool) -> Vpc:
         with self._write() as repo:
-            return network.create_subnet(repo, tenant, vpc_id, name, cidr)
+            return network.set_vpc_attribute(repo, tenant, vpc_id, attribute, value)
+
+    def associate_vpc_cidr(self, tenant: str, vpc_id: str, cidr: str) -> tuple[Vpc, str]:
+        """Add a secondary CIDR block; returns the VPC and the block's association id."""
+        with self._write() as repo:
+            return network.associate_vpc_cidr(repo, tenant, vpc_id, cidr)
+
+    def disassociate_vpc_cidr(self, tenant: str, association_id: str) -> tuple[Vpc, str]:
+        """Remove a secondary CIDR block; returns the VPC and the block."""
+        with self._write() as repo:
+            return network.disassociate_vpc_cidr(repo, tenant, association_id)
+
+    def create_subnet(
+        self, tenant: str, vpc_id: str, name: str, cidr: str, zone: str = ""
+    ) -> Subnet:
+        with self._write() as repo:
+            return network.create_subnet(repo, tenant, vpc_id, name, cidr, zone)
+
+    def set_map_public_ip(self, tenant: str, subnet_id: str, value: bool) -> Subnet:
+        with self._write() as repo:
+            return network.set_map_public_ip(repo, tenant, subnet_id, value)
 
     def delete_subnet(self, tenant: str, subnet_id: str) -> None:
         with self._write() as repo:
@@ -371,6 +392,34 @@ class Service:
         with self._write() as repo:
             return compute.learn_address(repo, node, interface_id, ip)
 
+    # -- tags and client tokens ------------------------------------------------------------
+    def create_tags(self, tenant: str, ids: list[str], pairs: list[tuple[str, str]]) -> None:
+        with self._write() as repo:
+            tags.create_tags(repo, tenant, ids, pairs)
+
+    def delete_tags(self, tenant: str, ids: list[str], pairs: list[tuple[str, str | None]]) -> None:
+        with self._write() as repo:
+            tags.delete_tags(repo, tenant, ids, pairs)
+
+    def tags_of(self, tenant: str, resource_id: str) -> list[tuple[str, str]]:
+        with self._read() as repo:
+            return tags.tags_of(repo, tenant, resource_id)
+
+    def all_tags(self, tenant: str) -> dict[str, list[tuple[str, str]]]:
+        """Resource id -> tags, for each of the tenant's tagged resources."""
+        with self._read() as repo:
+            return tags.all_tags(repo, tenant)
+
+    def recall_token(self, tenant: str, action: str, token: str) -> tuple[str, str] | None:
+        with self._read() as repo:
+            return tags.recall_token(repo, tenant, action, token)
+
+    def remember_token(
+        self, tenant: str, action: str, token: str, digest: str, body: str, now: float
+    ) -> None:
+        with self._write() as repo:
+            tags.remember_token(repo, tenant, action, token, digest, body, now)
+
     # -- reads --------------------------------------------------------------------------
     def revision(self) -> int:
         return self.store.revision()
@@ -418,6 +467,10 @@ class Service:
 
     def describe_address_owners(self, tenant: str) -> tuple[AddressOwner, ...]:
         return self._owned_all(AddressOwner, tenant)
+
+    def tenant(self, name: str) -> Tenant:
+        with self._read() as repo:
+            return repo.tenant(name)
 
     def describe_nodes(self) -> tuple[ComputeNode, ...]:
         with self._read() as repo:

@@ -23,6 +23,7 @@ _HOST_NAME = re.compile(r"([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)?")
 _TENANT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
 _NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
 _NETNS_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_ZONE_NAME = re.compile(r"([a-z0-9][a-z0-9-]{0,31})?")
 _IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 
 
@@ -88,6 +89,11 @@ def check_node_name(name: str) -> None:
         raise invalid_value(
             "node", name, "Use 1 to 32 letters, digits, '_' or '-', starting alphanumeric."
         )
+
+
+def check_zone_name(zone: str) -> None:
+    if not isinstance(zone, str) or not _ZONE_NAME.fullmatch(zone):
+        raise invalid_value("zone", zone, "Use up to 32 lower-case letters, digits or '-'.")
 
 
 def check_netns(netns: str, ifname: str) -> None:

@@ -89,7 +89,8 @@ def one_target(
     peering: str | None = None,
 ) -> str:
     """The one target of a CreateRoute / ReplaceRoute request, from its target parameters
-    (GatewayId may be "local"). An id of the wrong kind for its parameter is not found."""
+    (GatewayId may be "local" or "blackhole"). An id of the wrong kind for its parameter is
+    not found."""
     given = [
         (kind, value)
         for kind, value in (
@@ -114,8 +115,8 @@ def one_target(
             f"The parameters {names} cannot be specified together",
         )
     ((kind, value),) = given
-    if kind == "gateway":
-        if value != LOCAL and not value.startswith("igw-"):
+    if kind == "gateway":  # "blackhole" is openvpc's: a route that drops what it matches
+        if value not in (LOCAL, BLACKHOLE) and not value.startswith("igw-"):
             raise ServiceError(
                 "InvalidGatewayID.NotFound", f"The gateway ID '{value}' does not exist"
             )

@@ -50,6 +50,7 @@ def test_one_target_exactly() -> None:
         one_target(gateway="igw-1", nat_gateway="nat-1")
     assert one_target(gateway="igw-1") == "igw-1"
     assert one_target(gateway="local") == "local"
+    assert one_target(gateway="blackhole") == "blackhole"
     assert one_target(instance="i-1") == "i-1"
     with fails("InvalidGatewayID.NotFound"):
         one_target(gateway="nat-1")

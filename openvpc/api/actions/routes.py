@@ -67,6 +67,19 @@ def table_out(call: Call, view: TableView, tags: list[tuple[str, str]]) -> dict[
     }
 
 
+_ABSENT = (
+    "association.gateway-id",
+    "route.destination-ipv6-cidr-block",
+    "route.destination-prefix-list-id",
+    "route.egress-only-internet-gateway-id",
+    "route.transit-gateway-id",
+)
+
+
+def _nothing(_: object) -> None:
+    return None
+
+
 def _view(call: Call, rtb_id: str) -> TableView:
     for view in call.service.describe_route_table_views(call.tenant):
         if view.table.id == rtb_id:
@@ -117,6 +130,8 @@ def describe_route_tables(call: Call) -> dict[str, Any]:
         "route.origin": lambda v: [
             "CreateRouteTable" if r.target == LOCAL else "CreateRoute" for r in routes(v)
         ],
+        # kinds openvpc does not have: known names that match nothing
+        **{name: _nothing for name in _ABSENT},
     }
     found = select(
         call,

@@ -286,6 +286,10 @@ class Service:
         with self._write() as repo:
             addresses.set_public_pool(repo, cidr)
 
+    def public_pool(self) -> str:
+        with self._read() as repo:
+            return str(addresses.public_pool(repo))
+
     def allocate_address(self, tenant: str) -> ElasticIp:
         with self._write() as repo:
             return addresses.allocate(repo, tenant)

@@ -334,3 +334,18 @@ def test_another_tenants_nat_gateway_is_missing(svc: Service, net: tuple[Vpc, Su
     assert svc.describe_nat_gateways("blue") == ()
     with fails("InvalidSubnetID.NotFound"):
         svc.create_nat_gateway("blue", subnet.id, None, connectivity="private")
+
+
+def test_the_operator_sets_the_pool_from_the_command_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from openvpc.cli import app
+
+    db = str(tmp_path / "ov.db")
+    shown = CliRunner().invoke(app, ["public-pool", "--db", db])
+    assert (shown.exit_code, shown.output) == (0, "198.51.100.0/24\n")
+    changed = CliRunner().invoke(app, ["public-pool", "203.0.113.7/28", "--db", db])
+    assert (changed.exit_code, changed.output) == (0, "203.0.113.0/28\n")
+    refused = CliRunner().invoke(app, ["public-pool", "nonsense", "--db", db])
+    assert refused.exit_code == 1
+    assert CliRunner().invoke(app, ["public-pool", "--db", db]).output == "203.0.113.0/28\n"

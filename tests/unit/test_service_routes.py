@@ -233,3 +233,29 @@ def test_explicit_associations_show_on_their_table(svc: Service, net: tuple[Vpc,
     far = svc.create_vpc("red", "far", "10.1.0.0/16")
     with fails("InvalidParameterValue"):
         svc.replace_route_table_association("red", association.id, far.main_route_table)
+
+
+def test_routes_to_gateways_and_peering_compile_as_discards(
+    svc: Service, net: tuple[Vpc, Subnet]
+) -> None:
+    """Gateways and peering connections do not forward yet: their routes drop."""
+    vpc, subnet = net
+    svc.run_instance("red", subnet.id, "r1", "node1", "ns1")
+    igw = svc.create_internet_gateway("red")
+    svc.attach_internet_gateway("red", igw.id, vpc.id)
+    nat = svc.create_nat_gateway("red", subnet.id, None, connectivity="private", now=1.0)
+    peer = svc.create_vpc("red", "peer", "10.1.0.0/16")
+    pcx = svc.create_vpc_peering_connection("red", vpc.id, peer.id, now=1.0)
+    svc.accept_vpc_peering_connection("red", pcx.id, now=2.0)
+    main = vpc.main_route_table
+    svc.create_route("red", main, "0.0.0.0/0", igw.id)
+    svc.create_route("red", main, "172.16.0.0/12", nat.id)
+    svc.create_route("red", main, "10.1.0.0/16", pcx.id)
+    config = compile_all(svc.snapshot())["node1"]
+    kinds = {nh.key: nh.kind for nh in config.nexthops}
+    routed = {r.prefix: kinds[r.nh] for r in config.routes}
+    assert [routed[p] for p in ("0.0.0.0/0", "172.16.0.0/12", "10.1.0.0/16")] == [
+        "discard",
+        "discard",
+        "discard",
+    ]

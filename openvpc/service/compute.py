@@ -10,9 +10,12 @@ from openvpc.model.resources import (
     ComputeNode,
     Instance,
     Interface,
+    Route,
+    RouteTable,
     Subnet,
     Vpc,
 )
+from openvpc.service import routing
 from openvpc.service.errors import ServiceError, in_use, invalid_value
 from openvpc.service.ipam import assignable, lowest_free, mac_for, reserved
 from openvpc.service.repo import Repo, owner_key
@@ -165,9 +168,8 @@ def _allowed_addresses(
 
 
 def terminate_instance(repo: Repo, tenant: str, instance_id: str) -> None:
-    """Remove an instance and its interface. Routes through the interface keep its id and
-    show as blackholes (routing.route_state); each address it owned passes to another
-    interface listing it."""
+    """Remove an instance and its interface. Routes through the interface become blackholes
+    (as EC2 shows them); each address it owned passes to another interface listing it."""
     instance = repo.owned(Instance, instance_id, tenant)
     interface = repo.get(Interface, instance.interface)
     repo.delete(Instance, instance.id)
@@ -179,6 +181,13 @@ def terminate_instance(repo: Repo, tenant: str, instance_id: str) -> None:
     subnet = repo.get(Subnet, interface.subnet)
     for other in [] if subnet is None else repo.find(Subnet, "vpc", subnet.vpc):
         repo.set_counter(hint_counter(other.id), 0)
+    for table in repo.all(RouteTable):
+        if any(r.target == interface.id for r in table.routes):
+            routes = tuple(
+                Route(r.destination, routing.BLACKHOLE) if r.target == interface.id else r
+                for r in table.routes
+            )
+            repo.put(replace(table, routes=routes))
     remaining = repo.all(Interface)
     for owner in repo.all(AddressOwner):
         if owner.interface != interface.id:

@@ -207,6 +207,27 @@ def test_replace_route(api: Api) -> None:
     assert code_of(e) == "InvalidRoute.NotFound"
 
 
+def test_a_route_to_an_instance_names_it_and_its_interface(api: Api) -> None:
+    ec2 = api.ec2("alice")
+    vpc, subnet = _vpc(ec2)
+    main = _main(ec2, vpc)["RouteTableId"]
+    instance, eni = api.service.run_instance("alice", subnet, "nat", "node1", "ns-nat")
+    ec2.create_route(RouteTableId=main, DestinationCidrBlock="0.0.0.0/0", InstanceId=instance.id)
+    (route,) = [r for r in _main(ec2, vpc)["Routes"] if r["DestinationCidrBlock"] == "0.0.0.0/0"]
+    assert route == {
+        "DestinationCidrBlock": "0.0.0.0/0",
+        "InstanceId": instance.id,
+        "InstanceOwnerId": api.service.tenant("alice").account,
+        "NetworkInterfaceId": eni.id,
+        "Origin": "CreateRoute",
+        "State": "active",
+    }
+    found = ec2.describe_route_tables(
+        Filters=[{"Name": "route.instance-id", "Values": [instance.id]}]
+    )["RouteTables"]
+    assert [t["RouteTableId"] for t in found] == [main]
+
+
 def test_a_blackhole_route_is_an_openvpc_extension(api: Api) -> None:
     ec2 = api.ec2("alice")
     vpc, _ = _vpc(ec2)

@@ -42,6 +42,7 @@ def table_out(call: Call, view: TableView, tags: list[tuple[str, str]]) -> dict[
             {
                 "DestinationCidrBlock": route.destination,
                 **_target_fields(route),
+                **({"InstanceOwnerId": call.account} if route.instance else {}),
                 "Origin": "CreateRouteTable" if route.target == LOCAL else "CreateRoute",
                 "State": state,
             }

@@ -7,9 +7,13 @@ import functools
 def load() -> None:
     from openvpc.api.actions import (  # noqa: F401 (registers by import)
         acls,
+        addresses,
+        gateways,
         instances,
         interfaces,
+        peering,
         regions,
+        routes,
         security,
         tags,
         vpcs,

@@ -98,6 +98,9 @@ _OWNED = (
 def delete_tenant(repo: Repo, name: str) -> None:
     """Delete a tenant that owns nothing any more, and its access keys with it."""
     repo.tenant(name)
+    for instance in repo.find(Instance, "tenant", name):
+        if instance.state == "terminated":  # describable for a while, but owns nothing
+            repo.delete(Instance, instance.id)
     for cls in _OWNED:
         owned = repo.find(cls, "tenant", name)
         if owned:

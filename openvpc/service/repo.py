@@ -143,6 +143,13 @@ class Repo:
     def set_setting(self, name: str, value: int) -> None:
         self.tx.put(_SETTING, name, {"value": value})
 
+    def text_setting(self, name: str, default: str) -> str:
+        doc = self.tx.get(_SETTING, name)
+        return default if doc is None else str(doc.body["text"])
+
+    def set_text_setting(self, name: str, value: str) -> None:
+        self.tx.put(_SETTING, name, {"text": value})
+
     def set_credential(self, node: str, secret_hash: str) -> None:
         self.tx.put(_CREDENTIAL, node, {"sha256": secret_hash})
 

@@ -229,3 +229,25 @@ def test_wrong_secret_and_unknown_key_fail_alike(api: Api) -> None:
             ec2.describe_vpcs()
         assert code_of(e) == "AuthFailure"
         assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 401
+
+
+def test_forwarding_mode_and_encapsulation_are_chosen_by_tags(api: Api) -> None:
+    ec2 = api.ec2("alice")
+    tags = [
+        {"Key": "openvpc:forwarding-mode", "Value": "l2_l3"},
+        {"Key": "openvpc:encapsulation", "Value": "mplsogre"},
+    ]
+    made = ec2.create_vpc(
+        CidrBlock="10.0.0.0/16", TagSpecifications=[{"ResourceType": "vpc", "Tags": tags}]
+    )["Vpc"]
+    plain = ec2.create_vpc(CidrBlock="10.1.0.0/16")["Vpc"]
+    stored = {v.id: (v.mode, v.encap) for v in api.service.describe_vpcs("alice")}
+    assert stored[made["VpcId"]] == ("l2_l3", "mplsogre")
+    assert stored[plain["VpcId"]] == ("l3", "vxlan")  # Amazon's model by default
+    for key, value in (("openvpc:forwarding-mode", "l4"), ("openvpc:encapsulation", "ipip")):
+        with pytest.raises(ClientError) as e:
+            ec2.create_vpc(
+                CidrBlock="10.2.0.0/16",
+                TagSpecifications=[{"ResourceType": "vpc", "Tags": [{"Key": key, "Value": value}]}],
+            )
+        assert code_of(e) == "InvalidParameterValue"

@@ -80,7 +80,7 @@ def _config(h: LabHandle) -> NodeConfig:
 
 
 def _port(config: NodeConfig, h: LabHandle, vm: str) -> PortConfig:
-    return next(p for p in config.ports if p.netns == vm_netns(h.name, vm))
+    return next(p for p in config.ports if p.netns == h.vm_netns(vm))
 
 
 def _expected_objects(config: NodeConfig) -> list[dict[str, object]]:

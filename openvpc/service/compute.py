@@ -79,7 +79,7 @@ def run_instance(
         netns,
         ifname,
         allowed_addresses=allowed,
-        attachment=repo.new_id("eni-attach", Interface),
+        attachment=primary_attachment(eni),
     )
     repo.put(instance)
     repo.put(interface)
@@ -87,6 +87,12 @@ def run_instance(
         if repo.get(AddressOwner, owner_key(vpc.id, vip)) is None:
             repo.put(AddressOwner(vpc.id, vip, eni, tenant))
     return instance, interface
+
+
+def primary_attachment(eni: str) -> str:
+    """The attachment id of an instance's primary interface, from the interface's own id
+    (so a launch takes no id from the counter beyond those it always took)."""
+    return "eni-attach-" + eni.removeprefix("eni-")
 
 
 def next_mac(repo: Repo) -> str:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from openvpc.model.nodeconfig import EncapName, Mode
+from openvpc.model.policy import AclAssociation, NetworkAcl, SecurityGroup
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,3 +181,6 @@ class Snapshot:
     interfaces: tuple[Interface, ...] = ()
     address_owners: tuple[AddressOwner, ...] = ()
     allocations: tuple[NodeAllocation, ...] = ()
+    security_groups: tuple[SecurityGroup, ...] = ()  # stored only: issue 10 forwards on them
+    network_acls: tuple[NetworkAcl, ...] = ()
+    acl_associations: tuple[AclAssociation, ...] = ()

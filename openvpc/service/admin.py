@@ -1,6 +1,7 @@
 """Operator calls: compute nodes and their southbound secrets, the fabric MTU, tenants and
 their access keys."""
 
+from openvpc.model.policy import AclAssociation, NetworkAcl, SecurityGroup
 from openvpc.model.resources import (
     AddressOwner,
     Association,
@@ -80,7 +81,18 @@ def create_tenant(repo: Repo, name: str) -> Tenant:
 
 
 # every kind a tenant can own: a tenant with any of them cannot be deleted
-_OWNED = (Vpc, Subnet, RouteTable, Association, Instance, Interface, AddressOwner)
+_OWNED = (
+    Vpc,
+    Subnet,
+    RouteTable,
+    Association,
+    Instance,
+    Interface,
+    AddressOwner,
+    SecurityGroup,
+    NetworkAcl,
+    AclAssociation,
+)
 
 
 def delete_tenant(repo: Repo, name: str) -> None:

@@ -17,10 +17,14 @@ _NOT_FOUND = {
     "routeTable": "InvalidRouteTableID.NotFound",
     "instance": "InvalidInstanceID.NotFound",
     "networkInterface": "InvalidNetworkInterfaceID.NotFound",
+    "securityGroup": "InvalidGroup.NotFound",
+    "networkAcl": "InvalidNetworkAclID.NotFound",
 }
 
 
 def not_found(noun: str, id: str) -> ServiceError:
+    if noun == "securityGroup":  # EC2 words this one differently
+        return ServiceError(_NOT_FOUND[noun], f"The security group '{id}' does not exist")
     return ServiceError(_NOT_FOUND[noun], f"The {noun} ID '{id}' does not exist")
 
 

@@ -3,6 +3,7 @@
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 
+from openvpc.model.policy import AclAssociation
 from openvpc.model.resources import (
     AddressOwner,
     Association,
@@ -12,7 +13,7 @@ from openvpc.model.resources import (
     Subnet,
     Vpc,
 )
-from openvpc.service import routing
+from openvpc.service import acls, routing, security
 from openvpc.service.compute import hint_counter
 from openvpc.service.errors import ServiceError, dependency, invalid_value
 from openvpc.service.ipam import reserved
@@ -39,7 +40,8 @@ _ATTRIBUTE_FIELDS = {
 def create_vpc(
     repo: Repo, tenant: str, name: str, cidr: str, mode: str = "l3", encap: str = "vxlan"
 ) -> Vpc:
-    """A VPC and its main route table holding the local route."""
+    """A VPC with its main route table holding the local route, its default network ACL
+    and its default security group."""
     repo.tenant(tenant)
     check_resource_name(name, "name")
     net = parse_cidr(cidr, "cidrBlock")
@@ -51,17 +53,22 @@ def create_vpc(
     main = routing.create_route_table(repo, tenant, vpc.id, routing.MAIN)
     vpc = replace(vpc, main_route_table=main.id)
     repo.put(vpc)
+    acls.create_default_acl(repo, vpc)
+    security.create_default_group(repo, vpc)
     return vpc
 
 
 def delete_vpc(repo: Repo, tenant: str, vpc_id: str) -> None:
-    """Only an empty VPC goes: no subnets and no route table but the main one."""
+    """Only an empty VPC goes: no subnets, and no route table, network ACL or security group
+    but the ones it was created with, which go with it."""
     vpc = repo.owned(Vpc, vpc_id, tenant)
     if any(s.vpc == vpc.id for s in repo.all(Subnet)):
         raise dependency("vpc", vpc.id)
     tables = [t for t in repo.all(RouteTable) if t.vpc == vpc.id]
     if any(t.id != vpc.main_route_table for t in tables):
         raise dependency("vpc", vpc.id)
+    acls.drop_vpc_acls(repo, vpc.id)
+    security.drop_vpc_groups(repo, vpc.id)
     for owner in repo.all(AddressOwner):
         if owner.vpc == vpc.id:  # cannot outlive the interfaces, but leave nothing behind
             repo.delete(AddressOwner, owner_key(owner.vpc, owner.ip))
@@ -205,6 +212,7 @@ def create_subnet(
             )
     subnet = Subnet(repo.new_id("subnet", Subnet), tenant, vpc.id, name, str(net), zone)
     repo.put(subnet)
+    acls.associate_default(repo, subnet)
     return subnet
 
 
@@ -219,5 +227,6 @@ def delete_subnet(repo: Repo, tenant: str, subnet_id: str) -> None:
     if any(i.subnet == subnet.id for i in repo.all(Interface)):
         raise dependency("subnet", subnet.id)
     repo.delete(Association, subnet.id)
+    repo.delete(AclAssociation, subnet.id)
     repo.delete(Subnet, subnet.id)
     repo.delete_counter(hint_counter(subnet.id))

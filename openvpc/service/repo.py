@@ -8,6 +8,7 @@ import hashlib
 from typing import Any, TypeVar, cast
 
 from openvpc.model.codec import from_dict, to_dict
+from openvpc.model.policy import AclAssociation, NetworkAcl, SecurityGroup
 from openvpc.model.resources import (
     AddressOwner,
     Association,
@@ -36,6 +37,9 @@ KINDS: dict[type, str] = {
     Interface: "interface",
     AddressOwner: "address_owner",
     NodeAllocation: "allocation",
+    SecurityGroup: "security_group",
+    NetworkAcl: "network_acl",
+    AclAssociation: "acl_association",
 }
 _NOUNS: dict[type, str] = {
     Vpc: "vpc",
@@ -43,6 +47,8 @@ _NOUNS: dict[type, str] = {
     RouteTable: "routeTable",
     Instance: "instance",
     Interface: "networkInterface",
+    SecurityGroup: "securityGroup",
+    NetworkAcl: "networkAcl",
 }
 _COUNTER = "counter"
 _SETTING = "setting"
@@ -55,7 +61,7 @@ ID_ATTEMPTS = 64
 def key_of(obj: Any) -> str:
     if isinstance(obj, ComputeNode | Tenant):
         return obj.name
-    if isinstance(obj, Association):
+    if isinstance(obj, Association | AclAssociation):
         return obj.subnet
     if isinstance(obj, AddressOwner):
         return owner_key(obj.vpc, obj.ip)

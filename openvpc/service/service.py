@@ -8,6 +8,13 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 from openvpc.credentials import new_secret, secret_hash
+from openvpc.model.policy import (
+    AclAssociation,
+    NaclEntry,
+    NetworkAcl,
+    SecurityGroup,
+    SecurityGroupRule,
+)
 from openvpc.model.resources import (
     AddressOwner,
     Association,
@@ -23,6 +30,7 @@ from openvpc.model.resources import (
     Vpc,
 )
 from openvpc.service import (
+    acls,
     admin,
     allocation,
     compute,
@@ -31,9 +39,12 @@ from openvpc.service import (
     keys,
     network,
     routing,
+    security,
     tags,
 )
+from openvpc.service.acls import EntrySpec
 from openvpc.service.repo import INDEXED_FIELDS, Repo
+from openvpc.service.security import RuleSpec
 from openvpc.store import Store
 
 T = TypeVar("T")
@@ -218,6 +229,73 @@ class Service:
     def disassociate_route_table(self, tenant: str, subnet_id: str) -> None:
         with self._write() as repo:
             routing.disassociate_route_table(repo, tenant, subnet_id)
+
+    # -- security groups ----------------------------------------------------------------
+    def create_security_group(
+        self, tenant: str, vpc_id: str, name: str, description: str
+    ) -> SecurityGroup:
+        with self._write() as repo:
+            return security.create_group(repo, tenant, vpc_id, name, description)
+
+    def delete_security_group(self, tenant: str, group_id: str) -> None:
+        with self._write() as repo:
+            security.delete_group(repo, tenant, group_id)
+
+    def security_group_named(self, tenant: str, name: str, vpc_id: str = "") -> SecurityGroup:
+        """The tenant's only group called `name`, in `vpc_id` if given (InvalidGroup.NotFound
+        otherwise)."""
+        with self._read() as repo:
+            repo.tenant(tenant)
+            return security.group_named(repo, tenant, name, vpc_id)
+
+    def authorize_security_group(
+        self, tenant: str, group_id: str, egress: bool, rules: Sequence[RuleSpec]
+    ) -> tuple[SecurityGroupRule, ...]:
+        """Add ingress (or egress) rules, all or none; returns them with their "sgr-" ids."""
+        with self._write() as repo:
+            return security.authorize(repo, tenant, group_id, egress, rules)
+
+    def revoke_security_group(
+        self, tenant: str, group_id: str, egress: bool, rules: Sequence[RuleSpec]
+    ) -> tuple[SecurityGroupRule, ...]:
+        """Remove the matching rules, all or none; returns the rules removed."""
+        with self._write() as repo:
+            return security.revoke(repo, tenant, group_id, egress, rules)
+
+    def revoke_security_group_rules(
+        self, tenant: str, group_id: str, egress: bool, rule_ids: Sequence[str]
+    ) -> tuple[SecurityGroupRule, ...]:
+        with self._write() as repo:
+            return security.revoke_ids(repo, tenant, group_id, egress, rule_ids)
+
+    # -- network ACLs -------------------------------------------------------------------
+    def create_network_acl(self, tenant: str, vpc_id: str) -> NetworkAcl:
+        with self._write() as repo:
+            return acls.create_acl(repo, tenant, vpc_id)
+
+    def delete_network_acl(self, tenant: str, acl_id: str) -> None:
+        with self._write() as repo:
+            acls.delete_acl(repo, tenant, acl_id)
+
+    def create_network_acl_entry(self, tenant: str, acl_id: str, entry: EntrySpec) -> NaclEntry:
+        with self._write() as repo:
+            return acls.create_entry(repo, tenant, acl_id, entry)
+
+    def replace_network_acl_entry(self, tenant: str, acl_id: str, entry: EntrySpec) -> NaclEntry:
+        with self._write() as repo:
+            return acls.replace_entry(repo, tenant, acl_id, entry)
+
+    def delete_network_acl_entry(
+        self, tenant: str, acl_id: str, rule_number: int, egress: bool
+    ) -> None:
+        with self._write() as repo:
+            acls.delete_entry(repo, tenant, acl_id, rule_number, egress)
+
+    def replace_network_acl_association(
+        self, tenant: str, association_id: str, acl_id: str
+    ) -> AclAssociation:
+        with self._write() as repo:
+            return acls.replace_association(repo, tenant, association_id, acl_id)
 
     # -- instances ----------------------------------------------------------------------
     def run_instance(
@@ -445,6 +523,9 @@ class Service:
                 interfaces=tuple(repo.all(Interface)),
                 address_owners=tuple(repo.all(AddressOwner)),
                 allocations=tuple(repo.all(NodeAllocation)),
+                security_groups=tuple(repo.all(SecurityGroup)),
+                network_acls=tuple(repo.all(NetworkAcl)),
+                acl_associations=tuple(repo.all(AclAssociation)),
             )
 
     def _owned_all(self, cls: type[T], tenant: str) -> tuple[T, ...]:
@@ -473,6 +554,15 @@ class Service:
 
     def describe_address_owners(self, tenant: str) -> tuple[AddressOwner, ...]:
         return self._owned_all(AddressOwner, tenant)
+
+    def describe_security_groups(self, tenant: str) -> tuple[SecurityGroup, ...]:
+        return self._owned_all(SecurityGroup, tenant)
+
+    def describe_network_acls(self, tenant: str) -> tuple[NetworkAcl, ...]:
+        return self._owned_all(NetworkAcl, tenant)
+
+    def describe_acl_associations(self, tenant: str) -> tuple[AclAssociation, ...]:
+        return self._owned_all(AclAssociation, tenant)
 
     def tenant(self, name: str) -> Tenant:
         with self._read() as repo:

@@ -5,4 +5,12 @@ import functools
 
 @functools.cache
 def load() -> None:
-    from openvpc.api.actions import instances, interfaces, regions, tags, vpcs  # noqa: F401
+    from openvpc.api.actions import (  # noqa: F401 (registers by import)
+        acls,
+        instances,
+        interfaces,
+        regions,
+        security,
+        tags,
+        vpcs,
+    )

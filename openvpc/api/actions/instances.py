@@ -66,7 +66,18 @@ def _time(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
-def interface_in_instance(call: Call, instance: Instance, eni: Interface) -> dict[str, Any]:
+def group_names(call: Call) -> dict[str, str]:
+    """Security group id -> name, for the caller's groups."""
+    return {g.id: g.name for g in call.service.describe_security_groups(call.tenant)}
+
+
+def group_list(ids: Iterable[str], names: dict[str, str]) -> list[dict[str, str]]:
+    return [{"GroupId": g, "GroupName": names[g]} if g in names else {"GroupId": g} for g in ids]
+
+
+def interface_in_instance(
+    call: Call, instance: Instance, eni: Interface, names: dict[str, str]
+) -> dict[str, Any]:
     """An attached interface as DescribeInstances nests it."""
     return {
         "NetworkInterfaceId": eni.id,
@@ -79,7 +90,7 @@ def interface_in_instance(call: Call, instance: Instance, eni: Interface) -> dic
         "PrivateIpAddress": eni.ip,
         "PrivateDnsName": _dns(instance, eni.ip),
         "SourceDestCheck": eni.source_check,
-        "Groups": [{"GroupId": g} for g in eni.groups],
+        "Groups": group_list(eni.groups, names),
         "Attachment": {
             "AttachmentId": eni.attachment,
             "DeviceIndex": eni.device_index,
@@ -102,7 +113,9 @@ def _dns(instance: Instance, ip: str) -> str:
     return f"ip-{ip.replace('.', '-')}.{domain}"
 
 
-def instance_out(call: Call, record: InstanceRecord, tags: list[tuple[str, str]]) -> dict[str, Any]:
+def instance_out(
+    call: Call, record: InstanceRecord, tags: list[tuple[str, str]], names: dict[str, str]
+) -> dict[str, Any]:
     instance = record.instance
     state = reported_state(call, instance, record.vpc_nodes)
     primary = next((i for i in record.interfaces if i.id == instance.interface), None)
@@ -135,7 +148,9 @@ def instance_out(call: Call, record: InstanceRecord, tags: list[tuple[str, str]]
         "EnaSupport": True,
         "PlatformDetails": "Linux/UNIX",
         "UsageOperation": "RunInstances",
-        "NetworkInterfaces": [interface_in_instance(call, instance, i) for i in record.interfaces],
+        "NetworkInterfaces": [
+            interface_in_instance(call, instance, i, names) for i in record.interfaces
+        ],
         "SecurityGroups": [],
         "Tags": tag_list(tags),
     }
@@ -153,12 +168,15 @@ def instance_out(call: Call, record: InstanceRecord, tags: list[tuple[str, str]]
     if primary is not None:
         out["PrivateIpAddress"] = primary.ip
         out["SourceDestCheck"] = primary.source_check
-        out["SecurityGroups"] = [{"GroupId": g} for g in primary.groups]
+        out["SecurityGroups"] = group_list(primary.groups, names)
     return out
 
 
 def _reservations(
-    call: Call, records: list[InstanceRecord], tags: dict[str, list[tuple[str, str]]]
+    call: Call,
+    records: list[InstanceRecord],
+    tags: dict[str, list[tuple[str, str]]],
+    names: dict[str, str],
 ) -> list[dict[str, Any]]:
     """Instances grouped by the call that launched them, in the order given."""
     groups: dict[str, list[InstanceRecord]] = {}
@@ -170,7 +188,9 @@ def _reservations(
             "ReservationId": rid,
             "OwnerId": call.account,
             "Groups": [],
-            "Instances": [instance_out(call, r, tags.get(r.instance.id, [])) for r in members],
+            "Instances": [
+                instance_out(call, r, tags.get(r.instance.id, []), names) for r in members
+            ],
         }
         for rid, members in groups.items()
     ]
@@ -306,11 +326,12 @@ def run_instances(call: Call) -> dict[str, Any]:
     ids = [i.id for i, _ in made]
     records = sorted(_records(call, ids), key=lambda r: r.instance.launch_index)
     instance_tags = tags.get("instance", [])
+    names = group_names(call)
     return {
         "ReservationId": made[0][0].reservation,
         "OwnerId": call.account,
         "Groups": [],
-        "Instances": [instance_out(call, r, instance_tags) for r in records],
+        "Instances": [instance_out(call, r, instance_tags, names) for r in records],
     }
 
 
@@ -377,6 +398,7 @@ def describe_instances(call: Call) -> dict[str, Any]:
     tags = call.service.all_tags(call.tenant)
     records = _records(call)
     states = {r.instance.id: reported_state(call, r.instance, r.vpc_nodes) for r in records}
+    names = group_names(call)
 
     def addresses(r: InstanceRecord) -> list[str]:
         return [ip for i in r.interfaces for ip in (i.ip, *i.secondary_ips)]
@@ -396,6 +418,9 @@ def describe_instances(call: Call) -> dict[str, Any]:
         "network-interface.vpc-id": lambda r: [r.instance.vpc for _ in r.interfaces],
         "network-interface.mac-address": lambda r: [i.mac for i in r.interfaces],
         "instance.group-id": lambda r: [g for i in r.interfaces[:1] for g in i.groups],
+        "instance.group-name": lambda r: [
+            names.get(g, "") for i in r.interfaces[:1] for g in i.groups
+        ],
         "image-id": lambda r: r.instance.image or catalogue.DEFAULT_IMAGE,
         "instance-type": lambda r: r.instance.instance_type or catalogue.DEFAULT_TYPE,
         "reservation-id": lambda r: r.instance.reservation,
@@ -413,7 +438,7 @@ def describe_instances(call: Call) -> dict[str, Any]:
         tags=tags,
     )
     page, token = paginate(call, found, lambda r: r.instance.id)
-    return {"Reservations": _reservations(call, page, tags), "NextToken": token}
+    return {"Reservations": _reservations(call, page, tags, names), "NextToken": token}
 
 
 def _check(state: str) -> dict[str, Any]:
@@ -566,7 +591,7 @@ def describe_instance_attribute(call: Call) -> dict[str, Any]:
             "SourceDestCheck",
             {"Value": primary.source_check if primary else True},
         ),
-        "groupSet": ("Groups", [{"GroupId": g} for g in (primary.groups if primary else ())]),
+        "groupSet": ("Groups", group_list(primary.groups if primary else (), group_names(call))),
         "disableApiTermination": ("DisableApiTermination", {"Value": False}),
         "disableApiStop": ("DisableApiStop", {"Value": False}),
         "instanceInitiatedShutdownBehavior": (

@@ -7,6 +7,7 @@ import functools
 def load() -> None:
     from openvpc.api.actions import (  # noqa: F401 (registers by import)
         acls,
+        instance_info,
         instances,
         interfaces,
         regions,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from openvpc.api.actions.instances import group_list, group_names
+from openvpc.api.actions.instance_view import group_list, group_names
 from openvpc.api.actions.vpcs import default_zone
 from openvpc.api.common import paginate, select, tag_list
 from openvpc.api.context import Call, missing

@@ -615,5 +615,33 @@ def tenant_env(
         print(f"export {key}={shlex.quote(value)}")
 
 
+@app.command("public-pool")
+def public_pool(
+    cidr: str | None = typer.Argument(None, help="the new pool, e.g. 203.0.113.0/24"),
+    db: DbOption = None,
+    lab: LabOption = None,
+) -> None:
+    """Show, or set, the block of public addresses Elastic IPs are allocated from (default
+    198.51.100.0/24); addresses already allocated keep theirs."""
+    from pathlib import Path
+
+    from openvpc.service import Service
+    from openvpc.store import Store
+
+    try:
+        store = Store(Path(_store_path(db, lab)))
+        try:
+            service = Service(store)
+            if cidr is not None:
+                service.set_public_pool(cidr)
+            pool = service.public_pool()
+        finally:
+            store.close()
+    except _service_errors() as exc:
+        Console(stderr=True).print(f"public pool: {exc}", style="red", markup=False)
+        raise typer.Exit(1) from None
+    print(pool)
+
+
 def main() -> None:
     app()

@@ -18,6 +18,7 @@ from openvpc.model.nodeconfig import EncapName, Mode
 from openvpc.model.resources import Instance, Interface
 from openvpc.service import Service, ServiceError
 from openvpc.service.ipam import reserved
+from openvpc.service.routing import association_id
 
 Underlay = Literal["l2", "l3"]
 MAIN = "main"
@@ -443,15 +444,21 @@ def _apply_vpc(
                 f"the file says {subnet_spec.cidr}"
             )
         subnet_ids[subnet_spec.name] = subnet.id
-    associations = {a.subnet: a.route_table for a in service.describe_associations(tenant)}
+    associations = {a.subnet: a for a in service.describe_associations(tenant)}
     for k, subnet_spec in enumerate(spec.subnets):
         subnet_id = subnet_ids[subnet_spec.name]
         want = table_ids[subnet_spec.route_table]
         have = associations.get(subnet_id)
-        if have == want or (have is None and want == vpc.main_route_table):
+        if (have is None and want == vpc.main_route_table) or (
+            have is not None and have.route_table == want
+        ):
             continue
         spath = f"{path}.subnets[{k}].route_table"
-        _call(spath, service.associate_route_table, tenant, want, subnet_id)
+        if have is None:
+            _call(spath, service.associate_route_table, tenant, want, subnet_id)
+        else:  # a subnet has one explicit association: it is pointed elsewhere
+            association = association_id(have)
+            _call(spath, service.replace_route_table_association, tenant, association, want)
 
     interfaces = _apply_vms(service, tenant, spec, path, subnet_ids, netns_of)
     tables = {t.id: t for t in service.describe_route_tables(tenant)}
@@ -499,7 +506,9 @@ def _apply_vms(
                     vm.allowed_addresses,
                 )
             except ServiceError as e:
-                raise TopologyError(f"{vpath}{_vm_field(vm, e)}: {e.code}: {e.message}") from e
+                raise TopologyError(
+                    f"{vpath}{vm_field(vm, e.message)}: {e.code}: {e.message}"
+                ) from e
         else:
             interface = by_id[instance.interface]
             if (instance.node, interface.subnet) != (vm.node, subnet_ids[vm.subnet]):
@@ -511,9 +520,9 @@ def _apply_vms(
     return interfaces
 
 
-def _vm_field(vm: VmSpec, error: ServiceError) -> str:
-    """Which field of the VM a service error is about, by the address its message names."""
-    named = set(_ADDRESS.findall(error.message))
+def vm_field(vm: VmSpec, message: str) -> str:
+    """Which field of the VM an error is about (".ip", ...), by the address its message names."""
+    named = set(_ADDRESS.findall(message))
     if vm.ip is not None and vm.ip in named:
         return ".ip"
     for i, address in enumerate(vm.allowed_addresses):

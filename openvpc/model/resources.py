@@ -34,6 +34,7 @@ class Vpc:
     mode: Mode = "l3"
     encap: EncapName = "vxlan"
     main_route_table: str = ""  # "rtb-...", created with the VPC
+    main_association: str = ""  # the "rtbassoc-..." id of its main table's association
     domain: str = "ec2.internal"
     arp_mode: Literal["proxy", "single_mac"] = "proxy"  # single_mac: legacy Amazon
     link_local_gateway: bool = False  # Contrail's 169.254.0.1 gateway in every VRF
@@ -58,10 +59,15 @@ class Subnet:
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """A route in a route table. target: "local", "blackhole" or an interface id ("eni-...")."""
+    """A route in a route table. target: "local", "blackhole", or the id of a network
+    interface ("eni-..."), internet gateway ("igw-..."), NAT gateway ("nat-...") or peering
+    connection ("pcx-..."). A route to an instance targets its primary interface and names the
+    instance too, as EC2 does. Whether it is active or a blackhole follows from its target's
+    existence and state (service.routing.route_state), so the target id stays as given."""
 
     destination: str
     target: str
+    instance: str = ""  # "i-..." when it was created with an instance as its target
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +93,7 @@ class Association:
     subnet: str
     route_table: str
     tenant: str
+    id: str = ""  # "rtbassoc-..." ("" in documents older than association ids)
 
 
 InstanceState = Literal["running", "stopped", "terminated"]

@@ -1,6 +1,7 @@
 """Operator calls: compute nodes and their southbound secrets, the fabric MTU, tenants and
 their access keys."""
 
+from openvpc.model.gateways import ElasticIp, InternetGateway
 from openvpc.model.policy import AclAssociation, NetworkAcl, SecurityGroup
 from openvpc.model.resources import (
     AddressOwner,
@@ -92,6 +93,8 @@ _OWNED = (
     SecurityGroup,
     NetworkAcl,
     AclAssociation,
+    InternetGateway,
+    ElasticIp,
 )
 
 

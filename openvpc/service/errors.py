@@ -19,6 +19,11 @@ _NOT_FOUND = {
     "networkInterface": "InvalidNetworkInterfaceID.NotFound",
     "securityGroup": "InvalidGroup.NotFound",
     "networkAcl": "InvalidNetworkAclID.NotFound",
+    "internetGateway": "InvalidInternetGatewayID.NotFound",
+    "natGateway": "NatGatewayNotFound",
+    "allocation": "InvalidAllocationID.NotFound",
+    "vpcPeeringConnection": "InvalidVpcPeeringConnectionID.NotFound",
+    "association": "InvalidAssociationID.NotFound",
 }
 
 

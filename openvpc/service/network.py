@@ -3,6 +3,7 @@
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 
+from openvpc.model.gateways import InternetGateway
 from openvpc.model.policy import AclAssociation
 from openvpc.model.resources import (
     AddressOwner,
@@ -13,7 +14,7 @@ from openvpc.model.resources import (
     Subnet,
     Vpc,
 )
-from openvpc.service import acls, routing, security
+from openvpc.service import acls, gateways, peering, routing, security
 from openvpc.service.compute import hint_counter
 from openvpc.service.errors import ServiceError, dependency, invalid_value
 from openvpc.service.ipam import reserved
@@ -51,7 +52,9 @@ def create_vpc(
     vpc = Vpc(repo.new_id("vpc", Vpc), tenant, name, str(net), check_mode(mode), check_encap(encap))
     repo.put(vpc)  # the main table's checks look the VPC up
     main = routing.create_route_table(repo, tenant, vpc.id, routing.MAIN)
-    vpc = replace(vpc, main_route_table=main.id)
+    vpc = replace(
+        vpc, main_route_table=main.id, main_association=repo.new_id("rtbassoc", Association)
+    )
     repo.put(vpc)
     acls.create_default_acl(repo, vpc)
     security.create_default_group(repo, vpc)
@@ -59,9 +62,11 @@ def create_vpc(
 
 
 def delete_vpc(repo: Repo, tenant: str, vpc_id: str) -> None:
-    """Only an empty VPC goes: no subnets, and no route table, network ACL or security group
-    but the ones it was created with, which go with it."""
+    """Only an empty VPC goes: no subnets, no internet gateway attached, and no route table,
+    network ACL or security group but the ones it was created with, which go with it."""
     vpc = repo.owned(Vpc, vpc_id, tenant)
+    if repo.find(InternetGateway, "vpc", vpc.id):
+        raise dependency("vpc", vpc.id)
     if any(s.vpc == vpc.id for s in repo.all(Subnet)):
         raise dependency("vpc", vpc.id)
     tables = [t for t in repo.all(RouteTable) if t.vpc == vpc.id]
@@ -74,6 +79,7 @@ def delete_vpc(repo: Repo, tenant: str, vpc_id: str) -> None:
             repo.delete(AddressOwner, owner_key(owner.vpc, owner.ip))
     repo.delete(RouteTable, vpc.main_route_table)
     repo.delete(Vpc, vpc.id)
+    peering.vpc_deleted(repo, vpc.id)
 
 
 def vpc_blocks(vpc: Vpc) -> list[IPv4Network]:
@@ -225,6 +231,8 @@ def set_map_public_ip(repo: Repo, tenant: str, subnet_id: str, value: bool) -> S
 def delete_subnet(repo: Repo, tenant: str, subnet_id: str) -> None:
     subnet = repo.owned(Subnet, subnet_id, tenant)
     if any(i.subnet == subnet.id for i in repo.all(Interface)):
+        raise dependency("subnet", subnet.id)
+    if gateways.live_nat_in_subnet(repo, subnet.id):
         raise dependency("subnet", subnet.id)
     repo.delete(Association, subnet.id)
     repo.delete(AclAssociation, subnet.id)

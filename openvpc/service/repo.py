@@ -8,6 +8,7 @@ import hashlib
 from typing import Any, TypeVar, cast
 
 from openvpc.model.codec import from_dict, to_dict
+from openvpc.model.gateways import ElasticIp, InternetGateway, NatGateway, VpcPeeringConnection
 from openvpc.model.policy import AclAssociation, NetworkAcl, SecurityGroup
 from openvpc.model.resources import (
     AddressOwner,
@@ -40,6 +41,10 @@ KINDS: dict[type, str] = {
     SecurityGroup: "security_group",
     NetworkAcl: "network_acl",
     AclAssociation: "acl_association",
+    InternetGateway: "internet_gateway",
+    NatGateway: "nat_gateway",
+    ElasticIp: "elastic_ip",
+    VpcPeeringConnection: "peering",
 }
 _NOUNS: dict[type, str] = {
     Vpc: "vpc",
@@ -49,6 +54,9 @@ _NOUNS: dict[type, str] = {
     Interface: "networkInterface",
     SecurityGroup: "securityGroup",
     NetworkAcl: "networkAcl",
+    InternetGateway: "internetGateway",
+    NatGateway: "natGateway",
+    ElasticIp: "allocation",
 }
 _COUNTER = "counter"
 _SETTING = "setting"

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 from openvpc.credentials import new_secret, secret_hash
+from openvpc.model.gateways import ElasticIp, InternetGateway, NatGateway, VpcPeeringConnection
 from openvpc.model.policy import (
     AclAssociation,
     NaclEntry,
@@ -31,13 +32,16 @@ from openvpc.model.resources import (
 )
 from openvpc.service import (
     acls,
+    addresses,
     admin,
     allocation,
     compute,
+    gateways,
     instances,
     interfaces,
     keys,
     network,
+    peering,
     routing,
     security,
     tags,
@@ -48,6 +52,10 @@ from openvpc.service.security import RuleSpec
 from openvpc.store import Store
 
 T = TypeVar("T")
+
+
+def _now(now: float | None) -> float:
+    return time.time() if now is None else now
 
 
 class Service:
@@ -226,9 +234,154 @@ class Service:
         with self._write() as repo:
             return routing.associate_route_table(repo, tenant, rtb_id, subnet_id)
 
-    def disassociate_route_table(self, tenant: str, subnet_id: str) -> None:
+    def disassociate_route_table(self, tenant: str, association_id: str) -> None:
+        """End an explicit association ("rtbassoc-..."); the subnet uses the main table."""
         with self._write() as repo:
-            routing.disassociate_route_table(repo, tenant, subnet_id)
+            routing.disassociate_route_table(repo, tenant, association_id)
+
+    def replace_route_table_association(self, tenant: str, association_id: str, rtb_id: str) -> str:
+        """Point an association (the main one too) at another table; the new association id."""
+        with self._write() as repo:
+            return routing.replace_route_table_association(repo, tenant, association_id, rtb_id)
+
+    def describe_route_table_views(self, tenant: str) -> tuple[routing.TableView, ...]:
+        """The tenant's route tables with their associations and route states."""
+        with self._read() as repo:
+            repo.tenant(tenant)
+            return tuple(routing.views(repo, tenant))
+
+    # -- internet and NAT gateways, Elastic IPs -----------------------------------------
+    def create_internet_gateway(self, tenant: str) -> InternetGateway:
+        with self._write() as repo:
+            return gateways.create_internet_gateway(repo, tenant)
+
+    def attach_internet_gateway(self, tenant: str, igw_id: str, vpc_id: str) -> None:
+        with self._write() as repo:
+            gateways.attach_internet_gateway(repo, tenant, igw_id, vpc_id)
+
+    def detach_internet_gateway(self, tenant: str, igw_id: str, vpc_id: str) -> None:
+        with self._write() as repo:
+            gateways.detach_internet_gateway(repo, tenant, igw_id, vpc_id)
+
+    def delete_internet_gateway(self, tenant: str, igw_id: str) -> None:
+        with self._write() as repo:
+            gateways.delete_internet_gateway(repo, tenant, igw_id)
+
+    def describe_internet_gateways(self, tenant: str) -> tuple[InternetGateway, ...]:
+        return self._owned_all(InternetGateway, tenant)
+
+    def create_nat_gateway(
+        self,
+        tenant: str,
+        subnet_id: str,
+        allocation_id: str | None,
+        connectivity: str = "public",
+        now: float | None = None,
+    ) -> NatGateway:
+        with self._write() as repo:
+            return gateways.create_nat_gateway(
+                repo, tenant, subnet_id, allocation_id, _now(now), connectivity
+            )
+
+    def delete_nat_gateway(self, tenant: str, nat_id: str, now: float | None = None) -> NatGateway:
+        with self._write() as repo:
+            return gateways.delete_nat_gateway(repo, tenant, nat_id, _now(now))
+
+    def describe_nat_gateways(
+        self, tenant: str, now: float | None = None
+    ) -> tuple[NatGateway, ...]:
+        with self._read() as repo:
+            repo.tenant(tenant)
+            return tuple(gateways.describe_nat_gateways(repo, tenant, _now(now)))
+
+    def set_public_pool(self, cidr: str) -> None:
+        """The operator's block of public addresses for Elastic IPs."""
+        with self._write() as repo:
+            addresses.set_public_pool(repo, cidr)
+
+    def public_pool(self) -> str:
+        with self._read() as repo:
+            return str(addresses.public_pool(repo))
+
+    def allocate_address(self, tenant: str) -> ElasticIp:
+        with self._write() as repo:
+            return addresses.allocate(repo, tenant)
+
+    def associate_address(
+        self,
+        tenant: str,
+        allocation_id: str,
+        instance_id: str | None = None,
+        interface_id: str | None = None,
+        private_ip: str | None = None,
+        allow_reassociation: bool | None = None,
+    ) -> ElasticIp:
+        with self._write() as repo:
+            return addresses.associate(
+                repo,
+                tenant,
+                allocation_id,
+                instance_id,
+                interface_id,
+                private_ip,
+                allow_reassociation,
+            )
+
+    def disassociate_address(self, tenant: str, association_id: str) -> None:
+        with self._write() as repo:
+            addresses.disassociate(repo, tenant, association_id)
+
+    def release_address(self, tenant: str, allocation_id: str) -> None:
+        with self._write() as repo:
+            addresses.release(repo, tenant, allocation_id)
+
+    def describe_addresses(self, tenant: str) -> tuple[ElasticIp, ...]:
+        with self._read() as repo:
+            repo.tenant(tenant)
+            return tuple(addresses.describe(repo, tenant))
+
+    # -- VPC peering ----------------------------------------------------------------------
+    def create_vpc_peering_connection(
+        self,
+        tenant: str,
+        vpc_id: str,
+        peer_vpc_id: str,
+        peer_account: str | None = None,
+        now: float | None = None,
+    ) -> VpcPeeringConnection:
+        with self._write() as repo:
+            return peering.create(repo, tenant, vpc_id, peer_vpc_id, peer_account, _now(now))
+
+    def accept_vpc_peering_connection(
+        self, tenant: str, pcx_id: str, now: float | None = None
+    ) -> VpcPeeringConnection:
+        with self._write() as repo:
+            return peering.accept(repo, tenant, pcx_id, _now(now))
+
+    def reject_vpc_peering_connection(
+        self, tenant: str, pcx_id: str, now: float | None = None
+    ) -> None:
+        with self._write() as repo:
+            peering.reject(repo, tenant, pcx_id, _now(now))
+
+    def delete_vpc_peering_connection(
+        self, tenant: str, pcx_id: str, now: float | None = None
+    ) -> None:
+        with self._write() as repo:
+            peering.delete(repo, tenant, pcx_id, _now(now))
+
+    def describe_vpc_peering_connections(
+        self, tenant: str, now: float | None = None
+    ) -> tuple[VpcPeeringConnection, ...]:
+        """The connections the tenant is a side of (requester or accepter)."""
+        with self._read() as repo:
+            repo.tenant(tenant)
+            return tuple(peering.describe(repo, tenant, _now(now)))
+
+    def tenant_accounts(self) -> dict[str, str]:
+        """Tenant name -> account id (OwnerId), for showing the other side of a peering."""
+        with self._read() as repo:
+            return {t.name: t.account for t in repo.all(Tenant)}
 
     # -- security groups ----------------------------------------------------------------
     def create_security_group(

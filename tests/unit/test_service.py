@@ -210,7 +210,11 @@ def test_routes_are_added_sorted_replaced_and_deleted(svc: Service, table: Route
         ("10.0.0.0/16", "blackhole", "RouteAlreadyExists"),  # the local route
         ("10.0.0.0/16", "local", "RouteAlreadyExists"),
         ("10.0.3.0/24", "local", "InvalidParameterValue"),
-        ("10.0.3.0/24", "igw-1234", "InvalidParameterValue"),
+        ("10.0.3.0/24", "igw-1234", "InvalidGatewayID.NotFound"),
+        ("10.0.3.0/24", "nat-1234", "NatGatewayNotFound"),
+        ("10.0.3.0/24", "pcx-1234", "InvalidVpcPeeringConnectionID.NotFound"),
+        ("10.0.3.0/24", "i-1234", "InvalidInstanceID.NotFound"),
+        ("10.0.3.0/24", "vgw-1234", "InvalidParameterValue"),
         ("10.0.3.0/24", "", "InvalidParameterValue"),
         ("10.0.3.0/33", "blackhole", "InvalidParameterValue"),
         ("169.254.169.0/24", "blackhole", "InvalidParameterValue"),
@@ -269,17 +273,23 @@ def test_missing_routes(svc: Service, table: RouteTable) -> None:
 def test_associations_replace_and_fall_back_to_main(svc: Service, table: RouteTable) -> None:
     subnet = svc.describe_subnets("red")[0]
     second = svc.create_route_table("red", table.vpc, "second")
-    svc.associate_route_table("red", table.id, subnet.id)
-    svc.associate_route_table("red", second.id, subnet.id)
-    assert [(a.subnet, a.route_table) for a in svc.describe_associations("red")] == [
-        (subnet.id, second.id)
+    first = svc.associate_route_table("red", table.id, subnet.id)
+    assert first.id.startswith("rtbassoc-")
+    with fails("Resource.AlreadyAssociated"):
+        svc.associate_route_table("red", second.id, subnet.id)
+    new_id = svc.replace_route_table_association("red", first.id, second.id)
+    assert new_id != first.id
+    assert [(a.subnet, a.route_table, a.id) for a in svc.describe_associations("red")] == [
+        (subnet.id, second.id, new_id)
     ]
     with fails("DependencyViolation"):
         svc.delete_route_table("red", second.id)
-    svc.disassociate_route_table("red", subnet.id)
+    with fails("InvalidAssociationID.NotFound"):
+        svc.disassociate_route_table("red", first.id)  # replaced: the old id is gone
+    svc.disassociate_route_table("red", new_id)
     assert svc.describe_associations("red") == ()
     with fails("InvalidAssociationID.NotFound"):
-        svc.disassociate_route_table("red", subnet.id)
+        svc.disassociate_route_table("red", new_id)
     svc.delete_route_table("red", second.id)
 
 

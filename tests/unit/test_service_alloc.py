@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from service_setup import open_service, vpc_with_subnet
 
 from openvpc.model.resources import NodeAllocation
-from openvpc.service import Service
+from openvpc.service import Service, ServiceError
 from openvpc.service.numbers import (
     LABEL_RANGE,
     VIF_RANGE,
@@ -149,14 +149,14 @@ def test_reassociation_numbers_the_new_table_and_releases_the_old(svc: Service) 
     _, eni = svc.run_instance("red", web.id, "r1", "node1", "ns1")
     main = vpc.main_route_table
     assert dict(_alloc(svc, "node1").vrfs) == {main: 1}
-    svc.associate_route_table("red", iso.id, web.id)
+    association = svc.associate_route_table("red", iso.id, web.id)
     a = _alloc(svc, "node1")
     assert (dict(a.vrfs), [x[1:] for x in a.labels], dict(a.vifs)) == (
         {iso.id: 2},
         [(18, 19)],
         {eni.id: 2},  # the interface keeps its vif
     )
-    svc.disassociate_route_table("red", web.id)
+    svc.disassociate_route_table("red", association.id)
     a = _alloc(svc, "node1")
     assert (dict(a.vrfs), [x[1:] for x in a.labels]) == ({main: 3}, [(20, 21)])
 
@@ -177,7 +177,8 @@ def test_repeating_a_call_that_changes_nothing_keeps_the_revision(svc: Service) 
     svc.associate_route_table("red", iso.id, web.id)
     svc.run_instance("red", web.id, "r1", "node1", "ns1")
     rev, snap = svc.revision(), svc.snapshot()
-    svc.associate_route_table("red", iso.id, web.id)
+    with pytest.raises(ServiceError):  # Resource.AlreadyAssociated, and nothing written
+        svc.associate_route_table("red", iso.id, web.id)
     svc.register_node("node1", "172.16.1.10")
     assert svc.revision() == rev
     assert svc.snapshot() == snap

@@ -35,7 +35,7 @@ class Red:
         self.vpc: Vpc = svc.create_vpc("red", "prod", "10.0.0.0/16")
         self.subnet: Subnet = svc.create_subnet("red", self.vpc.id, "web", "10.0.1.0/24")
         self.table: RouteTable = svc.create_route_table("red", self.vpc.id, "t")
-        svc.associate_route_table("red", self.table.id, self.subnet.id)
+        self.association = svc.associate_route_table("red", self.table.id, self.subnet.id)
         self.instance: Instance
         self.eni: Interface
         self.instance, self.eni = svc.run_instance(
@@ -89,8 +89,16 @@ BLUE_CALLS: dict[str, tuple[str, BlueCall]] = {
         lambda s, r, v, t: s.associate_route_table("blue", r.table.id, r.subnet.id),
     ),
     "disassociate": (
-        "InvalidSubnetID.NotFound",
-        lambda s, r, v, t: s.disassociate_route_table("blue", r.subnet.id),
+        "InvalidAssociationID.NotFound",
+        lambda s, r, v, t: s.disassociate_route_table("blue", r.association.id),
+    ),
+    "replace_association": (
+        "InvalidAssociationID.NotFound",
+        lambda s, r, v, t: s.replace_route_table_association("blue", r.association.id, t.id),
+    ),
+    "replace_main_association": (
+        "InvalidAssociationID.NotFound",
+        lambda s, r, v, t: s.replace_route_table_association("blue", r.vpc.main_association, t.id),
     ),
     "run_instance": (
         "InvalidSubnetID.NotFound",

@@ -7,10 +7,14 @@ import functools
 def load() -> None:
     from openvpc.api.actions import (  # noqa: F401 (registers by import)
         acls,
+        addresses,
+        gateways,
         instance_info,
         instances,
         interfaces,
+        peering,
         regions,
+        routes,
         security,
         tags,
         vpcs,

@@ -10,12 +10,9 @@ from openvpc.model.resources import (
     ComputeNode,
     Instance,
     Interface,
-    Route,
-    RouteTable,
     Subnet,
     Vpc,
 )
-from openvpc.service import routing
 from openvpc.service.errors import ServiceError, in_use, invalid_value
 from openvpc.service.ipam import assignable, lowest_free, mac_for, reserved
 from openvpc.service.repo import Repo, owner_key
@@ -79,7 +76,7 @@ def run_instance(
         netns,
         ifname,
         allowed_addresses=allowed,
-        attachment=repo.new_id("eni-attach", Interface),
+        attachment=primary_attachment(eni),
     )
     repo.put(instance)
     repo.put(interface)
@@ -87,6 +84,12 @@ def run_instance(
         if repo.get(AddressOwner, owner_key(vpc.id, vip)) is None:
             repo.put(AddressOwner(vpc.id, vip, eni, tenant))
     return instance, interface
+
+
+def primary_attachment(eni: str) -> str:
+    """The attachment id of an instance's primary interface, from the interface's own id
+    (so a launch takes no id from the counter beyond those it always took)."""
+    return "eni-attach-" + eni.removeprefix("eni-")
 
 
 def next_mac(repo: Repo) -> str:
@@ -195,22 +198,15 @@ def _allowed_addresses(
 
 
 def remove_interface(repo: Repo, interface: Interface) -> None:
-    """Delete an interface and free its addresses. Routes through it become blackholes (as
-    EC2 shows them); its secondary addresses go with it, and each movable address it owned
-    passes to another interface listing it."""
+    """Delete an interface and free its addresses. Routes through it keep its id and show
+    as blackholes (routing.route_state), as in EC2; its secondary addresses go with it, and
+    each movable address it owned passes to another interface listing it."""
     repo.delete(Interface, interface.id)
     # its addresses (in any subnet of the VPC) may now be free below a subnet's hint:
     # lowest-free starts over in each
     subnet = repo.get(Subnet, interface.subnet)
     for other in [] if subnet is None else repo.find(Subnet, "vpc", subnet.vpc):
         repo.set_counter(hint_counter(other.id), 0)
-    for table in repo.all(RouteTable):
-        if any(r.target == interface.id for r in table.routes):
-            routes = tuple(
-                Route(r.destination, routing.BLACKHOLE) if r.target == interface.id else r
-                for r in table.routes
-            )
-            repo.put(replace(table, routes=routes))
     owned = [
         o
         for o in ([] if subnet is None else repo.find(AddressOwner, "vpc", subnet.vpc))

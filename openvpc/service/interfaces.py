@@ -6,7 +6,7 @@ from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 
 from openvpc.model.resources import AddressOwner, Instance, Interface, Subnet, Vpc
-from openvpc.service import catalogue
+from openvpc.service import catalogue, security
 from openvpc.service.compute import (
     VpcAddresses,
     hint_counter,
@@ -25,11 +25,11 @@ MAX_DEVICE_INDEX = 31
 
 
 def groups_for(repo: Repo, tenant: str, vpc_id: str, group_ids: Iterable[str]) -> tuple[str, ...]:
-    """The security groups of a new or changed interface. Stored as given until the security
-    group service (service.security.check_groups) validates them."""
+    """The security groups of a new or changed interface: the tenant's, of its VPC, at most
+    five (none: the VPC's default group)."""
     if isinstance(group_ids, str):
         raise invalid_value("groupId", group_ids, "Expected a list of group ids.")
-    return tuple(dict.fromkeys(group_ids))
+    return security.check_groups(repo, tenant, vpc_id, group_ids)
 
 
 def check_description(text: str) -> str:

@@ -371,3 +371,38 @@ def test_instance_attributes_and_reboot(api: Api) -> None:
     with pytest.raises(ClientError) as e:
         ec2.reboot_instances(InstanceIds=[iid])
     assert code_of(e) == "IncorrectInstanceState"
+
+
+def test_security_groups_of_instances(api: Api) -> None:
+    ec2 = api.ec2("alice")
+    subnet = _subnet(ec2)
+    vpc = ec2.describe_subnets(SubnetIds=[subnet])["Subnets"][0]["VpcId"]
+    (default,) = ec2.describe_security_groups(
+        Filters=[{"Name": "vpc-id", "Values": [vpc]}, {"Name": "group-name", "Values": ["default"]}]
+    )["SecurityGroups"]
+    web = ec2.create_security_group(GroupName="web", Description="w", VpcId=vpc)["GroupId"]
+    (plain,) = _run(ec2, subnet)
+    assert plain["SecurityGroups"] == [{"GroupId": default["GroupId"], "GroupName": "default"}]
+    (inst,) = _run(ec2, subnet, SecurityGroupIds=[web])
+    assert inst["SecurityGroups"] == [{"GroupId": web, "GroupName": "web"}]
+    assert inst["NetworkInterfaces"][0]["Groups"] == inst["SecurityGroups"]
+    found = ec2.describe_instances(Filters=[{"Name": "instance.group-name", "Values": ["web"]}])
+    assert _ids(found["Reservations"]) == [inst["InstanceId"]]
+    ec2.modify_instance_attribute(InstanceId=plain["InstanceId"], Groups=[web])
+    out = ec2.describe_instance_attribute(InstanceId=plain["InstanceId"], Attribute="groupSet")
+    assert out["Groups"] == [{"GroupId": web, "GroupName": "web"}]
+    with pytest.raises(ClientError) as e:
+        ec2.delete_security_group(GroupId=web)
+    assert code_of(e) == "DependencyViolation"
+    bob = api.ec2("bob")
+    bob_vpc = bob.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    theirs = bob.create_security_group(GroupName="x", Description="x", VpcId=bob_vpc)["GroupId"]
+    for group in ("sg-00000000000000000", theirs):
+        with pytest.raises(ClientError) as e:
+            _run(ec2, subnet, SecurityGroupIds=[group])
+        assert code_of(e) == "InvalidGroup.NotFound"
+    other_vpc = ec2.create_vpc(CidrBlock="10.1.0.0/16")["Vpc"]["VpcId"]
+    elsewhere = ec2.create_security_group(GroupName="y", Description="y", VpcId=other_vpc)
+    with pytest.raises(ClientError) as e:
+        _run(ec2, subnet, SecurityGroupIds=[elsewhere["GroupId"]])
+    assert code_of(e) == "InvalidParameter"

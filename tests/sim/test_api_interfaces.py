@@ -308,3 +308,32 @@ def test_tenants_never_see_each_others_interfaces(api: Api) -> None:
         bob.create_network_interface(SubnetId=subnet)
     assert code_of(e) == "InvalidSubnetID.NotFound"
     assert _eni(alice, eid)["Status"] == "available"
+
+
+def test_security_groups_of_interfaces(api: Api) -> None:
+    ec2 = api.ec2("alice")
+    vpc, subnet = _subnet(ec2)
+    a, b = (
+        ec2.create_security_group(GroupName=n, Description=n, VpcId=vpc)["GroupId"]
+        for n in ("a", "b")
+    )
+    eni = ec2.create_network_interface(SubnetId=subnet, Groups=[a])["NetworkInterface"]
+    assert eni["Groups"] == [{"GroupId": a, "GroupName": "a"}]
+    eid = eni["NetworkInterfaceId"]
+    ec2.modify_network_interface_attribute(NetworkInterfaceId=eid, Groups=[a, b])
+    out = ec2.describe_network_interface_attribute(NetworkInterfaceId=eid, Attribute="groupSet")
+    assert [g["GroupId"] for g in out["Groups"]] == [a, b]
+    found = ec2.describe_network_interfaces(Filters=[{"Name": "group-name", "Values": ["b"]}])
+    assert [n["NetworkInterfaceId"] for n in found["NetworkInterfaces"]] == [eid]
+    with pytest.raises(ClientError) as e:
+        ec2.modify_network_interface_attribute(
+            NetworkInterfaceId=eid, Groups=["sg-00000000000000000"]
+        )
+    assert code_of(e) == "InvalidGroup.NotFound"
+    many = [a, b] + [
+        ec2.create_security_group(GroupName=f"g{n}", Description="g", VpcId=vpc)["GroupId"]
+        for n in range(4)
+    ]
+    with pytest.raises(ClientError) as e:
+        ec2.create_network_interface(SubnetId=subnet, Groups=many)  # five at most
+    assert code_of(e) == "SecurityGroupsPerInterfaceLimitExceeded"

@@ -39,10 +39,11 @@ def _ports(svc: Service) -> list[tuple[str, str, str]]:
 
 
 def test_create_takes_the_lowest_free_address_and_is_detached(svc: Service) -> None:
-    _, subnet = vpc_with_subnet(svc)
-    eni = svc.create_interface("red", subnet.id, description="spare", groups=["sg-1", "sg-1"])
+    vpc, subnet = vpc_with_subnet(svc)
+    web = svc.create_security_group("red", vpc.id, "web", "web servers").id
+    eni = svc.create_interface("red", subnet.id, description="spare", groups=[web, web])
     assert (eni.ip, eni.instance, eni.node, eni.attachment) == ("10.0.1.4", "", "", "")
-    assert (eni.description, eni.groups, eni.source_check) == ("spare", ("sg-1",), True)
+    assert (eni.description, eni.groups, eni.source_check) == ("spare", (web,), True)
     assert _ports(svc) == []  # nothing to plug
     ((_, primary),) = svc.run_instances("red", Launch(subnet.id), T0)
     assert primary.ip == "10.0.1.5"
@@ -174,21 +175,46 @@ def test_terminate_deletes_only_interfaces_marked_so(svc: Service) -> None:
 
 
 def test_modify_attributes(svc: Service) -> None:
-    _, subnet = vpc_with_subnet(svc)
+    vpc, subnet = vpc_with_subnet(svc)
     _, eni = _instance(svc, subnet.id)
+    a, b = (svc.create_security_group("red", vpc.id, n, n).id for n in ("a", "b"))
     svc.modify_interface("red", eni, source_check=False)
     (port,) = [p for c in compile_all(svc.snapshot()).values() for p in c.ports]
     assert port.source_check is False
-    changed = svc.modify_interface("red", eni, groups=["sg-2", "sg-3"], description="d")
+    changed = svc.modify_interface("red", eni, groups=[a, b], description="d")
     assert (changed.groups, changed.description, changed.source_check) == (
-        ("sg-2", "sg-3"),
+        (a, b),
         "d",
         False,
     )
     with fails("InvalidParameterValue"):
         svc.modify_interface("red", eni, groups=[])
+    with fails("InvalidGroup.NotFound"):
+        svc.modify_interface("red", eni, groups=["sg-00000000000000000"])
+    blue_vpc, _ = vpc_with_subnet(svc, "blue")
+    blue_group = svc.create_security_group("blue", blue_vpc.id, "x", "x").id
+    with fails("InvalidGroup.NotFound"):  # another tenant's is a missing one
+        svc.modify_interface("red", eni, groups=[blue_group])
     with fails("InvalidNetworkInterfaceID.NotFound"):
         svc.modify_interface("blue", eni, source_check=True)
+
+
+def test_interfaces_get_the_vpcs_default_group_and_only_its_groups(svc: Service) -> None:
+    vpc, subnet = vpc_with_subnet(svc)
+    (default,) = [g.id for g in svc.describe_security_groups("red") if g.name == "default"]
+    ((_, primary),) = svc.run_instances("red", Launch(subnet.id), T0)
+    assert primary.groups == (default,)
+    assert svc.create_interface("red", subnet.id).groups == (default,)
+    other = svc.create_vpc("red", "other", "10.1.0.0/16")
+    foreign = svc.create_security_group("red", other.id, "x", "x").id
+    with fails("InvalidParameter"):
+        svc.create_interface("red", subnet.id, groups=[foreign])
+    with fails("InvalidParameter"):
+        svc.run_instances("red", Launch(subnet.id, groups=(foreign,)), T0)
+    web = svc.create_security_group("red", vpc.id, "web", "web").id
+    assert svc.create_interface("red", subnet.id, groups=[web]).groups == (web,)
+    with fails("DependencyViolation"):  # an interface is in it
+        svc.delete_security_group("red", web)
 
 
 def test_secondary_addresses_are_routed_and_allowed(svc: Service) -> None:

@@ -9,6 +9,7 @@ def load() -> None:
         acls,
         addresses,
         gateways,
+        instance_info,
         instances,
         interfaces,
         peering,

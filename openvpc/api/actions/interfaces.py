@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from openvpc.api.actions.instance_view import group_list, group_names
 from openvpc.api.actions.vpcs import default_zone
 from openvpc.api.common import paginate, select, tag_list
 from openvpc.api.context import Call, missing
@@ -39,7 +40,9 @@ def _attachment(call: Call, eni: Interface) -> dict[str, Any]:
     }
 
 
-def interface_out(call: Call, record: Record, tags: list[tuple[str, str]]) -> dict[str, Any]:
+def interface_out(
+    call: Call, record: Record, tags: list[tuple[str, str]], names: dict[str, str]
+) -> dict[str, Any]:
     eni, subnet, domain = record
     zone = subnet.zone or default_zone(call)
     out: dict[str, Any] = {
@@ -55,7 +58,7 @@ def interface_out(call: Call, record: Record, tags: list[tuple[str, str]]) -> di
         "PrivateIpAddress": eni.ip,
         "PrivateDnsName": _dns(eni.ip, domain),
         "SourceDestCheck": eni.source_check,
-        "Groups": [{"GroupId": g} for g in eni.groups],
+        "Groups": group_list(eni.groups, names),
         "PrivateIpAddresses": [
             {"PrivateIpAddress": ip, "PrivateDnsName": _dns(ip, domain), "Primary": ip == eni.ip}
             for ip in (eni.ip, *eni.secondary_ips)
@@ -121,7 +124,7 @@ def create_network_interface(call: Call) -> dict[str, Any]:
     )
     if tags:
         call.service.create_tags(call.tenant, [eni.id], tags)
-    return {"NetworkInterface": interface_out(call, _one(call, eni.id), tags)}
+    return {"NetworkInterface": interface_out(call, _one(call, eni.id), tags, group_names(call))}
 
 
 @action("DeleteNetworkInterface")
@@ -137,6 +140,7 @@ def describe_network_interfaces(call: Call) -> dict[str, Any]:
             "The parameter networkInterfaceIdSet cannot be used with the parameter maxResults",
         )
     tags = call.service.all_tags(call.tenant)
+    names = group_names(call)
 
     def attached(r: Record, value: str | bool) -> str | bool | None:
         return value if r[0].instance else None
@@ -154,6 +158,7 @@ def describe_network_interfaces(call: Call) -> dict[str, Any]:
         "status": lambda r: "in-use" if r[0].instance else "available",
         "source-dest-check": lambda r: r[0].source_check,
         "group-id": lambda r: list(r[0].groups),
+        "group-name": lambda r: [names.get(g, "") for g in r[0].groups],
         "owner-id": lambda r: call.account,
         "requester-managed": lambda r: False,
         "interface-type": lambda r: "interface",
@@ -175,7 +180,7 @@ def describe_network_interfaces(call: Call) -> dict[str, Any]:
     )
     page, token = paginate(call, found, lambda r: r[0].id)
     return {
-        "NetworkInterfaces": [interface_out(call, r, tags.get(r[0].id, [])) for r in page],
+        "NetworkInterfaces": [interface_out(call, r, tags.get(r[0].id, []), names) for r in page],
         "NextToken": token,
     }
 
@@ -258,7 +263,7 @@ def describe_network_interface_attribute(call: Call) -> dict[str, Any]:
     if attribute == "description":
         out["Description"] = {"Value": eni.description}
     elif attribute == "groupSet":
-        out["Groups"] = [{"GroupId": g} for g in eni.groups]
+        out["Groups"] = group_list(eni.groups, group_names(call))
     elif attribute == "sourceDestCheck":
         out["SourceDestCheck"] = {"Value": eni.source_check}
     elif eni.instance:

@@ -240,6 +240,8 @@ def replace_route(repo: Repo, tenant: str, rtb_id: str, destination: str, target
     dest = _destination(destination)
     old = _find(table, dest)
     if old.target == LOCAL:
+        if target == LOCAL:  # restoring the local target (LocalTarget): it never left
+            return old
         raise invalid_value("destinationCidrBlock", dest, "The local route cannot be replaced.")
     route = _route_to(repo, table, vpc, dest, target)
     others = [r for r in table.routes if r != old]

@@ -259,3 +259,16 @@ def test_routes_to_gateways_and_peering_compile_as_discards(
         "discard",
         "discard",
     ]
+
+
+def test_replacing_the_local_route_with_local_changes_nothing(
+    svc: Service, net: tuple[Vpc, Subnet]
+) -> None:
+    vpc, _ = net
+    rev = svc.revision()
+    assert svc.replace_route("red", vpc.main_route_table, "10.0.0.0/16", "local") == Route(
+        "10.0.0.0/16", "local"
+    )
+    assert svc.revision() == rev
+    with fails("InvalidParameterValue"):
+        svc.replace_route("red", vpc.main_route_table, "10.0.0.0/16", "blackhole")

@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP) sysdeps
-	$(VENV)/bin/openvpc demo examples/two-tenants.yaml
+	$(VENV)/bin/openvpc demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check openvpc tests bench

@@ -33,18 +33,31 @@ def _root(
 
 @app.command()
 def demo(
-    file: str = typer.Argument("examples/two-tenants.yaml", help="topology file for the lab"),
+    file: str | None = typer.Argument(
+        None,
+        help="a topology file to bring up instead (default: an empty lab whose two tenants "
+        "build their VPCs with the AWS CLI, examples/two-tenants.sh)",
+    ),
     sim: bool = typer.Option(False, "--sim", help="the in-memory fabric instead (no root)"),
 ) -> None:
     """Bring a lab up and print who reaches whom, expected against observed."""
     if not sim:
-        from openvpc.tools.showcase import run_showcase
+        import subprocess
+
+        from openvpc.tools.showcase import run_cli_demo, run_showcase
 
         _need_root()
         console = Console()
+
+        def progress(message: str) -> None:
+            console.print(f"[dim]{message}[/]")
+
         try:
-            code = run_showcase(example(file), console, lambda m: console.print(f"[dim]{m}[/]"))
-        except _lab_errors() as exc:
+            if file is None:
+                code = run_cli_demo(console, progress, example)
+            else:
+                code = run_showcase(example(file), console, progress)
+        except (*_lab_errors(), subprocess.SubprocessError) as exc:  # type: ignore[misc]
             Console(stderr=True).print(str(exc), style="red", markup=False, highlight=False)
             raise typer.Exit(1) from None
         raise typer.Exit(code)
@@ -128,6 +141,26 @@ def up(
     console.print(f"tear down:   openvpc down {st.name}", highlight=False)
 
 
+@app.command("apply")
+def apply_(
+    file: str = typer.Argument(..., help="topology file of a lab that is up"),
+) -> None:
+    """Bring a running lab to what its topology file says, through the EC2 API: only the
+    differences are made (resources are matched by their Name tags)."""
+    from openvpc.lab import real
+
+    _need_root()
+    console = Console()
+    try:
+        done = real.apply_file(example(file), progress=lambda m: console.print(f"[dim]{m}[/]"))
+    except _lab_errors() as exc:
+        Console(stderr=True, soft_wrap=True).print(
+            str(exc), style="red", markup=False, highlight=False
+        )
+        raise typer.Exit(1) from None
+    console.print(f"{len(done)} change(s)" if done else "nothing to change", highlight=False)
+
+
 @app.command()
 def validate(
     file: str = typer.Argument(..., help="topology file (YAML, see docs/topology.md)"),
@@ -173,7 +206,7 @@ def status(lab: str | None = typer.Argument(None, help="lab name (default: the o
     context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True},
 )
 def exec_(
-    vm: Annotated[str, typer.Argument(help="VM name")],
+    vm: Annotated[str, typer.Argument(help="VM name, instance id or instance name")],
     command: Annotated[list[str], typer.Argument(help="command to run inside the VM (after --)")],
     lab: Annotated[
         str | None, typer.Option("--lab", help="lab name (default: the only one)")
@@ -283,11 +316,30 @@ def controller(
         None, "--tls-cert", help="PEM certificate chain (required off loopback)"
     ),
     tls_key: str | None = typer.Option(None, "--tls-key", help="PEM private key"),
+    api_listen: str = typer.Option(
+        "127.0.0.1:8787", "--api-listen", help="host:port of the EC2 API, or 'off'"
+    ),
+    region: str = typer.Option("us-east-1", "--region", help="the API's region"),
+    default_encap: str = typer.Option(
+        "vxlan", "--default-encap", help="a new VPC's encapsulation unless its tags choose"
+    ),
+    api_any_key: str | None = typer.Option(
+        None,
+        "--api-any-key",
+        help="LOCAL DEVELOPMENT ONLY: take requests signed with any unknown key as this "
+        "tenant's (created if missing)",
+    ),
 ) -> None:
-    """Run the controller (store, service, compiler, southbound) until SIGTERM or SIGINT."""
-    from openvpc.controller.main import run_controller
+    """Run the controller (store, service, compiler, southbound, EC2 API) until SIGTERM or
+    SIGINT."""
+    from openvpc.controller.main import ApiOptions, run_controller
 
-    raise typer.Exit(run_controller(db, listen, verbose, operator_secret_file, tls_cert, tls_key))
+    api = (
+        None if api_listen == "off" else ApiOptions(api_listen, region, api_any_key, default_encap)
+    )
+    raise typer.Exit(
+        run_controller(db, listen, verbose, operator_secret_file, tls_cert, tls_key, api)
+    )
 
 
 @app.command()
@@ -306,12 +358,31 @@ def agent(
     tls_ca: str | None = typer.Option(
         None, "--tls-ca", help="PEM CA of the controller's certificate (required off loopback)"
     ),
+    vm_netns_prefix: str | None = typer.Option(
+        None,
+        "--vm-netns-prefix",
+        help="make the config's VMs (namespace + TAP), only in namespaces named with this prefix",
+    ),
+    vm_dhcp: bool = typer.Option(
+        True, "--vm-dhcp/--no-vm-dhcp", help="run a DHCP client once in every VM it makes"
+    ),
 ) -> None:
     """Run a compute node's agent until SIGTERM or SIGINT."""
     from openvpc.agent.main import run_agent
 
     raise typer.Exit(
-        run_agent(node, controller, vrouter, secret_file, netns, verbose, state, tls_ca)
+        run_agent(
+            node,
+            controller,
+            vrouter,
+            secret_file,
+            netns,
+            verbose,
+            state,
+            tls_ca,
+            vm_netns_prefix,
+            vm_dhcp,
+        )
     )
 
 

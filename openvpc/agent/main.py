@@ -1,7 +1,8 @@
-"""The agent process: four threads around the pure parts.
+"""The agent process: four threads around the pure parts, five when it makes VMs.
 
 southbound (follow the controller, reconnect forever), vrouter (the control channel and
-reconcile), punts (answer what the vRouter sends up), reporter (acks and learned addresses).
+reconcile), punts (answer what the vRouter sends up), reporter (acks, ready VMs and learned
+addresses), and with `vm_prefix` vms (DHCP in new VMs, removal of those the config dropped).
 While the controller is unreachable nothing is flushed: forwarding goes on with the last state,
 which the state file keeps across restarts (config and unreported learned addresses).
 """
@@ -17,6 +18,9 @@ from openvpc.agent.desired import Desired
 from openvpc.agent.punt_worker import PuntWorker
 from openvpc.agent.reporter import Reporter
 from openvpc.agent.state_file import AgentState
+from openvpc.agent.vm_manager import VmManager
+from openvpc.agent.vm_plan import check_prefix
+from openvpc.agent.vms import NetnsPlug
 from openvpc.agent.vrouter_link import VrouterLink
 from openvpc.credentials import Credential, read_secret_file
 from openvpc.model.nodeconfig import NodeConfig
@@ -39,7 +43,11 @@ class Agent:
         secret: bytes,
         state: Path | None = None,
         tls_ca: bytes | None = None,
+        vm_prefix: str | None = None,
+        vm_dhcp: bool = True,
     ) -> None:
+        """With `vm_prefix` the agent makes (and removes) the VMs of its config, in namespaces
+        named with that prefix only; `vm_dhcp` runs a DHCP client in each new one."""
         self.node = node
         self.stop = threading.Event()
         self.state = AgentState(state)
@@ -47,9 +55,27 @@ class Agent:
         credential = Credential("node", secret, node)
         self.client = SouthboundClient(controller, credential=credential, tls_ca=tls_ca)
         self.reporter = Reporter(self.client, node, self.stop, self.state)
+        self.vms: VmManager | None = None
+        if vm_prefix is not None:
+            self.vms = VmManager(
+                check_prefix(vm_prefix),
+                NetnsPlug(),
+                self.reporter,
+                self.stop,
+                self.state,
+                vm_dhcp,
+                state.parent if state is not None else None,
+            )
         self.punts = PuntWorker(self.desired, self.reporter, self.stop)
         self.link = VrouterLink(
-            node, vrouter, self.desired, self.reporter, self.punts.offer, self.stop, secret
+            node,
+            vrouter,
+            self.desired,
+            self.reporter,
+            self.punts.offer,
+            self.stop,
+            secret,
+            self.vms,
         )
         self.punts.link = self.link
         self.follower = Follower(self.client, node, self._on_config)
@@ -59,6 +85,8 @@ class Agent:
             threading.Thread(target=self.punts.run, name="punts", daemon=True),
             threading.Thread(target=self.reporter.run, name="reporter", daemon=True),
         ]
+        if self.vms is not None:
+            self._threads.append(threading.Thread(target=self.vms.run, name="vms", daemon=True))
 
     def _on_config(self, config: NodeConfig) -> None:
         if config.node != self.node:
@@ -72,11 +100,14 @@ class Agent:
             t.start()
 
     def shutdown(self) -> None:
-        """Stop every thread; the vRouter keeps its state (it forwards without us)."""
+        """Stop every thread; the vRouter keeps its state (it forwards without us), and the VMs
+        stay as they are."""
         self.stop.set()
         self.follower.stop()
         self.link.close()
         self.reporter.wake()
+        if self.vms is not None:
+            self.vms.wake()
         for t in self._threads:
             t.join(JOIN)
             if t.is_alive():
@@ -104,6 +135,8 @@ def run_agent(
     verbose: bool = False,
     state: str | None = None,
     tls_ca: str | None = None,
+    vm_prefix: str | None = None,
+    vm_dhcp: bool = True,
 ) -> int:
     """The `openvpc agent` command: 0 after SIGTERM/SIGINT, 1 when it cannot start."""
     setup_logging(verbose)
@@ -113,7 +146,16 @@ def run_agent(
         ca = Path(tls_ca).read_bytes() if tls_ca else None
         if netns is not None:
             enter_netns(netns)
-        agent = Agent(node, controller, vrouter, secret, Path(state) if state else None, ca)
+        agent = Agent(
+            node,
+            controller,
+            vrouter,
+            secret,
+            Path(state) if state else None,
+            ca,
+            vm_prefix,
+            vm_dhcp,
+        )
     except (OSError, ValueError) as e:
         log.error("agent: %s", e)
         return 1

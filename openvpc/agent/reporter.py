@@ -1,5 +1,8 @@
-"""Acks and learned addresses go up to the controller from one thread of their own, so a slow
-or absent controller never stalls reconciling or answering punts.
+"""Acks (with the VMs that are ready) and learned addresses go up to the controller from one
+thread of their own, so a slow or absent controller never stalls reconciling or answering punts.
+
+Every ack carries the whole VM report, so a restarted controller learns it with the next ack;
+a report that changes between acks goes up with the last generation acked.
 
 A learned address is kept (newest claim per address wins, also in the state file) until the
 controller answers it, accepted or refused; only a transport error retries, with backoff.
@@ -10,6 +13,7 @@ import threading
 import time
 
 from openvpc.agent.state_file import MAX_PENDING_LEARNS, AgentState
+from openvpc.model.nodeconfig import VmReport
 from openvpc.southbound.backoff import Backoff
 from openvpc.southbound.client import SouthboundClient, SouthboundError
 
@@ -17,6 +21,7 @@ log = logging.getLogger("openvpc.agent")
 
 LEARN_RETRY_FIRST = 0.2
 LEARN_RETRY_LIMIT = 1.0  # a returning controller hears of a VIP move within about this
+VM_REPORT_RETRY = 1.0  # a VM report that met a transport error is sent again after this
 
 
 class Reporter:
@@ -33,6 +38,9 @@ class Reporter:
         self.state = state
         self._cond = threading.Condition()
         self._ack: int | None = None  # only the newest generation matters
+        self._generation: int | None = None  # the newest generation handed to `ack`
+        self._vms: tuple[VmReport, ...] | None = None  # None: this agent makes no VMs
+        self._vms_due = 0.0  # monotonic; 0: the report went up with the last ack
         # address -> interface, oldest claim first; loaded back after a restart
         self._learns: dict[str, str] = dict(state.learns) if state is not None else {}
         self._retry = Backoff(LEARN_RETRY_FIRST, LEARN_RETRY_LIMIT)
@@ -42,8 +50,16 @@ class Reporter:
 
     def ack(self, generation: int) -> None:
         with self._cond:
-            self._ack = generation
+            self._ack = self._generation = generation
             self._cond.notify_all()
+
+    def report_vms(self, vms: tuple[VmReport, ...]) -> None:
+        """The agent's VMs as they are now; sent with the next ack, or alone if it changed."""
+        with self._cond:
+            if vms != self._vms:
+                self._vms = vms
+                self._vms_due = time.monotonic()
+                self._cond.notify_all()
 
     def learn(self, interface_id: str, ip: str) -> None:
         """Report that `interface_id` claims `ip`; replaces an older unreported claim of it."""
@@ -72,10 +88,16 @@ class Reporter:
             with self._cond:
                 self._cond.wait_for(self._due, self._until_retry())
                 ack, self._ack = self._ack, None
-                due = time.monotonic() >= self._retry_at
+                now = time.monotonic()
+                if ack is None and self._vms_due and now >= self._vms_due:
+                    ack = self._generation  # a changed VM report: with the last generation
+                vms = self._vms
+                if ack is not None:
+                    self._vms_due = 0.0
+                due = now >= self._retry_at
                 learns = list(self._learns.items()) if due else []
             if ack is not None:
-                self._send_ack(ack)
+                self._send_ack(ack, vms)
             for ip, interface_id in learns:
                 if self.stop.is_set() or not self._send_learn(interface_id, ip):
                     break
@@ -83,23 +105,33 @@ class Reporter:
     def _due(self) -> bool:
         if self.stop.is_set() or self._ack is not None:
             return True
-        return bool(self._learns) and time.monotonic() >= self._retry_at
+        now = time.monotonic()
+        if self._vms_due and self._generation is not None and now >= self._vms_due:
+            return True
+        return bool(self._learns) and now >= self._retry_at
 
     def _until_retry(self) -> float:
-        if not self._learns:
-            return 0.5
-        return min(0.5, max(0.0, self._retry_at - time.monotonic()))
+        waits = [0.5]
+        if self._learns:
+            waits.append(self._retry_at - time.monotonic())
+        if self._vms_due and self._generation is not None:
+            waits.append(self._vms_due - time.monotonic())
+        return max(0.0, min(waits))
 
     def _persist(self) -> None:
         if self.state is not None:
             self.state.save_learns(self._learns)
 
-    def _send_ack(self, generation: int) -> None:
+    def _send_ack(self, generation: int, vms: tuple[VmReport, ...] | None) -> None:
         try:
-            self.client.ack(self.node, generation)
+            self.client.ack(self.node, generation, vms)
         except SouthboundError as e:
             # the next subscription brings a config again, and with it a new ack
             log.debug("ack of generation %d not delivered: %s", generation, e)
+            if vms is not None:
+                with self._cond:  # a VM report is worth sending again meanwhile
+                    if not self._vms_due:
+                        self._vms_due = time.monotonic() + VM_REPORT_RETRY
             return
         self.acked = generation
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from openvpc.agent.desired import Desired
 from openvpc.agent.reconcile import config_from_dump, parse_dump, reconcile
 from openvpc.agent.reporter import Reporter
+from openvpc.agent.vm_manager import VmManager
 from openvpc.model.nodeconfig import NodeConfig
 from openvpc.southbound.backoff import Backoff
 from openvpc.vrouter.control import ControlClient, ControlError
@@ -33,8 +34,10 @@ class VrouterLink:
         on_packet: Callable[[bytes], None],
         stop: threading.Event,
         secret: bytes,
+        vms: VmManager | None = None,
     ) -> None:
         self.node = node
+        self.vms = vms  # makes the VMs a config names before their ports are set
         self.secret = secret
         self.path = path
         self.desired = desired
@@ -120,6 +123,8 @@ class VrouterLink:
                 "no config from the controller yet: rebuilding generation %d from the state file",
                 config.generation,
             )
+        if self.vms is not None:
+            self.vms.prepare(config)
         ops = reconcile(config, installed.objects)
         if ops or installed.generation != config.generation:
             try:
@@ -138,6 +143,8 @@ class VrouterLink:
             )
         else:
             log.info("generation %d already in place", config.generation)
+        if self.vms is not None:
+            self.vms.applied(config, from_controller=not saved)
         if not saved:  # the controller hears only of what it sent us
             self.reporter.ack(config.generation)
         return True

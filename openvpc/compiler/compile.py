@@ -64,7 +64,7 @@ class _Index:
             subnets,
             {t.id: t for t in s.route_tables},
             subnet_tables(s),
-            {i.id: i for i in s.interfaces},
+            {i.id: i for i in active_interfaces(s)},
             {i.id: i.name for i in s.instances},
             {n.name: n.fabric_ip for n in s.nodes},
             {a.node: a for a in s.allocations},
@@ -87,6 +87,13 @@ class _Index:
             if rtb == table:
                 return l3, l2
         return None
+
+
+def active_interfaces(s: Snapshot) -> list[Interface]:
+    """The interfaces that are VMs' now: attached to an instance that should be running.
+    A detached one, or one of a stopped instance, has no vif and no routes (its VM goes)."""
+    running = {i.id for i in s.instances if i.state == "running"}
+    return [i for i in s.interfaces if i.node and i.netns and i.instance in running]
 
 
 def subnet_tables(s: Snapshot) -> dict[str, str]:
@@ -177,7 +184,7 @@ class _NodeCompiler:
                 fib[route.destination] = RouteConfig(vrf_id, route.destination, nh, label)
         members = x.vpc_interfaces(vpc.id)
         owners = {o.ip: o.interface for o in x.snapshot.address_owners if o.vpc == vpc.id}
-        hosts = [(i.ip, i) for i in members] + [
+        hosts = [(ip, i) for i in members for ip in (i.ip, *i.secondary_ips)] + [
             (ip, x.interfaces[owner]) for ip, owner in owners.items() if owner in x.interfaces
         ]
         for ip, iface in hosts:
@@ -259,7 +266,7 @@ class _NodeCompiler:
             hostname=hostname(iface.ip),
             mtu=mtu_for(x.snapshot.fabric_mtu, vpc),
             source_check=iface.source_check,
-            allowed_ips=iface.allowed_addresses,
+            allowed_ips=(*iface.secondary_ips, *iface.allowed_addresses),
             learn_ips=iface.allowed_addresses,
         )
 
@@ -268,7 +275,8 @@ class _NodeCompiler:
         vpc = x.vpcs[table.vpc]
         records = []
         for iface in x.vpc_interfaces(vpc.id):
-            for name in (hostname(iface.ip), iface.instance, x.instance_name.get(iface.instance)):
+            names = (hostname(iface.ip), iface.instance, x.instance_name.get(iface.instance))
+            for name in dict.fromkeys(names):  # an unnamed instance is named by its address
                 if name:
                     records.append(DnsRecord(vrf_id, f"{name}.{vpc.domain}".lower(), iface.ip))
         return records

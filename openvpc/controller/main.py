@@ -10,8 +10,12 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
+from openvpc.api.app import DEFAULT_REGION, ApiApp
+from openvpc.api.server import ApiServer
 from openvpc.compiler.compile import compile_all
+from openvpc.controller.runtime import HubRuntime
 from openvpc.credentials import CredentialError, read_secret_file
 from openvpc.model.nodeconfig import NodeConfig
 from openvpc.model.resources import Snapshot
@@ -27,8 +31,19 @@ WAIT = 0.5  # how long one wait for a store change lasts before the stop flag is
 Compile = Callable[[Snapshot], dict[str, NodeConfig]]
 
 
+@dataclass(frozen=True, slots=True)
+class ApiOptions:
+    """Where and how the controller serves the EC2 API."""
+
+    listen: str  # host:port
+    region: str = DEFAULT_REGION
+    unknown_keys_as: str | None = None  # local development only: see api.sigv4.verify
+    default_encap: str = "vxlan"
+
+
 class Controller:
-    """Owns the store, the service and the southbound server of one controller process."""
+    """Owns the store, the service, the southbound server and the API of one controller
+    process."""
 
     def __init__(
         self,
@@ -37,6 +52,7 @@ class Controller:
         compile_fn: Compile = compile_all,
         operator_secret: bytes | None = None,
         tls: TlsFiles | None = None,
+        api: ApiOptions | None = None,
     ) -> None:
         self.store = Store(db)
         self.service = Service(self.store)
@@ -44,6 +60,16 @@ class Controller:
         self.server = SouthboundServer(
             listen, self.service.learn_address, operator_secret=operator_secret, tls=tls
         )
+        # what the nodes applied and which VMs they report ready (the API reads it)
+        self.runtime = HubRuntime(self.server.hub)
+        self.api: ApiServer | None = None
+        if api is not None:
+            if api.unknown_keys_as is not None:
+                self.service.create_tenant(api.unknown_keys_as)
+            app = ApiApp(
+                self.service, self.runtime, api.region, api.unknown_keys_as, api.default_encap
+            )
+            self.api = ApiServer(app, api.listen)
         self.published: int | None = None  # the revision last compiled and handed out
         self.serving = threading.Event()  # set once listening with the first revision published
 
@@ -68,12 +94,16 @@ class Controller:
         self.server.start()
         try:
             revision = self.sync()
+            if self.api is not None:
+                self.api.start()
             self.serving.set()
             while not stop.is_set():
                 current = self.store.wait_for_change(revision, WAIT)
                 if current != revision:
                     revision = self.sync()
         finally:
+            if self.api is not None:
+                self.api.stop()
             self.server.stop()
             self.store.close()
             log.info("controller stopped")
@@ -86,6 +116,7 @@ def run_controller(
     operator_secret_file: str | None = None,
     tls_cert: str | None = None,
     tls_key: str | None = None,
+    api: ApiOptions | None = None,
 ) -> int:
     """The `openvpc controller` command: 0 after SIGTERM/SIGINT, 1 when it cannot start."""
     setup_logging(verbose)
@@ -102,7 +133,7 @@ def run_controller(
     if operator is None:
         log.warning("no --operator-secret-file: Status calls are refused")
     try:
-        controller = Controller(db, listen, operator_secret=operator, tls=tls)
+        controller = Controller(db, listen, operator_secret=operator, tls=tls, api=api)
     except (StoreError, OSError, sqlite3.Error) as e:
         log.error("controller: store %s: %s", db, e)
         return 1

@@ -8,6 +8,7 @@ an instance, and a route to GatewayId "blackhole" drops what it matches.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -35,8 +36,7 @@ class Endpoint:
         if tenant not in self.keys:
             raise TopologyError(f"tenant {tenant} has no access key in this lab")
         key, secret = self.keys[tenant]
-        session = botocore.session.get_session()
-        return session.create_client(
+        return _session().create_client(
             "ec2",
             region_name=self.region,
             endpoint_url=self.url,
@@ -47,6 +47,12 @@ class Endpoint:
 
 
 Progress = Callable[[str], None]
+
+
+@functools.cache
+def _session() -> botocore.session.Session:
+    """One botocore session: it loads the EC2 model once for every client made from it."""
+    return botocore.session.get_session()
 
 
 def apply(topo: Topology, endpoint: Endpoint, progress: Progress = lambda _: None) -> list[str]:

@@ -28,8 +28,13 @@ def node_netns(lab: str, node: str) -> str:
     return f"ov-{lab}-n-{node}"
 
 
+def vm_prefix(lab: str) -> str:
+    """Every VM namespace of the lab starts with it: its agents make no other."""
+    return f"ov-{lab}-v-"
+
+
 def vm_netns(lab: str, vm: str) -> str:
-    return f"ov-{lab}-v-{vm}"
+    return f"{vm_prefix(lab)}{vm}"
 
 
 def underlay_netns(lab: str, role: str) -> str:

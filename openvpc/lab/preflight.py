@@ -1,33 +1,21 @@
-"""Check a whole topology file before anything is created: parse it, plan its underlay, and
-apply it through the service layer to a scratch in-memory store exactly as `up` feeds the
-real one, so every service rule is checked and reported with the field's path."""
+"""Check a whole topology file before anything is created: parse it, plan its underlay, seed a
+scratch in-memory store as `up` seeds the real one, and apply the file's tenants through a
+scratch EC2 API on loopback exactly as `up` applies them to the lab's, so every rule is
+checked and reported with the field's path."""
 
-from collections.abc import Sequence
 from pathlib import Path
 
-from openvpc.lab.naming import check_name, vm_netns
-from openvpc.lab.topology import Topology, TopologyError, apply_topology, load_topology
-from openvpc.lab.underlay import NodePlacement, UnderlayPlan, plan_underlay
-from openvpc.model.resources import Interface
-from openvpc.service import Service, ServiceError
+from openvpc.api.app import DEFAULT_REGION, ApiApp
+from openvpc.api.instant import InstantRuntime
+from openvpc.api.server import ApiServer
+from openvpc.lab import apply, tenants
+from openvpc.lab.naming import check_name, vm_prefix
+from openvpc.lab.topology import Topology, TopologyError, load_topology
+from openvpc.lab.underlay import UnderlayPlan, plan_underlay
+from openvpc.service import Service
 from openvpc.store import Store
 
 SCRATCH = ":memory:"  # SQLite's private in-memory database: nothing touches the disk
-
-
-def feed(service: Service, topo: Topology, nodes: Sequence[NodePlacement]) -> dict[str, Interface]:
-    """Nodes with their fabric addresses, the fabric MTU, then the file; returns each VM's
-    interface. `up` and `check_topology` both use this, so they apply the same calls."""
-    for i, p in enumerate(nodes):
-        try:
-            service.register_node(p.node, p.ip)
-        except ServiceError as e:
-            raise TopologyError(f"nodes[{i}]: {e.code}: {e.message}") from e
-    try:
-        service.set_fabric_mtu(topo.fabric_mtu)
-    except ServiceError as e:
-        raise TopologyError(f"fabric_mtu: {e.code}: {e.message}") from e
-    return apply_topology(service, topo, lambda vm: vm_netns(topo.name, vm))
 
 
 def plan(topo: Topology) -> UnderlayPlan:
@@ -48,7 +36,19 @@ def check_topology(path: str | Path) -> tuple[Topology, UnderlayPlan]:
     underlay = plan(topo)
     store = Store(SCRATCH)
     try:
-        feed(Service(store), topo, underlay.nodes)
+        service = Service(store)
+        tenants.seed(service, topo, underlay.nodes, vm_prefix(topo.name))
+        if topo.tenants:
+            server = ApiServer(ApiApp(service, InstantRuntime(service)), "127.0.0.1:0")
+            server.start()
+            try:
+                host, port = server.address
+                endpoint = apply.Endpoint(
+                    f"http://{host}:{port}", DEFAULT_REGION, tenants.keys(service)
+                )
+                apply.apply(topo, endpoint)
+            finally:
+                server.stop()
     finally:
         store.close()
     return topo, underlay

@@ -49,11 +49,17 @@ def node_secret_file(state_dir: Path, node: str) -> Path:
     return state_dir / f"node-{node}.secret"
 
 
+def agent_state_file(state_dir: Path, node: str) -> Path:
+    return state_dir / f"agent-{node}.json"
+
+
 def operator_secret_file(state_dir: Path) -> Path:
     return state_dir / "operator.secret"
 
 
-def controller_spec(state_dir: Path, openvpc: tuple[str, ...]) -> ProcessSpec:
+def controller_spec(
+    state_dir: Path, openvpc: tuple[str, ...], api_listen: str, default_encap: str
+) -> ProcessSpec:
     argv = (
         *openvpc,
         "controller",
@@ -63,6 +69,10 @@ def controller_spec(state_dir: Path, openvpc: tuple[str, ...]) -> ProcessSpec:
         controller_target(state_dir),
         "--operator-secret-file",
         str(operator_secret_file(state_dir)),
+        "--api-listen",
+        api_listen,
+        "--default-encap",
+        default_encap,
     )
     return ProcessSpec(
         CONTROLLER,
@@ -92,7 +102,16 @@ def vrouter_spec(state_dir: Path, openvpc: tuple[str, ...], node: str, ns: str) 
     return ProcessSpec(VROUTER, node, argv, log, str(sock), status_file(state_dir, VROUTER, node))
 
 
-def agent_spec(state_dir: Path, openvpc: tuple[str, ...], node: str, ns: str) -> ProcessSpec:
+def agent_spec(
+    state_dir: Path,
+    openvpc: tuple[str, ...],
+    node: str,
+    ns: str,
+    vm_prefix: str | None = None,
+    dhcp: bool = True,
+) -> ProcessSpec:
+    """With `vm_prefix` the agent makes the node's VMs (and runs DHCP in them if `dhcp`)."""
+    vms = ("--vm-netns-prefix", vm_prefix) if vm_prefix is not None else ()
     argv = (
         *openvpc,
         "agent",
@@ -107,7 +126,9 @@ def agent_spec(state_dir: Path, openvpc: tuple[str, ...], node: str, ns: str) ->
         "--netns",
         ns,
         "--state",
-        str(state_dir / f"agent-{node}.json"),
+        str(agent_state_file(state_dir, node)),
+        *vms,
+        *(() if dhcp else ("--no-vm-dhcp",)),
     )
     log = str(state_dir / f"agent-{node}.log")
     return ProcessSpec(AGENT, node, argv, log, None, status_file(state_dir, AGENT, node))

@@ -1,6 +1,10 @@
 """The real lab: `up` a topology file on network namespaces with real processes, `status`,
 `exec` into a VM, `down`; plus process kill/restart helpers for tests.
 
+The VMs are made by the nodes' agents (from the config the controller compiles, in namespaces
+named with the lab's VM prefix only); `up` waits until the agents report them ready with a
+lease, `status` shows what they report, and `down` removes what their state files list.
+
 Each daemon runs under a supervisor parent (openvpc.lab.supervisor) that restarts it when it
 dies; the state file records the supervisor, its status file names the daemon's current pid.
 
@@ -16,6 +20,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -25,8 +30,8 @@ from pathlib import Path
 from openvpc.api.app import DEFAULT_REGION
 from openvpc.credentials import Credential, CredentialError, new_secret, read_secret_file
 from openvpc.credentials import write_secret_file as _write_secret
-from openvpc.lab import netns, nsexec, preflight, supervise, sweep, vms
-from openvpc.lab.naming import RUN_ROOT, STATE_FILE, check_name, state_dir, vm_netns
+from openvpc.lab import netns, nsexec, supervise, sweep, tenants
+from openvpc.lab.naming import RUN_ROOT, STATE_FILE, check_name, state_dir, vm_prefix
 from openvpc.lab.preflight import check_topology
 from openvpc.lab.processes import (
     AGENT,
@@ -34,6 +39,7 @@ from openvpc.lab.processes import (
     VROUTER,
     ProcessSpec,
     agent_spec,
+    agent_state_file,
     controller_spec,
     controller_target,
     node_secret_file,
@@ -50,15 +56,15 @@ from openvpc.lab.state import (
     teardown_order,
 )
 from openvpc.lab.supervisor import STOP_GRACE
-from openvpc.lab.topology import Topology
+from openvpc.lab.topology import Topology, TopologyError, load_topology
 from openvpc.lab.underlay import NodePlacement, UnderlayPlan, build_underlay
-from openvpc.model.resources import Interface
+from openvpc.model.resources import Snapshot
 
 log = logging.getLogger("openvpc.lab")
 
 START_TIMEOUT = 15.0  # a process's socket appears within this
 SYNC_TIMEOUT = 30.0  # every agent has acked the compiled generation within this
-DHCP_TIMEOUT = 30.0  # every VM holds a lease within this
+VM_TIMEOUT = 45.0  # the agents report every VM ready (with a lease) within this
 SUPERVISOR_GRACE = STOP_GRACE + 2.0  # a supervisor stops its daemon first
 
 
@@ -80,11 +86,23 @@ class ProcessStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class ReportedVm:
+    """An interface whose VM the node's agent reports ready, with its lease once bound."""
+
+    interface_id: str
+    netns: str
+    ip: str | None
+    instance_id: str = ""
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class AgentStatus:
     node: str
     connected: bool
     generation: int | None  # the node's latest compiled config
     generation_acked: int | None
+    vms: tuple[ReportedVm, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +117,9 @@ class VmStatus:
     name: str
     node: str
     netns: str
-    ip: str | None  # "a.b.c.d/len" now on its interface
+    ip: str | None  # "a.b.c.d/len": the lease its agent reports
+    interface: str = ""
+    ready: bool = False  # its agent reports it made and its port attached
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,8 +221,7 @@ def _up(
     progress: Callable[[str], None],
 ) -> None:
     name = topo.name
-    vm_namespaces = [vm_netns(name, spec.name) for _, _, spec in topo.vms()]
-    _check_free([*plan.all_netns(), *vm_namespaces])
+    _check_free(plan.all_netns())
     sdir = state.path.parent
     first: list[Record] = []
     if not root.exists():
@@ -211,26 +230,126 @@ def _up(
     sdir.mkdir(mode=0o700)
     os.chmod(sdir, 0o700)  # whatever the umask
     first.append({"kind": "dir", "path": str(sdir), "tree": True})
+    api = f"http://127.0.0.1:{free_port()}"
     meta = {
         "name": name,
         "topology": str(path.resolve()),
         "underlay": plan.kind,
         "state_dir": str(sdir),
         "controller": controller_target(sdir),
+        "api": api,
+        "region": DEFAULT_REGION,
+        "dhcp": dhcp,
     }
     StateFile.create(state.path, meta, *first)
     write_secret_file(state, operator_secret_file(sdir), new_secret())
     _build(topo, plan, state, progress)
-    progress("processes: controller, then a vRouter and an agent per node")
-    _run_processes(state, plan.nodes, root)
-    if dhcp and of_kind(state.records(), "vm"):
-        progress("DHCP: dhclient in every VM")
-        targets = [(r["name"], r["netns"], r["ifname"]) for r in of_kind(state.records(), "vm")]
-        _run_dhcp(state, sdir, targets)
+    progress(f"processes: controller (EC2 API on {api}), a vRouter and an agent per node")
+    _run_processes(state, plan.nodes, root, dhcp, api, topo.encap)
+    if topo.tenants:
+        progress("tenants: the file applied through the EC2 API, as a client would")
+        _apply(name, root, topo, progress)
     state.add("ready")
 
 
-def _check_free(namespaces: list[str]) -> None:
+def free_port() -> int:
+    """A TCP port free on loopback now (the controller binds it a moment later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def apply_file(
+    path: str | Path, root: Path = RUN_ROOT, progress: Callable[[str], None] = log.info
+) -> list[str]:
+    """`openvpc apply`: bring the running lab the file names to what the file says (only the
+    differences are applied); returns what was done."""
+    topo = load_topology(path)
+    name = check_name("lab", topo.name)
+    if not _state(name, root).exists():
+        raise LabError(f"lab {name} is not up: `openvpc up` it first")
+    return _apply(name, root, topo, progress)
+
+
+def _apply(name: str, root: Path, topo: Topology, progress: Callable[[str], None]) -> list[str]:
+    """Apply the file's tenants through the lab's API, record its VMs, and wait until the
+    agents report each of them ready (with a lease when the lab runs DHCP)."""
+    state = _state(name, root)
+    meta = state.meta()
+    url, region = str(meta["api"]), str(meta.get("region", DEFAULT_REGION))
+    sdir = Path(meta["state_dir"])
+    try:
+        done = tenants.apply_file(sdir / "openvpc.db", topo, url, region, progress)
+    except TopologyError as exc:
+        raise LabError(str(exc)) from exc
+    _record_vms(state, topo, url, region)
+    if of_kind(state.records(), "vm"):
+        dhcp = bool(meta.get("dhcp", True))
+        progress("VMs: made by the agents" + (", each configured by DHCP" if dhcp else ""))
+        _wait_vms(name, root, lease=dhcp)
+    return done
+
+
+def _record_vms(state: StateFile, topo: Topology, url: str, region: str) -> None:
+    """A `vm` record for each instance of the file (by name), a `vm_gone` for a recorded one
+    the file dropped: what status, exec and the tests look VMs up by."""
+    from openvpc.lab import apiview
+    from openvpc.lab.apply import Endpoint
+
+    sdir = state.path.parent
+    store_keys = _keys(sdir)
+    endpoint = Endpoint(url, region, store_keys)
+    prefix = vm_prefix(sdir.name)
+    current = recorded_vms(state.records())
+    wanted: set[str] = set()
+    for tenant in topo.tenants:
+        view = apiview.read(endpoint.ec2(tenant.name), tenant.name)
+        ips = {i.id: i.ip for i in view.interfaces}
+        names = {vm.name for vpc in tenant.vpcs for vm in vpc.vms}
+        for inst in view.instances:
+            if inst.name not in names:
+                continue
+            wanted.add(inst.name)
+            have = current.get(inst.name)
+            if have is not None and have.get("instance") == inst.id:
+                continue
+            state.add(
+                "vm",
+                name=inst.name,
+                node=inst.node,
+                netns=prefix + inst.id,
+                ifname="eth0",
+                interface=inst.interface,
+                instance=inst.id,
+                ip=ips.get(inst.interface, ""),
+            )
+    for vm in current.keys() - wanted:
+        state.add("vm_gone", name=vm)
+
+
+def _keys(sdir: Path) -> dict[str, tuple[str, str]]:
+    from openvpc.service import Service
+    from openvpc.store import Store
+
+    store = Store(sdir / "openvpc.db")
+    try:
+        return tenants.keys(Service(store))
+    finally:
+        store.close()
+
+
+def recorded_vms(records: list[Record]) -> dict[str, Record]:
+    """The latest `vm` record of every VM name that no later `vm_gone` removed."""
+    out: dict[str, Record] = {}
+    for r in records:
+        if r["kind"] == "vm":
+            out[r["name"]] = r
+        elif r["kind"] == "vm_gone":
+            out.pop(r["name"], None)
+    return out
+
+
+def _check_free(namespaces: Sequence[str]) -> None:
     """Recorded things are removed by `down`: never record what someone else made."""
     taken = [ns for ns in namespaces if netns.netns_exists(ns)]
     taken += [str(nsexec.ETC_NETNS / ns) for ns in namespaces if (nsexec.ETC_NETNS / ns).exists()]
@@ -241,7 +360,7 @@ def _check_free(namespaces: list[str]) -> None:
 def _build(
     topo: Topology, plan: UnderlayPlan, state: StateFile, progress: Callable[[str], None]
 ) -> None:
-    """The underlay, the store (through the service layer), then the VMs."""
+    """The underlay, then the store (through the service layer); the agents make the VMs."""
     progress(
         f"underlay {plan.kind}: {len(plan.fabric_ns)} fabric and {len(plan.nodes)} node namespaces"
     )
@@ -253,41 +372,45 @@ def _build(
     for p in plan.nodes:
         state.add("node", name=p.node, netns=p.ns, fabric_ip=p.ip, ifname=p.ifname)
 
-    progress("store: nodes, fabric MTU and the topology through the service layer")
-    interfaces = _feed_store(state.path.parent, topo, plan.nodes, state)
-
-    progress(f"VMs: {len(interfaces)} namespaces with a TAP each")
-    for vm, eni in interfaces.items():
-        vms.create_vm(state, eni.netns, eni.ifname, eni.mac, vm)
-        state.add(
-            "vm",
-            name=vm,
-            node=eni.node,
-            netns=eni.netns,
-            ifname=eni.ifname,
-            interface=eni.id,
-            mac=eni.mac,
-            ip=eni.ip,
-        )
+    progress("store: nodes, fabric MTU and the tenants' keys (the operator's part)")
+    _seed_store(state.path.parent, topo, plan.nodes, state)
+    # the agents make /etc/netns/<vm>; the parent is `down`'s to remove if we made it
+    _mkdir(state, nsexec.ETC_NETNS)
 
 
-def _run_processes(state: StateFile, nodes: Sequence[NodePlacement], root: Path) -> None:
-    """The controller, then every node's vRouter and agent; wait until all agents applied
-    what the controller compiled from the store."""
+def _mkdir(state: StateFile, path: Path) -> None:
+    if path.exists():
+        return  # not ours: /etc/netns may be shared with other labs and `ip netns`
+    state.add("dir", path=str(path))
+    path.mkdir(mode=0o755, exist_ok=True)
+
+
+def _run_processes(
+    state: StateFile,
+    nodes: Sequence[NodePlacement],
+    root: Path,
+    dhcp: bool,
+    api: str,
+    encap: str,
+) -> None:
+    """The controller, then every node's vRouter and agent (which makes the node's VMs);
+    wait until all agents applied what the controller compiled from the store."""
     sdir = state.path.parent
     openvpc = openvpc_command()
-    _start(state, controller_spec(sdir, openvpc))
+    _start(state, controller_spec(sdir, openvpc, api.removeprefix("http://"), encap))
     for p in nodes:
         _start(state, vrouter_spec(sdir, openvpc, p.node, p.ns))
+    prefix = vm_prefix(sdir.name)
     for p in nodes:
-        _start(state, agent_spec(sdir, openvpc, p.node, p.ns))
+        _start(state, agent_spec(sdir, openvpc, p.node, p.ns, prefix, dhcp))
     _wait_in_sync(sdir.name, root, _store_revision(sdir), [p.node for p in nodes], strict=True)
 
 
-def _feed_store(
+def _seed_store(
     sdir: Path, topo: Topology, nodes: Sequence[NodePlacement], state: StateFile
-) -> dict[str, Interface]:
-    """Nodes, MTU and the topology into a new store; returns each VM's interface."""
+) -> None:
+    """A new store with what an operator sets up before the controller starts: nodes and
+    their secrets, the fabric MTU, the VMs' namespace prefix, the tenants and their keys."""
     from openvpc.service import Service
     from openvpc.store import Store
 
@@ -296,12 +419,11 @@ def _feed_store(
     store = Store(db)
     try:
         service = Service(store)
-        interfaces = preflight.feed(service, topo, nodes)
+        tenants.seed(service, topo, nodes, vm_prefix(sdir.name))
         for p in nodes:
             write_secret_file(
                 state, node_secret_file(sdir, p.node), service.issue_node_secret(p.node)
             )
-        return interfaces
     finally:
         store.close()
 
@@ -411,21 +533,35 @@ def wait_in_sync(name: str, root: Path = RUN_ROOT, timeout: float = SYNC_TIMEOUT
     return _wait_in_sync(name, root, _store_revision(sdir), nodes, timeout)
 
 
-def _run_dhcp(state: StateFile, sdir: Path, targets: list[tuple[str, str, str]]) -> None:
-    """dhclient in every (VM, namespace, interface) at once, all bound by one deadline."""
-    deadline = time.monotonic() + DHCP_TIMEOUT
-    running = [
-        (vm, ns, ifname, vms.start_dhclient(state, sdir, vm, ns, ifname))
-        for vm, ns, ifname in targets
-    ]
-    failed = []
-    for vm, ns, ifname, proc in running:
-        lease = vms.finish_dhclient(proc, sdir, vm, ns, ifname, deadline)
-        state.add("lease", vm=vm, ip=lease.ip, detail=lease.detail)
-        if lease.ip is None:
-            failed.append(f"{vm}: {lease.detail}")
-    if failed:
-        raise LabError("DHCP failed in " + "; ".join(failed))
+def _wait_vms(
+    name: str, root: Path, lease: bool, timeout: float = VM_TIMEOUT, expect: int = 0
+) -> LabStatus:
+    """Until the agents report every VM of the lab ready (and bound, when `lease`), and at
+    least `expect` of them; a daemon that dies meanwhile fails at once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        current = status(name, root)
+        dead = [p for p in current.processes if not p.supervised or p.last_exit is not None]
+        if dead:
+            raise LabError(f"{_label(dead[0].role, dead[0].node)} died; see {dead[0].log}")
+        waiting = [vm.name for vm in current.vms if not vm.ready or (lease and vm.ip is None)]
+        if not waiting and len(current.vms) >= expect:
+            return current
+        if time.monotonic() > deadline:
+            which = ", ".join(waiting) or f"(only {len(current.vms)} of {expect})"
+            raise LabError(
+                f"the agents did not report VMs {which} ready"
+                f"{' with a lease' if lease else ''} within {timeout:.0f} s"
+            )
+        time.sleep(0.1)
+
+
+def wait_vms(name: str, expect: int = 0, root: Path = RUN_ROOT) -> LabStatus:
+    """Until at least `expect` VMs (and every VM the lab knows) are ready, with a lease when
+    the lab runs DHCP."""
+    lab = resolve_name(name, root)
+    dhcp = bool(_state(lab, root).meta().get("dhcp", True))
+    return _wait_vms(lab, root, lease=dhcp, expect=expect)
 
 
 def _log_tails(state: StateFile, lines: int = 8) -> str:
@@ -435,6 +571,7 @@ def _log_tails(state: StateFile, lines: int = 8) -> str:
         return ""
     logs = [r["log"] for r in of_kind(records, "process")]
     logs += [r["path"] for r in of_kind(records, "file") if r["path"].endswith(".log")]
+    logs += sorted(str(p) for p in state.path.parent.glob("dhclient-*.log"))  # the agents'
     out = []
     for path in logs:
         try:
@@ -461,13 +598,17 @@ def status(name: str | None = None, root: Path = RUN_ROOT) -> LabStatus:
     revision, agents, error = _controller_status(
         meta["controller"], operator_secret_file(Path(meta["state_dir"]))
     )
+    reported = {(a.node, vm.interface_id): vm for a in agents for vm in a.vms}
     vm_list = []
-    for r in of_kind(records, "vm"):
-        ip = None
-        if netns.netns_exists(r["netns"]):
-            found = netns.ipv4_addresses(r["netns"], r["ifname"])
-            ip = found[0] if found else None
-        vm_list.append(VmStatus(r["name"], r["node"], r["netns"], ip))
+    for r in recorded_vms(records).values():
+        interface = str(r.get("interface", ""))
+        found = reported.pop((r["node"], interface), None)
+        ready = found is not None and found.netns == r["netns"]
+        ip = found.ip if found is not None and ready else None
+        vm_list.append(VmStatus(r["name"], r["node"], r["netns"], ip, interface, ready))
+    for (node, interface), vm in sorted(reported.items()):  # made through the API at runtime
+        label = vm.name or vm.instance_id or interface
+        vm_list.append(VmStatus(label, node, vm.netns, vm.ip, interface, True))
     return LabStatus(
         name=name,
         underlay=meta["underlay"],
@@ -533,7 +674,20 @@ def _controller_status(
         client.close()
     agents = tuple(
         AgentStatus(
-            n["node"], bool(n.get("connected")), n.get("generation"), n.get("generation_acked")
+            n["node"],
+            bool(n.get("connected")),
+            n.get("generation"),
+            n.get("generation_acked"),
+            tuple(
+                ReportedVm(
+                    v["interface_id"],
+                    v["netns"],
+                    v.get("ip"),
+                    str(v.get("instance_id", "")),
+                    str(v.get("name", "")),
+                )
+                for v in n.get("vms", [])
+            ),
         )
         for n in body.get("nodes", [])
     )
@@ -544,10 +698,26 @@ def _controller_status(
 
 
 def vm_namespace(vm: str, name: str | None = None, root: Path = RUN_ROOT) -> str:
+    """The namespace of a VM named in the topology, or of any instance by its id or name as
+    its node's agent reports it (instances made at runtime through the API)."""
     name = resolve_name(name, root)
-    for r in of_kind(_state(name, root).records(), "vm"):
-        if r["name"] == vm:
+    for r in recorded_vms(_state(name, root).records()).values():
+        if vm in (r["name"], r.get("instance")):
             return str(r["netns"])
+    for agent in status(name, root).agents:
+        for reported in agent.vms:
+            if vm in (reported.instance_id, reported.name):
+                return reported.netns
+    raise LabError(f"lab {name} has no VM or instance {vm}")
+
+
+def vm_address(vm: str, name: str | None = None, root: Path = RUN_ROOT) -> str:
+    """The address the controller allocated to the VM's interface when the lab came up (what
+    DHCP gives it; known also while the controller is down)."""
+    name = resolve_name(name, root)
+    for r in recorded_vms(_state(name, root).records()).values():
+        if r["name"] == vm:
+            return str(r["ip"])
     raise LabError(f"lab {name} has no VM {vm}")
 
 
@@ -680,6 +850,7 @@ def down(
     steps = teardown_order(records)
     for step in (s for s in steps if s["kind"] in ("process", "netns")):
         _guarded(_stop, step)
+    _remove_agent_vms(name, sdir, root, records)  # the agents are stopped: nothing remakes them
     for step in steps:
         _guarded(_undo, step)
     if sdir.exists() and problem is None:
@@ -692,6 +863,27 @@ def down(
     if swept.found():
         _remove_dirs(steps)  # parents the sweep has just emptied
     return bool(records) or problem is not None or swept.found()
+
+
+def _remove_agent_vms(name: str, sdir: Path, root: Path, records: list[Record]) -> None:
+    """The VMs the agents' state files list (only namespaces with the lab's VM prefix)."""
+    from openvpc.agent.state_file import AgentState
+    from openvpc.agent.vms import NetnsPlug
+
+    others = [lab for lab in labs(root) if lab != name]
+    paths = {agent_state_file(sdir, str(r.get("name"))) for r in of_kind(records, "node")}
+    if sdir.exists():  # also those of nodes a damaged lab state no longer records
+        paths |= {p for p in sdir.glob("agent-*.json") if not p.name.endswith(".proc.json")}
+    plug = NetnsPlug()
+    for path in sorted(p for p in paths if p.exists()):
+        for ns, (vm, _) in sorted(AgentState(path).vms.items()):
+            if not ns.startswith(vm_prefix(name)) or not sweep.lab_owns(ns, name, others):
+                log.warning("lab %s: %s lists VM %s, which is not the lab's: left", name, path, ns)
+                continue
+            try:
+                plug.unplug(vm)
+            except (OSError, netns.NetnsError) as exc:
+                log.warning("lab %s: VM %s: %s", name, ns, exc)
 
 
 def _remove_dirs(steps: list[Record]) -> None:
@@ -752,3 +944,23 @@ def api_endpoint(name: str | None = None, root: Path = RUN_ROOT) -> tuple[str, s
     if "api" not in meta:
         raise LabError(f"lab {lab} serves no EC2 API")
     return str(meta["api"]), str(meta.get("region", DEFAULT_REGION))
+
+
+def api_snapshot(name: str | None = None, root: Path = RUN_ROOT) -> Snapshot:
+    """Every tenant's VPCs, subnets, route tables and instances as the lab's API answers them
+    (each read with that tenant's key): what the connectivity matrix expects from."""
+    from openvpc.lab import apiview
+    from openvpc.lab.apply import Endpoint
+
+    lab = resolve_name(name, root)
+    url, region = api_endpoint(lab, root)
+    endpoint = Endpoint(url, region, _keys(state_dir(lab, root)))
+    return apiview.snapshot([apiview.read(endpoint.ec2(t), t) for t in sorted(endpoint.keys)])
+
+
+def tenant_key(name: str, tenant: str, root: Path = RUN_ROOT) -> tuple[str, str]:
+    """(access key id, secret) of the tenant's first key on the lab's controller."""
+    found = _keys(state_dir(resolve_name(name, root), root)).get(tenant)
+    if found is None:
+        raise LabError(f"tenant {tenant} has no access key in lab {name}")
+    return found

@@ -51,9 +51,10 @@ def print_status(console: Console, st: LabStatus) -> None:
         nodes.add_row(n.name, n.netns, n.fabric_ip, *cells, _applied(agents.get(n.name)))
     console.print(nodes)
     if st.vms:
-        vms = Table(title="VMs")
-        for col in ("vm", "node", "namespace", "address (DHCP)"):
+        vms = Table(title="VMs (as their agents report them)")
+        for col in ("vm", "node", "namespace", "interface", "ready", "address (DHCP)"):
             vms.add_column(col)
         for v in st.vms:
-            vms.add_row(v.name, v.node, v.netns, v.ip or "[red]none[/]")
+            ready = "yes" if v.ready else "[red]no[/]"
+            vms.add_row(v.name, v.node, v.netns, v.interface, ready, v.ip or "[red]none[/]")
         console.print(vms)

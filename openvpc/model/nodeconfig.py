@@ -117,6 +117,18 @@ class NodeConfig:
     dns: tuple[DnsRecord, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class VmReport:
+    """What the controller hears of one interface's VM: ready, and its lease if bound."""
+
+    interface_id: str
+    netns: str
+    ifname: str
+    ip: str | None  # "a.b.c.d/len" once DHCP bound
+    instance_id: str = ""  # the instance the interface belongs to, and its name (as compiled)
+    name: str = ""
+
+
 VrouterObject = VrfConfig | NextHopConfig | PortConfig | RouteConfig | MacRouteConfig
 ObjectKind = Literal["vrf", "nh", "vif", "route", "mac_route"]
 # the order the agent writes kinds in; deletes go in the reverse order

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from openvpc.model.nodeconfig import EncapName, Mode
+from openvpc.model.policy import AclAssociation, NetworkAcl, SecurityGroup
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,18 +96,37 @@ class Association:
     id: str = ""  # "rtbassoc-..." ("" in documents older than association ids)
 
 
+InstanceState = Literal["running", "stopped", "terminated"]
+
+
 @dataclass(frozen=True, slots=True)
 class Instance:
+    """A VM. `state` is the desired one; what the API reports (pending, stopping, ...) also
+    depends on what the node did, which the store does not hold."""
+
     id: str
     tenant: str
-    name: str
+    name: str  # a DNS label the DNS proxy answers for
     node: str
-    interface: str  # its primary "eni-..."
+    interface: str  # its primary "eni-..." (kept after termination, when it is gone)
+    state: InstanceState = "running"
+    image: str = ""  # "ami-..." from the fixed catalogue
+    instance_type: str = ""
+    launched: float = 0.0  # epoch seconds of the launch
+    zone: str = ""  # its subnet's availability zone ("" = the region's first)
+    revision: int = 0  # the store revision at which it was last (re)started
+    dns_name: str = ""  # private DNS name: ip-a-b-c-d.<domain>
+    subnet: str = ""
+    vpc: str = ""
+    changed: float = 0.0  # epoch seconds of the last stop, start or termination
+    reservation: str = ""  # "r-...": the RunInstances call that launched it
+    launch_index: int = 0  # its place among the instances of that call
 
 
 @dataclass(frozen=True, slots=True)
 class Interface:
-    """A VM's network interface (ENI): its MAC and address in one subnet."""
+    """A network interface (ENI): its MAC and address in one subnet. `instance`, `node`,
+    `netns` and `attachment` are "" while it is detached."""
 
     id: str
     tenant: str
@@ -115,11 +135,17 @@ class Interface:
     node: str
     mac: str
     ip: str
-    netns: str  # where the VM's TAP lives (the lab's VM namespace)
+    netns: str  # where the VM's TAP lives (the lab's VM namespace); "" when detached
     ifname: str = "eth0"
     source_check: bool = True
     allowed_addresses: tuple[str, ...] = ()  # addresses it may send from and claim by GARP
     groups: tuple[str, ...] = ()  # its security groups ("sg-..."), in the order given
+    description: str = ""
+    secondary_ips: tuple[str, ...] = ()  # its secondary private addresses, in assignment order
+    attachment: str = ""  # "eni-attach-..." while attached to an instance
+    device_index: int = 0  # 0: the instance's primary interface
+    delete_on_termination: bool = True  # goes with its instance
+    attached: float = 0.0  # epoch seconds of the attachment
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,3 +188,6 @@ class Snapshot:
     interfaces: tuple[Interface, ...] = ()
     address_owners: tuple[AddressOwner, ...] = ()
     allocations: tuple[NodeAllocation, ...] = ()
+    security_groups: tuple[SecurityGroup, ...] = ()  # stored only: issue 10 forwards on them
+    network_acls: tuple[NetworkAcl, ...] = ()
+    acl_associations: tuple[AclAssociation, ...] = ()

@@ -2,6 +2,7 @@
 their access keys."""
 
 from openvpc.model.gateways import ElasticIp, InternetGateway
+from openvpc.model.policy import AclAssociation, NetworkAcl, SecurityGroup
 from openvpc.model.resources import (
     AddressOwner,
     Association,
@@ -91,12 +92,18 @@ _OWNED = (
     AddressOwner,
     InternetGateway,
     ElasticIp,
+    SecurityGroup,
+    NetworkAcl,
+    AclAssociation,
 )
 
 
 def delete_tenant(repo: Repo, name: str) -> None:
     """Delete a tenant that owns nothing any more, and its access keys with it."""
     repo.tenant(name)
+    for instance in repo.find(Instance, "tenant", name):
+        if instance.state == "terminated":  # describable for a while, but owns nothing
+            repo.delete(Instance, instance.id)
     for cls in _OWNED:
         owned = repo.find(cls, "tenant", name)
         if owned:

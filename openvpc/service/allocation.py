@@ -49,7 +49,7 @@ def reconcile(repo: Repo) -> None:
     grown: dict[str, tuple[set[str], set[str]]] = defaultdict(lambda: (set(), set()))
     for key in new:
         iface = repo.get(Interface, key)
-        if iface is None:
+        if iface is None or not iface.node:  # a detached interface is on no node
             continue
         tables, ifaces = grown[iface.node]
         ifaces.add(iface.id)

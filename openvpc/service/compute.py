@@ -32,9 +32,11 @@ def run_instance(
     ip: str | None = None,
     allowed_addresses: Iterable[str] = (),
     ifname: str = "eth0",
+    *,
+    instance_id: str | None = None,
 ) -> tuple[Instance, Interface]:
     """An instance on `node` with one interface in the subnet; claims each allowed address
-    that has no owner yet."""
+    that has no owner yet. `instance_id` is one the caller took from `repo.new_id`."""
     subnet = repo.owned(Subnet, subnet_id, tenant)
     vpc = repo.owned(Vpc, subnet.vpc, tenant)
     check_host_name(name)
@@ -52,22 +54,32 @@ def run_instance(
         raise invalid_value("allowedAddresses", ip, "It is the interface's own address.")
     # an address may not be both, so IPAM steps around the new movable ones too
     taken.extra = {IPv4Address(a) for a in allowed}
-    addr = _primary_address(repo, subnet, IPv4Network(subnet.cidr), taken, ip)
+    addr = primary_address(repo, subnet, taken, ip)
     eni = repo.new_id("eni", Interface)
-    instance = Instance(repo.new_id("i", Instance), tenant, name, node, eni)
-    mac_n = repo.counter("mac", 1)
-    repo.set_counter("mac", mac_n + 1)
+    instance = Instance(
+        instance_id or repo.new_id("i", Instance),
+        tenant,
+        name,
+        node,
+        eni,
+        zone=subnet.zone,
+        revision=repo.tx.revision + 1,  # the revision this transaction commits
+        dns_name=f"ip-{str(addr).replace('.', '-')}.{vpc.domain}",
+        subnet=subnet.id,
+        vpc=vpc.id,
+    )
     interface = Interface(
         eni,
         tenant,
         subnet.id,
         instance.id,
         node,
-        mac_for(mac_n),
+        next_mac(repo),
         str(addr),
         netns,
         ifname,
         allowed_addresses=allowed,
+        attachment=repo.new_id("eni-attach", Interface),
     )
     repo.put(instance)
     repo.put(interface)
@@ -75,6 +87,12 @@ def run_instance(
         if repo.get(AddressOwner, owner_key(vpc.id, vip)) is None:
             repo.put(AddressOwner(vpc.id, vip, eni, tenant))
     return instance, interface
+
+
+def next_mac(repo: Repo) -> str:
+    n = repo.counter("mac", 1)
+    repo.set_counter("mac", n + 1)
+    return mac_for(n)
 
 
 class VpcAddresses:
@@ -103,14 +121,23 @@ class VpcAddresses:
         )
 
 
+def is_secondary(repo: Repo, vpc: str, addr: IPv4Address | str) -> bool:
+    """Whether `addr` is an interface's secondary private address (never movable by GARP)."""
+    owner = repo.get(AddressOwner, owner_key(vpc, str(addr)))
+    if owner is None:
+        return False
+    holder = repo.get(Interface, owner.interface)
+    return holder is not None and str(addr) in holder.secondary_ips
+
+
 def hint_counter(subnet_id: str) -> str:
     """Every assignable address of the subnet below this counter is known to be in use."""
     return f"ipam/{subnet_id}"
 
 
-def _primary_address(
-    repo: Repo, subnet: Subnet, net: IPv4Network, used: VpcAddresses, ip: str | None
-) -> IPv4Address:
+def primary_address(repo: Repo, subnet: Subnet, used: VpcAddresses, ip: str | None) -> IPv4Address:
+    """The address asked for, checked, or the lowest free one of the subnet."""
+    net = IPv4Network(subnet.cidr)
     if ip is None:
         hint = repo.counter(hint_counter(subnet.id), 0)
         found = lowest_free(net, used, IPv4Address(hint) if hint else None)
@@ -159,7 +186,7 @@ def _allowed_addresses(
         if addr in off_limits:
             raise invalid_value("allowedAddresses", addr, "It is a reserved address.")
         home = next((s for s in subnets if addr in IPv4Network(s.cidr)), None)
-        if home is not None and taken.primary(addr, home):
+        if (home is not None and taken.primary(addr, home)) or is_secondary(repo, vpc.id, addr):
             raise in_use(str(addr))
         if str(addr) in result:
             raise invalid_value("allowedAddresses", addr, "It is listed twice.")
@@ -167,17 +194,13 @@ def _allowed_addresses(
     return tuple(result)
 
 
-def terminate_instance(repo: Repo, tenant: str, instance_id: str) -> None:
-    """Remove an instance and its interface. Routes through the interface become blackholes
-    (as EC2 shows them); each address it owned passes to another interface listing it."""
-    instance = repo.owned(Instance, instance_id, tenant)
-    interface = repo.get(Interface, instance.interface)
-    repo.delete(Instance, instance.id)
-    if interface is None:
-        return
+def remove_interface(repo: Repo, interface: Interface) -> None:
+    """Delete an interface and free its addresses. Routes through it become blackholes (as
+    EC2 shows them); its secondary addresses go with it, and each movable address it owned
+    passes to another interface listing it."""
     repo.delete(Interface, interface.id)
-    # its own address and movable ones it owned (in any subnet of the VPC) may now be free
-    # below a subnet's hint: lowest-free starts over in each
+    # its addresses (in any subnet of the VPC) may now be free below a subnet's hint:
+    # lowest-free starts over in each
     subnet = repo.get(Subnet, interface.subnet)
     for other in [] if subnet is None else repo.find(Subnet, "vpc", subnet.vpc):
         repo.set_counter(hint_counter(other.id), 0)
@@ -188,11 +211,18 @@ def terminate_instance(repo: Repo, tenant: str, instance_id: str) -> None:
                 for r in table.routes
             )
             repo.put(replace(table, routes=routes))
+    owned = [
+        o
+        for o in ([] if subnet is None else repo.find(AddressOwner, "vpc", subnet.vpc))
+        if o.interface == interface.id
+    ]
+    if not owned:
+        return
     remaining = repo.all(Interface)
-    for owner in repo.all(AddressOwner):
-        if owner.interface != interface.id:
-            continue
-        heir = next((i for i in remaining if _may_own(repo, i, owner.vpc, owner.ip)), None)
+    for owner in owned:
+        heir = None
+        if owner.ip not in interface.secondary_ips:
+            heir = next((i for i in remaining if _may_own(repo, i, owner.vpc, owner.ip)), None)
         if heir is None:
             repo.delete(AddressOwner, owner_key(owner.vpc, owner.ip))
         else:
@@ -219,7 +249,7 @@ def learn_address(repo: Repo, node: str, interface_id: str, ip: str) -> bool:
     if addr not in interface.allowed_addresses:
         return False
     subnet = repo.get(Subnet, interface.subnet)
-    if subnet is None:
+    if subnet is None or is_secondary(repo, subnet.vpc, addr):
         return False
     repo.put(AddressOwner(subnet.vpc, addr, interface.id, interface.tenant))
     return True

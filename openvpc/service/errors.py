@@ -22,10 +22,14 @@ _NOT_FOUND = {
     "allocation": "InvalidAllocationID.NotFound",
     "vpcPeeringConnection": "InvalidVpcPeeringConnectionID.NotFound",
     "association": "InvalidAssociationID.NotFound",
+    "securityGroup": "InvalidGroup.NotFound",
+    "networkAcl": "InvalidNetworkAclID.NotFound",
 }
 
 
 def not_found(noun: str, id: str) -> ServiceError:
+    if noun == "securityGroup":  # EC2 words this one differently
+        return ServiceError(_NOT_FOUND[noun], f"The security group '{id}' does not exist")
     return ServiceError(_NOT_FOUND[noun], f"The {noun} ID '{id}' does not exist")
 
 

@@ -4,6 +4,7 @@ from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
 
 from openvpc.model.gateways import InternetGateway
+from openvpc.model.policy import AclAssociation
 from openvpc.model.resources import (
     AddressOwner,
     Association,
@@ -13,7 +14,7 @@ from openvpc.model.resources import (
     Subnet,
     Vpc,
 )
-from openvpc.service import gateways, peering, routing
+from openvpc.service import acls, gateways, peering, routing, security
 from openvpc.service.compute import hint_counter
 from openvpc.service.errors import ServiceError, dependency, invalid_value
 from openvpc.service.ipam import reserved
@@ -40,7 +41,8 @@ _ATTRIBUTE_FIELDS = {
 def create_vpc(
     repo: Repo, tenant: str, name: str, cidr: str, mode: str = "l3", encap: str = "vxlan"
 ) -> Vpc:
-    """A VPC and its main route table holding the local route."""
+    """A VPC with its main route table holding the local route, its default network ACL
+    and its default security group."""
     repo.tenant(tenant)
     check_resource_name(name, "name")
     net = parse_cidr(cidr, "cidrBlock")
@@ -54,12 +56,14 @@ def create_vpc(
         vpc, main_route_table=main.id, main_association=repo.new_id("rtbassoc", Association)
     )
     repo.put(vpc)
+    acls.create_default_acl(repo, vpc)
+    security.create_default_group(repo, vpc)
     return vpc
 
 
 def delete_vpc(repo: Repo, tenant: str, vpc_id: str) -> None:
-    """Only an empty VPC goes: no subnets, no route table but the main one, no internet
-    gateway attached."""
+    """Only an empty VPC goes: no subnets, no internet gateway attached, and no route table,
+    network ACL or security group but the ones it was created with, which go with it."""
     vpc = repo.owned(Vpc, vpc_id, tenant)
     if repo.find(InternetGateway, "vpc", vpc.id):
         raise dependency("vpc", vpc.id)
@@ -68,6 +72,8 @@ def delete_vpc(repo: Repo, tenant: str, vpc_id: str) -> None:
     tables = [t for t in repo.all(RouteTable) if t.vpc == vpc.id]
     if any(t.id != vpc.main_route_table for t in tables):
         raise dependency("vpc", vpc.id)
+    acls.drop_vpc_acls(repo, vpc.id)
+    security.drop_vpc_groups(repo, vpc.id)
     for owner in repo.all(AddressOwner):
         if owner.vpc == vpc.id:  # cannot outlive the interfaces, but leave nothing behind
             repo.delete(AddressOwner, owner_key(owner.vpc, owner.ip))
@@ -212,6 +218,7 @@ def create_subnet(
             )
     subnet = Subnet(repo.new_id("subnet", Subnet), tenant, vpc.id, name, str(net), zone)
     repo.put(subnet)
+    acls.associate_default(repo, subnet)
     return subnet
 
 
@@ -228,5 +235,6 @@ def delete_subnet(repo: Repo, tenant: str, subnet_id: str) -> None:
     if gateways.live_nat_in_subnet(repo, subnet.id):
         raise dependency("subnet", subnet.id)
     repo.delete(Association, subnet.id)
+    repo.delete(AclAssociation, subnet.id)
     repo.delete(Subnet, subnet.id)
     repo.delete_counter(hint_counter(subnet.id))

@@ -9,6 +9,7 @@ from typing import Any, TypeVar, cast
 
 from openvpc.model.codec import from_dict, to_dict
 from openvpc.model.gateways import ElasticIp, InternetGateway, NatGateway, VpcPeeringConnection
+from openvpc.model.policy import AclAssociation, NetworkAcl, SecurityGroup
 from openvpc.model.resources import (
     AddressOwner,
     Association,
@@ -41,6 +42,9 @@ KINDS: dict[type, str] = {
     NatGateway: "nat_gateway",
     ElasticIp: "elastic_ip",
     VpcPeeringConnection: "peering",
+    SecurityGroup: "security_group",
+    NetworkAcl: "network_acl",
+    AclAssociation: "acl_association",
 }
 _NOUNS: dict[type, str] = {
     Vpc: "vpc",
@@ -51,6 +55,8 @@ _NOUNS: dict[type, str] = {
     InternetGateway: "internetGateway",
     NatGateway: "natGateway",
     ElasticIp: "allocation",
+    SecurityGroup: "securityGroup",
+    NetworkAcl: "networkAcl",
 }
 _COUNTER = "counter"
 _SETTING = "setting"
@@ -63,7 +69,7 @@ ID_ATTEMPTS = 64
 def key_of(obj: Any) -> str:
     if isinstance(obj, ComputeNode | Tenant):
         return obj.name
-    if isinstance(obj, Association):
+    if isinstance(obj, Association | AclAssociation):
         return obj.subnet
     if isinstance(obj, AddressOwner):
         return owner_key(obj.vpc, obj.ip)

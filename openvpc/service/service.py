@@ -3,12 +3,19 @@ it commits, and tenant-scoped reads."""
 
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TypeVar
 
 from openvpc.credentials import new_secret, secret_hash
 from openvpc.model.gateways import ElasticIp, InternetGateway, NatGateway, VpcPeeringConnection
+from openvpc.model.policy import (
+    AclAssociation,
+    NaclEntry,
+    NetworkAcl,
+    SecurityGroup,
+    SecurityGroupRule,
+)
 from openvpc.model.resources import (
     AddressOwner,
     Association,
@@ -24,18 +31,24 @@ from openvpc.model.resources import (
     Vpc,
 )
 from openvpc.service import (
+    acls,
     addresses,
     admin,
     allocation,
     compute,
     gateways,
+    instances,
+    interfaces,
     keys,
     network,
     peering,
     routing,
+    security,
     tags,
 )
+from openvpc.service.acls import EntrySpec
 from openvpc.service.repo import INDEXED_FIELDS, Repo
+from openvpc.service.security import RuleSpec
 from openvpc.store import Store
 
 T = TypeVar("T")
@@ -370,6 +383,73 @@ class Service:
         with self._read() as repo:
             return {t.name: t.account for t in repo.all(Tenant)}
 
+    # -- security groups ----------------------------------------------------------------
+    def create_security_group(
+        self, tenant: str, vpc_id: str, name: str, description: str
+    ) -> SecurityGroup:
+        with self._write() as repo:
+            return security.create_group(repo, tenant, vpc_id, name, description)
+
+    def delete_security_group(self, tenant: str, group_id: str) -> None:
+        with self._write() as repo:
+            security.delete_group(repo, tenant, group_id)
+
+    def security_group_named(self, tenant: str, name: str, vpc_id: str = "") -> SecurityGroup:
+        """The tenant's only group called `name`, in `vpc_id` if given (InvalidGroup.NotFound
+        otherwise)."""
+        with self._read() as repo:
+            repo.tenant(tenant)
+            return security.group_named(repo, tenant, name, vpc_id)
+
+    def authorize_security_group(
+        self, tenant: str, group_id: str, egress: bool, rules: Sequence[RuleSpec]
+    ) -> tuple[SecurityGroupRule, ...]:
+        """Add ingress (or egress) rules, all or none; returns them with their "sgr-" ids."""
+        with self._write() as repo:
+            return security.authorize(repo, tenant, group_id, egress, rules)
+
+    def revoke_security_group(
+        self, tenant: str, group_id: str, egress: bool, rules: Sequence[RuleSpec]
+    ) -> tuple[SecurityGroupRule, ...]:
+        """Remove the matching rules, all or none; returns the rules removed."""
+        with self._write() as repo:
+            return security.revoke(repo, tenant, group_id, egress, rules)
+
+    def revoke_security_group_rules(
+        self, tenant: str, group_id: str, egress: bool, rule_ids: Sequence[str]
+    ) -> tuple[SecurityGroupRule, ...]:
+        with self._write() as repo:
+            return security.revoke_ids(repo, tenant, group_id, egress, rule_ids)
+
+    # -- network ACLs -------------------------------------------------------------------
+    def create_network_acl(self, tenant: str, vpc_id: str) -> NetworkAcl:
+        with self._write() as repo:
+            return acls.create_acl(repo, tenant, vpc_id)
+
+    def delete_network_acl(self, tenant: str, acl_id: str) -> None:
+        with self._write() as repo:
+            acls.delete_acl(repo, tenant, acl_id)
+
+    def create_network_acl_entry(self, tenant: str, acl_id: str, entry: EntrySpec) -> NaclEntry:
+        with self._write() as repo:
+            return acls.create_entry(repo, tenant, acl_id, entry)
+
+    def replace_network_acl_entry(self, tenant: str, acl_id: str, entry: EntrySpec) -> NaclEntry:
+        with self._write() as repo:
+            return acls.replace_entry(repo, tenant, acl_id, entry)
+
+    def delete_network_acl_entry(
+        self, tenant: str, acl_id: str, rule_number: int, egress: bool
+    ) -> None:
+        with self._write() as repo:
+            acls.delete_entry(repo, tenant, acl_id, rule_number, egress)
+
+    def replace_network_acl_association(
+        self, tenant: str, association_id: str, acl_id: str
+    ) -> AclAssociation:
+        with self._write() as repo:
+            return acls.replace_association(repo, tenant, association_id, acl_id)
+
     # -- instances ----------------------------------------------------------------------
     def run_instance(
         self,
@@ -389,7 +469,156 @@ class Service:
 
     def terminate_instance(self, tenant: str, instance_id: str) -> None:
         with self._write() as repo:
-            compute.terminate_instance(repo, tenant, instance_id)
+            instances.terminate_instances(repo, tenant, [instance_id], time.time())
+
+    def set_vm_netns_prefix(self, prefix: str) -> None:
+        """VMs of instances launched from now on live in namespaces <prefix><instance id>."""
+        with self._write() as repo:
+            instances.set_netns_prefix(repo, prefix)
+
+    def run_instances(
+        self, tenant: str, launch: instances.Launch, now: float
+    ) -> list[tuple[Instance, Interface]]:
+        with self._write() as repo:
+            return instances.run_instances(repo, tenant, launch, now)
+
+    def stop_instances(
+        self, tenant: str, ids: Iterable[str], now: float
+    ) -> list[tuple[Instance, Instance]]:
+        """(before, after) for each instance."""
+        with self._write() as repo:
+            return instances.stop_instances(repo, tenant, ids, now)
+
+    def start_instances(
+        self, tenant: str, ids: Iterable[str], now: float
+    ) -> list[tuple[Instance, Instance]]:
+        with self._write() as repo:
+            return instances.start_instances(repo, tenant, ids, now)
+
+    def terminate_instances(
+        self, tenant: str, ids: Iterable[str], now: float
+    ) -> list[tuple[Instance, Instance]]:
+        with self._write() as repo:
+            return instances.terminate_instances(repo, tenant, ids, now)
+
+    def reboot_instances(self, tenant: str, ids: Iterable[str], now: float) -> None:
+        with self._read() as repo:
+            repo.tenant(tenant)
+            instances.reboot_instances(repo, tenant, ids, now)
+
+    def modify_instance(
+        self,
+        tenant: str,
+        instance_id: str,
+        now: float,
+        *,
+        instance_type: str | None = None,
+        source_check: bool | None = None,
+        groups: Iterable[str] | None = None,
+    ) -> Instance:
+        with self._write() as repo:
+            return instances.modify_instance(
+                repo,
+                tenant,
+                instance_id,
+                now,
+                instance_type=instance_type,
+                source_check=source_check,
+                groups=groups,
+            )
+
+    def instance_records(self, tenant: str, now: float) -> list[instances.InstanceRecord]:
+        """Every instance still describable (terminated ones for an hour), with its
+        interfaces and the nodes of its VPC, from one read."""
+        with self._read() as repo:
+            repo.tenant(tenant)
+            return instances.describe(repo, tenant, now)
+
+    # -- network interfaces ---------------------------------------------------------------
+    def create_interface(
+        self,
+        tenant: str,
+        subnet_id: str,
+        ip: str | None = None,
+        groups: Iterable[str] = (),
+        description: str = "",
+        secondary_ips: Sequence[str] = (),
+        secondary_count: int = 0,
+    ) -> Interface:
+        with self._write() as repo:
+            return interfaces.create_interface(
+                repo, tenant, subnet_id, ip, groups, description, secondary_ips, secondary_count
+            )
+
+    def delete_interface(self, tenant: str, interface_id: str) -> None:
+        with self._write() as repo:
+            interfaces.delete_interface(repo, tenant, interface_id)
+
+    def attach_interface(
+        self,
+        tenant: str,
+        interface_id: str,
+        instance_id: str,
+        device_index: int,
+        now: float = 0.0,
+    ) -> Interface:
+        with self._write() as repo:
+            return interfaces.attach_interface(
+                repo, tenant, interface_id, instance_id, device_index, now
+            )
+
+    def detach_interface(self, tenant: str, attachment_id: str) -> Interface:
+        with self._write() as repo:
+            return interfaces.detach_interface(repo, tenant, attachment_id)
+
+    def modify_interface(
+        self,
+        tenant: str,
+        interface_id: str,
+        *,
+        source_check: bool | None = None,
+        groups: Iterable[str] | None = None,
+        description: str | None = None,
+        attachment: tuple[str, bool] | None = None,
+    ) -> Interface:
+        with self._write() as repo:
+            return interfaces.modify_interface(
+                repo,
+                tenant,
+                interface_id,
+                source_check=source_check,
+                groups=groups,
+                description=description,
+                attachment=attachment,
+            )
+
+    def assign_private_ips(
+        self,
+        tenant: str,
+        interface_id: str,
+        ips: Sequence[str] = (),
+        count: int = 0,
+        allow_reassignment: bool = False,
+    ) -> tuple[str, ...]:
+        with self._write() as repo:
+            return interfaces.assign_private_ips(
+                repo, tenant, interface_id, ips, count, allow_reassignment
+            )
+
+    def unassign_private_ips(self, tenant: str, interface_id: str, ips: Sequence[str]) -> None:
+        with self._write() as repo:
+            interfaces.unassign_private_ips(repo, tenant, interface_id, ips)
+
+    def interface_records(self, tenant: str) -> list[tuple[Interface, Subnet]]:
+        """Every interface of the tenant with its subnet, from one read."""
+        with self._read() as repo:
+            repo.tenant(tenant)
+            subnets = {s.id: s for s in repo.find(Subnet, "tenant", tenant)}
+            return [
+                (i, subnets[i.subnet])
+                for i in repo.find(Interface, "tenant", tenant)
+                if i.subnet in subnets
+            ]
 
     def learn_address(self, node: str, interface_id: str, ip: str) -> bool:
         """An agent reports a gratuitous ARP; True when `ip` now belongs to the interface."""
@@ -426,7 +655,10 @@ class Service:
 
     # -- reads --------------------------------------------------------------------------
     def revision(self) -> int:
-        return self.store.revision()
+        """The latest committed revision; inside a batch, the one the batch started from
+        (a nested store transaction would fail, and the batch has not committed yet)."""
+        with self._read() as repo:
+            return repo.tx.revision
 
     def snapshot(self) -> Snapshot:
         """Everything at one revision, each kind sorted by id: the compiler's input."""
@@ -440,10 +672,13 @@ class Service:
                 subnets=tuple(repo.all(Subnet)),
                 route_tables=tuple(repo.all(RouteTable)),
                 associations=tuple(repo.all(Association)),
-                instances=tuple(repo.all(Instance)),
+                instances=tuple(i for i in repo.all(Instance) if i.state != "terminated"),
                 interfaces=tuple(repo.all(Interface)),
                 address_owners=tuple(repo.all(AddressOwner)),
                 allocations=tuple(repo.all(NodeAllocation)),
+                security_groups=tuple(repo.all(SecurityGroup)),
+                network_acls=tuple(repo.all(NetworkAcl)),
+                acl_associations=tuple(repo.all(AclAssociation)),
             )
 
     def _owned_all(self, cls: type[T], tenant: str) -> tuple[T, ...]:
@@ -464,13 +699,23 @@ class Service:
         return self._owned_all(Association, tenant)
 
     def describe_instances(self, tenant: str) -> tuple[Instance, ...]:
-        return self._owned_all(Instance, tenant)
+        """The tenant's instances that are not terminated."""
+        return tuple(i for i in self._owned_all(Instance, tenant) if i.state != "terminated")
 
     def describe_interfaces(self, tenant: str) -> tuple[Interface, ...]:
         return self._owned_all(Interface, tenant)
 
     def describe_address_owners(self, tenant: str) -> tuple[AddressOwner, ...]:
         return self._owned_all(AddressOwner, tenant)
+
+    def describe_security_groups(self, tenant: str) -> tuple[SecurityGroup, ...]:
+        return self._owned_all(SecurityGroup, tenant)
+
+    def describe_network_acls(self, tenant: str) -> tuple[NetworkAcl, ...]:
+        return self._owned_all(NetworkAcl, tenant)
+
+    def describe_acl_associations(self, tenant: str) -> tuple[AclAssociation, ...]:
+        return self._owned_all(AclAssociation, tenant)
 
     def tenant(self, name: str) -> Tenant:
         with self._read() as repo:

@@ -6,14 +6,14 @@ the agent to change anything, so forwarding goes on with the last state (headles
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import grpc
 
 from openvpc.credentials import Credential
 from openvpc.model.codec import from_dict
-from openvpc.model.nodeconfig import NodeConfig
+from openvpc.model.nodeconfig import NodeConfig, VmReport
 from openvpc.southbound import wire
 from openvpc.southbound.backoff import Backoff
 from openvpc.southbound.delta import apply_delta
@@ -108,8 +108,12 @@ class SouthboundClient:
     def subscribe(self, node: str) -> Subscription:
         return Subscription(self._subscribe({"node": node}, metadata=self._metadata))
 
-    def ack(self, node: str, generation: int) -> None:
-        self._call(wire.ACK, {"node": node, "generation": generation})
+    def ack(self, node: str, generation: int, vms: "Sequence[VmReport] | None" = None) -> None:
+        """`generation` is applied; `vms` (when the agent makes VMs) are the ready ones."""
+        body: dict[str, Any] = {"node": node, "generation": generation}
+        if vms is not None:
+            body["vms"] = [wire.vm_body(vm) for vm in vms]
+        self._call(wire.ACK, body)
 
     def learn(self, node: str, interface_id: str, ip: str) -> tuple[bool, str | None]:
         """Ask the controller to move `ip` to `interface_id`: (accepted, why not)."""

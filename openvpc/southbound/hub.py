@@ -1,4 +1,5 @@
-"""The server's memory: the latest NodeConfig per node, who listens, and what each node acked.
+"""The server's memory: the latest NodeConfig per node, who listens, what each node acked, and
+the VMs it reports ready (with their leases).
 
 Thread-safe; Subscribe streams block in `next_config` until their node's config changes
 (compared without the generation) or the hub closes. Only registered nodes (those with a
@@ -8,11 +9,11 @@ credential) and compiled nodes ever get an entry: a name nobody registered costs
 import dataclasses
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from openvpc.credentials import matches
-from openvpc.model.nodeconfig import NodeConfig
+from openvpc.model.nodeconfig import NodeConfig, VmReport
 
 MAX_SUBSCRIPTIONS = 2  # per node: the agent, and its successor while the old stream winds down
 
@@ -28,6 +29,7 @@ class _Node:
     subscribers: int = 0
     generation_sent: int | None = None
     generation_acked: int | None = None
+    vms: dict[str, VmReport] = field(default_factory=dict)  # by interface id
 
 
 def same_config(a: NodeConfig | None, b: NodeConfig | None) -> bool:
@@ -135,8 +137,9 @@ class ConfigHub:
             if node is not None:
                 node.generation_sent = generation
 
-    def ack(self, name: str, generation: int) -> bool:
-        """Record a registered node's ack; False (nothing kept) for an unknown node."""
+    def ack(self, name: str, generation: int, vms: tuple[VmReport, ...] | None = None) -> bool:
+        """Record a registered node's ack, and the VMs it reports ready when it reports any
+        (the whole set each time); False (nothing kept) for an unknown node."""
         with self._cond:
             node = self._nodes.get(name)
             if node is None:
@@ -144,8 +147,22 @@ class ConfigHub:
                     return False
                 node = self._nodes[name] = _Node()
             node.generation_acked = generation
+            if vms is not None:
+                node.vms = {vm.interface_id: vm for vm in vms}
             self._cond.notify_all()
             return True
+
+    def acked(self, name: str) -> int | None:
+        """The generation (store revision) the node last said it applied."""
+        with self._cond:
+            node = self._nodes.get(name)
+            return node.generation_acked if node is not None else None
+
+    def vm(self, name: str, interface_id: str) -> VmReport | None:
+        """The node's report of the VM of `interface_id`, if it reports it ready."""
+        with self._cond:
+            node = self._nodes.get(name)
+            return node.vms.get(interface_id) if node is not None else None
 
     def close(self) -> None:
         """Wake every waiting stream so the server can stop."""
@@ -170,6 +187,15 @@ class ConfigHub:
                         "generation": node.config.generation if node.config else None,
                         "generation_sent": node.generation_sent,
                         "generation_acked": node.generation_acked,
+                        "vms": [
+                            {
+                                "interface_id": vm.interface_id,
+                                "netns": vm.netns,
+                                "ifname": vm.ifname,
+                                "ip": vm.ip,
+                            }
+                            for _, vm in sorted(node.vms.items())
+                        ],
                     }
                     for name, node in sorted(self._nodes.items())
                 ],

@@ -225,7 +225,13 @@ class SouthboundServer:
     def _ack(self, request: wire.Body, context: grpc.ServicerContext) -> dict[str, Any]:
         node = self._caller(request, context)
         generation = _field(request, "generation", int, context)
-        self.hub.ack(node, generation)
+        vms = None
+        if isinstance(request, dict) and request.get("vms") is not None:
+            try:
+                vms = wire.parse_vms(request["vms"])
+            except ValueError as e:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        self.hub.ack(node, generation, vms)
         return {}
 
     def _learn_rpc(self, request: wire.Body, context: grpc.ServicerContext) -> dict[str, Any]:

@@ -5,13 +5,19 @@ Bodies are JSON objects (utf-8) carried by grpc's generic handlers, so no code g
 
 import ipaddress
 import json
+import re
 from typing import Any
+
+from openvpc.model.nodeconfig import VmReport
 
 SERVICE = "openvpc.Southbound"
 SUBSCRIBE = "Subscribe"
 ACK = "Ack"
 LEARN = "Learn"
 STATUS = "Status"
+MAX_VMS = 4096  # VM reports in one Ack
+_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_IP = re.compile(r"\d{1,3}(\.\d{1,3}){3}/\d{1,2}")
 
 
 def method_path(method: str) -> str:
@@ -78,3 +84,36 @@ def is_local(target: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False  # a host name may resolve anywhere
+
+
+def vm_body(vm: VmReport) -> dict[str, Any]:
+    return {
+        "interface_id": vm.interface_id,
+        "netns": vm.netns,
+        "ifname": vm.ifname,
+        "ip": vm.ip,
+        "instance_id": vm.instance_id,
+        "name": vm.name,
+    }
+
+
+def parse_vms(raw: object) -> tuple[VmReport, ...]:
+    """An Ack's `vms`: ValueError when it is not a bounded list of well-formed reports."""
+    if not isinstance(raw, list) or len(raw) > MAX_VMS:
+        raise ValueError(f"'vms' must be a list of at most {MAX_VMS} reports")
+    out = []
+    for item in raw:
+        if not isinstance(item, dict):
+            raise ValueError("a VM report is an object")
+        names = [item.get(k) for k in ("interface_id", "netns", "ifname")]
+        if not all(isinstance(n, str) and _ID.fullmatch(n) for n in names):
+            raise ValueError("a VM report needs interface_id, netns and ifname names")
+        ip = item.get("ip")
+        if ip is not None and not (isinstance(ip, str) and _IP.fullmatch(ip)):
+            raise ValueError("a VM report's ip is null or a.b.c.d/len")
+        interface_id, netns, ifname = (str(n) for n in names)
+        owner = [item.get(k, "") for k in ("instance_id", "name")]
+        if not all(isinstance(n, str) and (n == "" or _ID.fullmatch(n)) for n in owner):
+            raise ValueError("a VM report's instance_id and name are names")
+        out.append(VmReport(interface_id, netns, ifname, ip, str(owner[0]), str(owner[1])))
+    return tuple(out)

@@ -1,6 +1,7 @@
 """The main job: bring a topology up on namespaces and print its connectivity matrix, expected
 (from the store's desired state) against observed (real ping and TCP from inside each VM)."""
 
+import os
 import subprocess
 import sys
 import time
@@ -12,22 +13,9 @@ from rich.table import Table
 
 from openvpc.lab import nsexec, real
 from openvpc.lab.real import LabStatus
-from openvpc.model.resources import Snapshot
 from openvpc.tools.matrix import Result, expected_probes, run_probes
 
 PROBE_TIMEOUT = 15.0
-
-
-def lab_snapshot(st: LabStatus) -> Snapshot:
-    """The desired state the lab's controller compiles from."""
-    from openvpc.service import Service
-    from openvpc.store import Store
-
-    store = Store(Path(st.state_dir) / "openvpc.db")
-    try:
-        return Service(store).snapshot()
-    finally:
-        store.close()
 
 
 class Responders:
@@ -79,7 +67,7 @@ def probe_lab(st: LabStatus) -> list[Result]:
         return out.returncode, out.stdout
 
     with Responders(st):
-        return run_probes(expected_probes(lab_snapshot(st)), run, sys.executable)
+        return run_probes(expected_probes(real.api_snapshot(st.name)), run, sys.executable)
 
 
 def render_matrix(results: list[Result]) -> Table:
@@ -106,7 +94,53 @@ def render_matrix(results: list[Result]) -> Table:
 
 
 def run_showcase(path: str, console: Console, progress: Callable[[str], None]) -> int:
-    st = real.up(path, progress=progress)
+    """A topology file's lab (its tenants applied through the API), then the matrix."""
+    return show_matrix(real.up(path, progress=progress), console)
+
+
+# (tenant, the script's arguments): red on VXLAN, its db blackholing web; blue on MPLS over
+# GRE, its db blackholing app -- as examples/two-tenants.yaml says it
+CLI_TENANTS = (("red", ("r", "vxlan", "10.0.1.0/24")), ("blue", ("b", "mplsogre", "10.0.2.0/24")))
+CLI_LAB = "examples/empty.yaml"
+CLI_SCRIPT = "examples/two-tenants.sh"
+
+
+def run_cli_demo(
+    console: Console, progress: Callable[[str], None], find: Callable[[str], str]
+) -> int:
+    """The main job: an empty lab, two tenants, and each tenant's VPC built with the AWS CLI
+    (examples/two-tenants.sh) against the lab's endpoint; then the matrix. `find` locates the
+    example files from any directory."""
+    from openvpc.lab import tenants
+    from openvpc.lab.topology import load_topology
+
+    name = load_topology(find(CLI_LAB)).name
+    if name in real.labs():
+        progress(f"lab {name}: taking down the previous run's lab")
+        real.down(name)
+    st = real.up(find(CLI_LAB), progress=progress)
+    url, region = real.api_endpoint(st.name)
+    bin_dir = str(Path(sys.executable).parent)  # aws and openvpc of this environment
+    for tenant, args in CLI_TENANTS:
+        tenants.create_for_lab(Path(st.state_dir), tenant)
+        key, secret = real.tenant_key(st.name, tenant)
+        env = dict(os.environ)
+        env.update(
+            PATH=f"{bin_dir}:{env.get('PATH', '')}",
+            AWS_ACCESS_KEY_ID=key,
+            AWS_SECRET_ACCESS_KEY=secret,
+            AWS_DEFAULT_REGION=region,
+            AWS_ENDPOINT_URL=url,
+            AWS_PAGER="",
+        )
+        env.pop("AWS_PROFILE", None)
+        console.rule(f"tenant {tenant}: {CLI_SCRIPT} {' '.join(args)} (AWS CLI)")
+        subprocess.run(["bash", find(CLI_SCRIPT), *args], env=env, check=True, timeout=300)
+    st = real.wait_vms(st.name, expect=8)
+    return show_matrix(st, console)
+
+
+def show_matrix(st: LabStatus, console: Console) -> int:
     results = probe_lab(st)
     console.print(render_matrix(results))
     targets = sorted({(r.probe.target, r.probe.dst_ip) for r in results})

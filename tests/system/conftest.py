@@ -162,10 +162,11 @@ class LabHandle:
         raise KeyError(node)
 
     def ip(self, vm: str) -> str:
-        """The VM's current address (without the prefix length)."""
+        """The VM's address (without the prefix length): the lease its agent reports, or
+        while the controller is down (no reports) the address it allocated at `up`."""
         address = self.status().vm(vm).ip
         if address is None:
-            raise AssertionError(f"VM {vm} has no address")
+            return real.vm_address(vm, self.name)
         return address.split("/")[0]
 
     def exec(

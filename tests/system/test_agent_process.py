@@ -1,6 +1,7 @@
 """The agent as its node's control plane, on a real one-node lab: a DHCP DISCOVER answered by
 the agent through the vRouter's punt path, a vRouter that holds exactly the compiled config
-(which a new agent adopts without rewriting it), and daemons that stop cleanly on SIGTERM.
+(which a new agent adopts without rewriting it, and to which it adds a VM it makes itself), and
+daemons that stop cleanly on SIGTERM.
 
 Crashes and restarts (kill -9 of each daemon, headless restarts, VIP moves while the
 controller is away) are covered by test_supervision.py and test_traffic.py.
@@ -8,6 +9,7 @@ controller is away) are covered by test_supervision.py and test_traffic.py.
 
 import signal
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,11 +23,10 @@ from scapy.layers.l2 import Ether
 
 from openvpc.compiler.compile import compile_all
 from openvpc.credentials import read_secret_file
-from openvpc.lab import netns, vms
-from openvpc.lab.naming import STATE_FILE, state_dir, vm_netns
+from openvpc.lab import netns
+from openvpc.lab.naming import state_dir, vm_netns
 from openvpc.lab.processes import node_secret_file, vrouter_socket
 from openvpc.lab.real import ProcessStatus
-from openvpc.lab.state import StateFile
 from openvpc.model.codec import to_dict
 from openvpc.model.nodeconfig import NodeConfig, PortConfig, object_kind, vrouter_objects
 from openvpc.service import Service
@@ -34,7 +35,6 @@ from openvpc.vrouter.control import ROLE_OBSERVER, ControlClient
 
 ETH_P_ALL = 0x0003
 WAIT = 15.0  # the longest a daemon gets to say or do what a test waits for
-PLACEHOLDER_MAC = "02:00:00:00:00:99"  # a TAP's MAC until the controller allocated one
 
 # one node, two VMs on it: what the vRouter holds is the whole of the node's config
 ONE_NODE: dict[str, Any] = {
@@ -187,15 +187,15 @@ def test_vrouter_holds_exactly_the_compiled_config_and_a_new_agent_adopts_it(
     _wait_for_line(log, offset, f"generation {config.generation} already in place")
     h.wait_in_sync()
     assert " applied: " not in log.read_text()[offset:]
-    # a TAP that exists before the config naming it reaches the agent: one batch, nothing
-    # refused (recorded in the lab's state, so `down` removes it like any VM)
+    # the agent makes the new VM's namespace and TAP before the config naming it reaches the
+    # vRouter: one batch, nothing refused
     ns = vm_netns(h.name, "v3")
-    vms.create_vm(StateFile(_state_dir(h) / STATE_FILE), ns, "eth0", PLACEHOLDER_MAC, "v3")
     with _service(h) as service:
         subnet = next(s for s in service.snapshot().subnets if s.name == "web")
         _, eni = service.run_instance("red", subnet.id, "v3", "a", ns)
-    netns.set_mac(ns, "eth0", eni.mac)
     h.wait_in_sync()
+    link = subprocess.run(["ip", "-n", ns, "link", "show", "eth0"], capture_output=True, text=True)
+    assert eni.mac in link.stdout, link
     assert "applied: 3 sets, 0 deletes" in log.read_text()[offset:]  # v3's vif, nh, route
     config = _config(h)
     h.kill("agent", "a", hold=True)

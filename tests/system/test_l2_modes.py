@@ -8,8 +8,9 @@ import pytest
 import yaml
 from conftest import LabFactory, LabHandle
 
+from openvpc.lab import real
 from openvpc.tools.matrix import expected_probes, run_probes
-from openvpc.tools.showcase import Responders, lab_snapshot
+from openvpc.tools.showcase import Responders
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "l2-modes.yaml"
 
@@ -27,7 +28,7 @@ def test_switched_vpcs_reach_within_and_never_across_tenants(l2lab: LabHandle) -
         return out.returncode, out.stdout
 
     with Responders(status):
-        results = run_probes(expected_probes(lab_snapshot(status)), run, sys.executable)
+        results = run_probes(expected_probes(real.api_snapshot(status.name)), run, sys.executable)
     assert results and all(r.ok for r in results), [r for r in results if not r.ok]
     # an emulated switch floods broadcast: the subnet peer on the other node answers it
     l2lab.exec("s2", ["sysctl", "-qw", "net.ipv4.icmp_echo_ignore_broadcasts=0"])

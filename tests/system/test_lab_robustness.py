@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from conftest import TINY, LabFactory, unique_name
 from openvpc.lab import netns, nsexec, real
 from openvpc.lab.naming import RUN_ROOT, STATE_FILE, state_dir
 from openvpc.lab.nsexec import ETC_NETNS
-from openvpc.lab.processes import openvpc_command
+from openvpc.lab.processes import agent_state_file, openvpc_command
 
 SMALL: dict[str, Any] = {**TINY, "underlay": "l2"}
 
@@ -69,7 +70,14 @@ def test_down_after_the_state_file_was_deleted(lab: LabFactory) -> None:
     # a command left running inside a VM: no record and no state dir in its command line
     stray = nsexec.popen(h.vm_netns("v1"), ["sleep", "600"], stdin=subprocess.DEVNULL)
     try:
+        deadline = time.monotonic() + 15
+        while stray.pid not in netns.pids_in_netns(h.vm_netns("v1")):
+            assert stray.poll() is None and time.monotonic() < deadline, "sleep never ran"
+            time.sleep(0.02)
+        # the lab's records and the agents' (which list the VMs they made) are all lost
         (RUN_ROOT / h.name / STATE_FILE).unlink()
+        for node in ("a", "b"):
+            agent_state_file(RUN_ROOT / h.name, node).unlink()
         said: list[str] = []
         assert real.down(h.name, report=said.append) is True
         assert stray.wait(timeout=30) is not None  # stopped by the sweep (by namespace)

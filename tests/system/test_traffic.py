@@ -20,11 +20,11 @@ import pytest
 from conftest import HostSnapshot, LabHandle, Labs, wait_for_line
 
 from openvpc.compiler.compile import compile_node, mtu_for, subnet_tables
-from openvpc.lab import netns, nsexec
+from openvpc.lab import netns, nsexec, real
 from openvpc.lab.kernel_vtep import DEVICE, KernelVtep, add_kernel_vtep
 from openvpc.model.resources import Snapshot
 from openvpc.tools.matrix import expected_probes, run_probes
-from openvpc.tools.showcase import Responders, lab_snapshot
+from openvpc.tools.showcase import Responders
 
 ENCAPS = {"l2": ("vxlan", "mplsoudp", "mplsogre", "vlan"), "l3": ("vxlan", "mplsoudp", "mplsogre")}
 LETTER = {"vxlan": "x", "mplsoudp": "u", "mplsogre": "g", "vlan": "v"}
@@ -106,7 +106,7 @@ def world(
             }
         )
         with Responders(lab.started):
-            yield World(underlay, lab, lab_snapshot(lab.started))
+            yield World(underlay, lab, real.api_snapshot(lab.started.name))
     finally:
         problems = labs.close()
         assert not problems, "; ".join(problems)

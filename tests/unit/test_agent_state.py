@@ -15,6 +15,7 @@ from waiting import until
 from openvpc.agent.desired import Desired
 from openvpc.agent.reporter import Reporter
 from openvpc.agent.state_file import MAX_PENDING_LEARNS, AgentState
+from openvpc.agent.vm_plan import Tap, VmSpec
 from openvpc.credentials import Credential, new_secret, secret_hash
 from openvpc.model.codec import to_dict
 from openvpc.southbound.client import SouthboundClient
@@ -96,6 +97,37 @@ def test_bad_learned_entries_are_dropped_and_good_ones_kept(tmp_path: Path) -> N
     ]
     path.write_text(json.dumps({"config": None, "learns": learns}))
     assert AgentState(path).learns == {VIP: PORT1.interface_id}
+
+
+def test_the_vms_the_agent_made_are_kept_with_config_and_learns(tmp_path: Path) -> None:
+    path = tmp_path / "agent.json"
+    vm = VmSpec("ov-l-v-a", (Tap("eth0", "02:00:00:00:00:02", "eni-2"),))
+    state = AgentState(path)
+    state.save_config(CONFIG)
+    state.save_vms({vm.netns: (vm, 4026532000)})
+    state.save_learns({VIP: PORT1.interface_id})
+    again = AgentState(path)
+    assert again.vms == {vm.netns: (vm, 4026532000)}
+    assert again.config == CONFIG and again.learns == {VIP: PORT1.interface_id}
+    state.save_vms({})
+    assert AgentState(path).vms == {}
+
+
+def test_bad_vm_records_are_dropped_and_good_ones_kept(tmp_path: Path) -> None:
+    path = tmp_path / "agent.json"
+    tap = {"ifname": "eth0", "mac": "02:00:00:00:00:02", "interface_id": "eni-2"}
+    vms = [
+        {"netns": "ov-l-v-a", "token": 7, "taps": [tap]},
+        {"netns": "../etc", "token": 7, "taps": [tap]},
+        {"netns": "ov-l-v-b", "token": "7", "taps": [tap]},
+        {"netns": "ov-l-v-c", "token": 7, "taps": [{"ifname": "eth0"}]},
+        {"netns": "ov-l-v-d", "token": True, "taps": []},
+        "ov-l-v-e",
+    ]
+    path.write_text(json.dumps({"config": None, "learns": [], "vms": vms}))
+    assert list(AgentState(path).vms) == ["ov-l-v-a"]
+    path.write_text(json.dumps({"config": None, "vms": {"ov-l-v-a": 7}}))
+    assert AgentState(path).vms == {}
 
 
 class Controller:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from openvpc.compiler.compile import compile_all, compile_node
+from openvpc.compiler.compile import GATEWAY_MAC, compile_all, compile_node
 from openvpc.compiler.render import render
 from openvpc.model.codec import from_dict, to_dict
 from openvpc.model.nodeconfig import NodeConfig
@@ -160,3 +160,56 @@ def test_ports_get_gateway_dns_and_overlay_mtu() -> None:
     )
     assert port.mtu == 1450  # 1500 - outer IPv4, UDP, VXLAN and the inner Ethernet header
     assert compile_node(l3_snapshot("mplsogre"), "node2").ports[1].mtu == 1472
+
+
+def _ports_and_hosts(snap: Snapshot) -> tuple[set[str], set[str]]:
+    configs = compile_all(snap).values()
+    ports = {p.interface_id for c in configs for p in c.ports}
+    hosts = {r.prefix for c in configs for r in c.routes if r.mac and r.mac != GATEWAY_MAC}
+    return ports, hosts
+
+
+def test_only_interfaces_of_running_instances_are_compiled() -> None:
+    snap = l3_snapshot()
+    assert _ports_and_hosts(snap)[0] == {"eni-1", "eni-2", "eni-3"}
+    stopped = replace(
+        snap,
+        instances=tuple(
+            replace(i, state="stopped") if i.id == "i-2" else i for i in snap.instances
+        ),
+    )
+    ports, hosts = _ports_and_hosts(stopped)
+    assert ports == {"eni-1", "eni-3"} and "10.0.1.5/32" not in hosts
+    detached = replace(
+        snap,
+        interfaces=tuple(
+            replace(i, instance="", node="", netns="") if i.id == "eni-3" else i
+            for i in snap.interfaces
+        ),
+    )
+    ports, hosts = _ports_and_hosts(detached)
+    assert ports == {"eni-1", "eni-2"} and "10.0.2.4/32" not in hosts
+    # the VIP owned by a stopped instance's interface is not routed either
+    owner_stopped = replace(
+        snap,
+        instances=tuple(
+            replace(i, state="stopped") if i.id == "i-1" else i for i in snap.instances
+        ),
+    )
+    assert "10.0.1.100/32" not in _ports_and_hosts(owner_stopped)[1]
+
+
+def test_secondary_addresses_are_host_routes_and_allowed_sources() -> None:
+    snap = l3_snapshot()
+    snap = replace(
+        snap,
+        interfaces=tuple(
+            replace(i, secondary_ips=("10.0.1.60",)) if i.id == "eni-2" else i
+            for i in snap.interfaces
+        ),
+    )
+    configs = compile_all(snap)
+    (port,) = [p for p in configs["node2"].ports if p.interface_id == "eni-2"]
+    assert port.allowed_ips == ("10.0.1.60", "10.0.1.100")
+    routes = [r for c in configs.values() for r in c.routes if r.prefix == "10.0.1.60/32"]
+    assert routes and all(r.mac == port.mac for r in routes)

@@ -13,7 +13,10 @@ from service_setup import fails, open_service
 
 from openvpc.model.resources import AddressOwner, Instance, Interface, RouteTable, Subnet, Vpc
 from openvpc.service import Service, ServiceError
+from openvpc.service.instances import Launch
 from openvpc.service.ipam import lowest_free, reserved
+
+T0 = 1_800_000_000.0
 
 
 @pytest.fixture
@@ -105,6 +108,50 @@ BLUE_CALLS: dict[str, tuple[str, BlueCall]] = {
         "InvalidInstanceID.NotFound",
         lambda s, r, v, t: s.terminate_instance("blue", r.instance.id),
     ),
+    "run_instances": (
+        "InvalidSubnetID.NotFound",
+        lambda s, r, v, t: s.run_instances("blue", Launch(r.subnet.id), T0),
+    ),
+    "stop_instances": (
+        "InvalidInstanceID.NotFound",
+        lambda s, r, v, t: s.stop_instances("blue", [r.instance.id], T0),
+    ),
+    "start_instances": (
+        "InvalidInstanceID.NotFound",
+        lambda s, r, v, t: s.start_instances("blue", [r.instance.id], T0),
+    ),
+    "terminate_instances": (
+        "InvalidInstanceID.NotFound",
+        lambda s, r, v, t: s.terminate_instances("blue", [r.instance.id], T0),
+    ),
+    "create_interface": (
+        "InvalidSubnetID.NotFound",
+        lambda s, r, v, t: s.create_interface("blue", r.subnet.id),
+    ),
+    "delete_interface": (
+        "InvalidNetworkInterfaceID.NotFound",
+        lambda s, r, v, t: s.delete_interface("blue", r.eni.id),
+    ),
+    "attach_interface": (
+        "InvalidNetworkInterfaceID.NotFound",
+        lambda s, r, v, t: s.attach_interface("blue", r.eni.id, r.instance.id, 1),
+    ),
+    "detach_interface": (
+        "InvalidAttachmentID.NotFound",
+        lambda s, r, v, t: s.detach_interface("blue", r.eni.attachment),
+    ),
+    "modify_interface": (
+        "InvalidNetworkInterfaceID.NotFound",
+        lambda s, r, v, t: s.modify_interface("blue", r.eni.id, source_check=False),
+    ),
+    "assign_private_ips": (
+        "InvalidNetworkInterfaceID.NotFound",
+        lambda s, r, v, t: s.assign_private_ips("blue", r.eni.id, count=1),
+    ),
+    "unassign_private_ips": (
+        "InvalidNetworkInterfaceID.NotFound",
+        lambda s, r, v, t: s.unassign_private_ips("blue", r.eni.id, ["10.0.1.100"]),
+    ),
 }
 
 
@@ -145,6 +192,8 @@ def test_describes_are_tenant_scoped(svc: Service) -> None:
     assert svc.describe_instances("blue") == ()
     assert svc.describe_interfaces("blue") == ()
     assert svc.describe_address_owners("blue") == ()
+    assert svc.instance_records("blue", T0) == []
+    assert svc.interface_records("blue") == []
     assert len(svc.describe_route_tables("red")) == 2
 
 

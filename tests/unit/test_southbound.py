@@ -12,10 +12,11 @@ import grpc
 import pytest
 from waiting import until
 
+from openvpc.agent.reporter import Reporter
 from openvpc.compiler.compile import compile_all
 from openvpc.controller.main import Controller
 from openvpc.credentials import Credential, new_secret, secret_hash
-from openvpc.model.nodeconfig import DnsRecord, NodeConfig
+from openvpc.model.nodeconfig import DnsRecord, NodeConfig, VmReport
 from openvpc.service import Service
 from openvpc.southbound import wire
 from openvpc.southbound.backoff import Backoff
@@ -412,3 +413,103 @@ def test_after_the_whole_config_a_stream_carries_only_changes(
         assert second["delta"]["delete"] == [] and "dns" not in second["delta"]
     finally:
         channel.close()
+
+
+def test_acked_vms_reach_the_controllers_runtime_and_status(
+    world: World, controller: RunningController, subscribe: type[Subscriber]
+) -> None:
+    """An ack carries the node's ready VMs (the whole set each time); the controller's
+    runtime answers from it, per node, and another node cannot speak for it."""
+    runtime = controller.controller.runtime
+    client, node1, node2 = world.operator(), world.node("node1"), world.node("node2")
+    try:
+        config = subscribe(world, "node1").next()
+        assert runtime.acked("node1") is None
+        assert not runtime.vm_ready("node1", world.vm1_eni)
+        ready = VmReport(world.vm1_eni, "ov-t-vm1", "eth0", None)
+        node1.ack("node1", config.generation, [ready])
+        assert runtime.acked("node1") == config.generation
+        assert runtime.vm_ready("node1", world.vm1_eni)
+        assert not runtime.vm_ready("node1", world.vm2_eni)
+        assert not runtime.vm_ready("node2", world.vm1_eni)  # per node
+        bound = replace(ready, ip="10.0.1.4/24")
+        node1.ack(
+            "node1", config.generation, [bound, VmReport(world.vm2_eni, "ov-t-vm2", "eth0", None)]
+        )
+        assert status_of(client, "node1")["vms"] == [
+            {
+                "interface_id": world.vm1_eni,
+                "netns": "ov-t-vm1",
+                "ifname": "eth0",
+                "ip": "10.0.1.4/24",
+            },
+            {"interface_id": world.vm2_eni, "netns": "ov-t-vm2", "ifname": "eth0", "ip": None},
+        ]
+        node1.ack("node1", config.generation + 1)  # an agent that makes no VMs: kept
+        assert runtime.acked("node1") == config.generation + 1
+        assert runtime.vm_ready("node1", world.vm2_eni)
+        node1.ack("node1", config.generation + 1, [])  # its VMs went away
+        assert not runtime.vm_ready("node1", world.vm1_eni)
+        with pytest.raises(SouthboundError, match="PERMISSION_DENIED"):
+            node2.ack("node1", config.generation, [ready])
+        assert not runtime.vm_ready("node1", world.vm1_eni)
+        assert runtime.acked("nosuchnode") is None
+    finally:
+        for c in (client, node1, node2):
+            c.close()
+
+
+@pytest.mark.parametrize(
+    "vms",
+    [
+        "eni-1",
+        [{"interface_id": "eni-1", "netns": "ns"}],
+        [{"interface_id": "eni-1", "netns": "a/b", "ifname": "eth0", "ip": None}],
+        [{"interface_id": "eni-1", "netns": "ns", "ifname": "eth0", "ip": "10.0.1.4"}],
+        [{"interface_id": "eni-1", "netns": "ns", "ifname": "eth0", "ip": 5}],
+        [{"interface_id": "eni-1", "netns": "ns", "ifname": "eth0"}] * (wire.MAX_VMS + 1),
+    ],
+)
+def test_malformed_vm_reports_are_refused(
+    world: World, controller: RunningController, vms: object
+) -> None:
+    channel = grpc.insecure_channel(world.listen)
+    metadata = Credential("node", world.secrets["node1"], "node1").metadata()
+    try:
+        ack = channel.unary_unary(wire.method_path(wire.ACK), wire.encode, wire.decode)
+        with pytest.raises(grpc.RpcError) as e:
+            ack({"node": "node1", "generation": 1, "vms": vms}, metadata=metadata, timeout=WAIT)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert controller.controller.runtime.acked("node1") is None  # nothing kept
+    finally:
+        channel.close()
+
+
+def test_the_reporter_sends_vm_reports_with_acks_and_alone_when_they_change(
+    world: World, controller: RunningController, subscribe: type[Subscriber]
+) -> None:
+    runtime = controller.controller.runtime
+    hub = controller.controller.server.hub
+    config = subscribe(world, "node1").next()
+    client = world.node("node1")
+    stop = threading.Event()
+    reporter = Reporter(client, "node1", stop)
+    thread = threading.Thread(target=reporter.run)
+    thread.start()
+    try:
+        ready = VmReport(world.vm1_eni, "ov-t-vm1", "eth0", None)
+        reporter.report_vms((ready,))  # goes up with the first ack
+        reporter.ack(config.generation)
+        until(lambda: runtime.vm_ready("node1", world.vm1_eni), "no VM report with the ack", WAIT)
+        assert runtime.acked("node1") == config.generation
+        bound = replace(ready, ip="10.0.1.4/24")
+        reporter.report_vms((bound,))  # a lease between acks: sent alone
+        until(lambda: hub.vm("node1", world.vm1_eni) == bound, "the lease never went up", WAIT)
+        assert runtime.acked("node1") == config.generation
+        reporter.report_vms(())
+        until(lambda: not runtime.vm_ready("node1", world.vm1_eni), "VM still ready", WAIT)
+    finally:
+        stop.set()
+        reporter.wake()
+        thread.join(WAIT)
+        client.close()

@@ -6,11 +6,15 @@ import functools
 @functools.cache
 def load() -> None:
     from openvpc.api.actions import (  # noqa: F401 (registers by import)
+        acls,
         addresses,
         gateways,
+        instances,
+        interfaces,
         peering,
         regions,
         routes,
+        security,
         tags,
         vpcs,
     )

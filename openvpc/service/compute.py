@@ -10,12 +10,9 @@ from openvpc.model.resources import (
     ComputeNode,
     Instance,
     Interface,
-    Route,
-    RouteTable,
     Subnet,
     Vpc,
 )
-from openvpc.service import routing
 from openvpc.service.errors import ServiceError, in_use, invalid_value
 from openvpc.service.ipam import assignable, lowest_free, mac_for, reserved
 from openvpc.service.repo import Repo, owner_key
@@ -195,22 +192,15 @@ def _allowed_addresses(
 
 
 def remove_interface(repo: Repo, interface: Interface) -> None:
-    """Delete an interface and free its addresses. Routes through it become blackholes (as
-    EC2 shows them); its secondary addresses go with it, and each movable address it owned
-    passes to another interface listing it."""
+    """Delete an interface and free its addresses. Routes through it keep its id and show as
+    blackholes (routing.route_state), as EC2 shows them; its secondary addresses go with it,
+    and each movable address it owned passes to another interface listing it."""
     repo.delete(Interface, interface.id)
     # its addresses (in any subnet of the VPC) may now be free below a subnet's hint:
     # lowest-free starts over in each
     subnet = repo.get(Subnet, interface.subnet)
     for other in [] if subnet is None else repo.find(Subnet, "vpc", subnet.vpc):
         repo.set_counter(hint_counter(other.id), 0)
-    for table in repo.all(RouteTable):
-        if any(r.target == interface.id for r in table.routes):
-            routes = tuple(
-                Route(r.destination, routing.BLACKHOLE) if r.target == interface.id else r
-                for r in table.routes
-            )
-            repo.put(replace(table, routes=routes))
     owned = [
         o
         for o in ([] if subnet is None else repo.find(AddressOwner, "vpc", subnet.vpc))

@@ -434,9 +434,11 @@ def test_terminate_blackholes_routes_and_hands_addresses_on(svc: Service) -> Non
     svc.create_route("red", vpc.main_route_table, "0.0.0.0/0", e1.id)
     svc.terminate_instance("red", i1.id)
     assert _routes(svc, vpc.main_route_table) == [
-        ("0.0.0.0/0", "blackhole"),
+        ("0.0.0.0/0", e1.id),  # EC2 keeps the target and shows the route as a blackhole
         ("10.0.0.0/16", "local"),
     ]
+    (view,) = [v for v in svc.describe_route_table_views("red") if v.main]
+    assert view.states == ("blackhole", "active")
     assert [o.interface for o in svc.describe_address_owners("red")] == [e2.id]
     svc.terminate_instance("red", i2.id)
     assert svc.describe_address_owners("red") == ()

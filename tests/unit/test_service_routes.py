@@ -107,8 +107,18 @@ def test_an_instance_target_is_its_primary_interface(svc: Service, net: tuple[Vp
     route = svc.create_route("red", vpc.main_route_table, "0.0.0.0/0", instance.id)
     assert route == Route("0.0.0.0/0", eni.id, instance.id)
     assert _state(svc, vpc.main_route_table, "0.0.0.0/0") == "active"
-    svc.terminate_instance("red", instance.id)
+    svc.stop_instances("red", [instance.id], now=10.0)
     assert _state(svc, vpc.main_route_table, "0.0.0.0/0") == "blackhole"
+    svc.start_instances("red", [instance.id], now=20.0)
+    assert _state(svc, vpc.main_route_table, "0.0.0.0/0") == "active"
+    svc.terminate_instances("red", [instance.id], now=30.0)
+    view = _view(svc, vpc.main_route_table)
+    assert (view.table.routes[0], view.states[0]) == (
+        Route("0.0.0.0/0", eni.id, instance.id),
+        "blackhole",
+    )
+    with fails("InvalidInstanceID.NotFound"):  # still described, but no target any more
+        svc.replace_route("red", vpc.main_route_table, "0.0.0.0/0", instance.id)
 
 
 def test_a_nat_gateway_target_must_be_live_and_in_this_vpc(

@@ -224,6 +224,8 @@ def test_a_terminated_instance_lets_go_of_its_address(
         svc.detach_internet_gateway("red", igw.id, vpc.id)
     svc.terminate_instance("red", instance.id)
     assert svc.describe_addresses("red")[0].association == ""
+    with fails("InvalidInstanceID.NotFound"):
+        svc.associate_address("red", eip.id, instance_id=instance.id)
     svc.detach_internet_gateway("red", igw.id, vpc.id)
     svc.release_address("red", eip.id)
 

@@ -18,7 +18,15 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from openvpc.lab import apiview
-from openvpc.lab.topology import MAIN, VM_TARGET, TenantSpec, Topology, TopologyError, VpcSpec
+from openvpc.lab.topology import (
+    MAIN,
+    VM_TARGET,
+    TenantSpec,
+    Topology,
+    TopologyError,
+    VpcSpec,
+    vm_field,
+)
 
 IMAGE = "ami-0abcdef1234567890"  # the catalogue's default image: recorded, not interpreted
 INSTANCE_TYPE = "t3.micro"
@@ -220,7 +228,9 @@ def _apply_vms(
             made = ec2.run_instances(**args)["Instances"][0]
         except ClientError as e:
             err = e.response.get("Error", {})
-            raise TopologyError(f"{vpath}: {err.get('Code')}: {err.get('Message')}") from e
+            message = str(err.get("Message"))
+            field = vm_field(vm, message)
+            raise TopologyError(f"{vpath}{field}: {err.get('Code')}: {message}") from e
         interfaces[vm.name] = made["NetworkInterfaces"][0]["NetworkInterfaceId"]
         started.append(made["InstanceId"])
         did(f"ran instance {vm.name} {made['InstanceId']} on {vm.node}")

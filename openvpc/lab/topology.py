@@ -506,7 +506,9 @@ def _apply_vms(
                     vm.allowed_addresses,
                 )
             except ServiceError as e:
-                raise TopologyError(f"{vpath}{_vm_field(vm, e)}: {e.code}: {e.message}") from e
+                raise TopologyError(
+                    f"{vpath}{vm_field(vm, e.message)}: {e.code}: {e.message}"
+                ) from e
         else:
             interface = by_id[instance.interface]
             if (instance.node, interface.subnet) != (vm.node, subnet_ids[vm.subnet]):
@@ -518,9 +520,9 @@ def _apply_vms(
     return interfaces
 
 
-def _vm_field(vm: VmSpec, error: ServiceError) -> str:
-    """Which field of the VM a service error is about, by the address its message names."""
-    named = set(_ADDRESS.findall(error.message))
+def vm_field(vm: VmSpec, message: str) -> str:
+    """Which field of the VM an error is about (".ip", ...), by the address its message names."""
+    named = set(_ADDRESS.findall(message))
     if vm.ip is not None and vm.ip in named:
         return ".ip"
     for i, address in enumerate(vm.allowed_addresses):

@@ -90,11 +90,11 @@ _OWNED = (
     Instance,
     Interface,
     AddressOwner,
-    InternetGateway,
-    ElasticIp,
     SecurityGroup,
     NetworkAcl,
     AclAssociation,
+    InternetGateway,
+    ElasticIp,
 )
 
 

@@ -17,13 +17,13 @@ _NOT_FOUND = {
     "routeTable": "InvalidRouteTableID.NotFound",
     "instance": "InvalidInstanceID.NotFound",
     "networkInterface": "InvalidNetworkInterfaceID.NotFound",
+    "securityGroup": "InvalidGroup.NotFound",
+    "networkAcl": "InvalidNetworkAclID.NotFound",
     "internetGateway": "InvalidInternetGatewayID.NotFound",
     "natGateway": "NatGatewayNotFound",
     "allocation": "InvalidAllocationID.NotFound",
     "vpcPeeringConnection": "InvalidVpcPeeringConnectionID.NotFound",
     "association": "InvalidAssociationID.NotFound",
-    "securityGroup": "InvalidGroup.NotFound",
-    "networkAcl": "InvalidNetworkAclID.NotFound",
 }
 
 

@@ -38,13 +38,13 @@ KINDS: dict[type, str] = {
     Interface: "interface",
     AddressOwner: "address_owner",
     NodeAllocation: "allocation",
+    SecurityGroup: "security_group",
+    NetworkAcl: "network_acl",
+    AclAssociation: "acl_association",
     InternetGateway: "internet_gateway",
     NatGateway: "nat_gateway",
     ElasticIp: "elastic_ip",
     VpcPeeringConnection: "peering",
-    SecurityGroup: "security_group",
-    NetworkAcl: "network_acl",
-    AclAssociation: "acl_association",
 }
 _NOUNS: dict[type, str] = {
     Vpc: "vpc",
@@ -52,11 +52,11 @@ _NOUNS: dict[type, str] = {
     RouteTable: "routeTable",
     Instance: "instance",
     Interface: "networkInterface",
+    SecurityGroup: "securityGroup",
+    NetworkAcl: "networkAcl",
     InternetGateway: "internetGateway",
     NatGateway: "natGateway",
     ElasticIp: "allocation",
-    SecurityGroup: "securityGroup",
-    NetworkAcl: "networkAcl",
 }
 _COUNTER = "counter"
 _SETTING = "setting"

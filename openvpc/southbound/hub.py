@@ -187,15 +187,7 @@ class ConfigHub:
                         "generation": node.config.generation if node.config else None,
                         "generation_sent": node.generation_sent,
                         "generation_acked": node.generation_acked,
-                        "vms": [
-                            {
-                                "interface_id": vm.interface_id,
-                                "netns": vm.netns,
-                                "ifname": vm.ifname,
-                                "ip": vm.ip,
-                            }
-                            for _, vm in sorted(node.vms.items())
-                        ],
+                        "vms": [dataclasses.asdict(vm) for _, vm in sorted(node.vms.items())],
                     }
                     for name, node in sorted(self._nodes.items())
                 ],

@@ -35,7 +35,7 @@ def test_apply_builds_the_file_then_only_its_differences(api: Api) -> None:
     reach = {(p.src, p.target): p.expect for p in expected_probes(apiview.snapshot(views))}
     assert reach[("r1", "r3")] == "r3"
     assert reach[("r1", "r4")] == ""  # db's table blackholes web
-    assert reach[("r1", "b1")] == ""  # never the other tenant's twin
+    assert reach[("r1", "b2")] == "r2"  # b2 shares r2's address: r2 answers, never b2
 
     red_spec = topo.tenants[0]
     vpc = red_spec.vpcs[0]

@@ -482,3 +482,22 @@ def test_rules_come_in_pages(alice: Client) -> None:
         Filters=[{"Name": "group-id", "Values": [gid]}], PaginationConfig={"PageSize": 5}
     )
     assert [len(p["SecurityGroupRules"]) for p in pages] == [5, 4]
+
+
+def test_create_tags_on_groups_and_acls_is_tenant_scoped(alice: Client, bob: Client) -> None:
+    vpc = new_vpc(alice)
+    gid = alice.create_security_group(GroupName="web", Description="d", VpcId=vpc)["GroupId"]
+    acl = alice.create_network_acl(VpcId=vpc)["NetworkAcl"]["NetworkAclId"]
+    alice.create_tags(Resources=[gid, acl], Tags=[{"Key": "team", "Value": "red"}])
+    found = alice.describe_tags(Filters=[{"Name": "key", "Values": ["team"]}])["Tags"]
+    assert sorted((t["ResourceId"], t["ResourceType"]) for t in found) == sorted(
+        [(gid, "security-group"), (acl, "network-acl")]
+    )
+    assert the_group(alice, gid)["Tags"] == [{"Key": "team", "Value": "red"}]
+    tag = [{"Key": "k", "Value": "v"}]
+    assert code_of(bob.create_tags, Resources=[gid], Tags=tag) == "InvalidGroup.NotFound"
+    assert code_of(bob.create_tags, Resources=[acl], Tags=tag) == "InvalidNetworkAclID.NotFound"
+    assert bob.describe_tags()["Tags"] == []
+    alice.delete_security_group(GroupId=gid)
+    alice.delete_network_acl(NetworkAclId=acl)
+    assert alice.describe_tags(Filters=[{"Name": "key", "Values": ["team"]}])["Tags"] == []

@@ -64,7 +64,8 @@ def test_a_vpc_with_a_group_of_its_own_cannot_be_deleted(svc: Service) -> None:
     web = svc.create_security_group("red", vpc.id, "web", "web servers")
     with fails("DependencyViolation"):
         svc.delete_vpc("red", vpc.id)
-    assert set(groups(svc, vpc)) == {"default", "web"}  # nothing of the VPC went
+    assert set(groups(svc, vpc)) == {"default", "web"}  # nothing of the VPC went,
+    assert [a.default for a in svc.describe_network_acls("red")] == [True]  # not even its ACL
     svc.delete_security_group("red", web.id)
     svc.delete_vpc("red", vpc.id)
     assert svc.describe_vpcs("red") == ()

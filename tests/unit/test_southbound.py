@@ -436,15 +436,26 @@ def test_acked_vms_reach_the_controllers_runtime_and_status(
         node1.ack(
             "node1", config.generation, [bound, VmReport(world.vm2_eni, "ov-t-vm2", "eth0", None)]
         )
-        assert status_of(client, "node1")["vms"] == [
+        expected: list[dict[str, str | None]] = [
             {
                 "interface_id": world.vm1_eni,
                 "netns": "ov-t-vm1",
                 "ifname": "eth0",
                 "ip": "10.0.1.4/24",
+                "instance_id": "",
+                "name": "",
             },
-            {"interface_id": world.vm2_eni, "netns": "ov-t-vm2", "ifname": "eth0", "ip": None},
+            {
+                "interface_id": world.vm2_eni,
+                "netns": "ov-t-vm2",
+                "ifname": "eth0",
+                "ip": None,
+                "instance_id": "",
+                "name": "",
+            },
         ]
+        expected.sort(key=lambda v: str(v["interface_id"]))
+        assert status_of(client, "node1")["vms"] == expected
         node1.ack("node1", config.generation + 1)  # an agent that makes no VMs: kept
         assert runtime.acked("node1") == config.generation + 1
         assert runtime.vm_ready("node1", world.vm2_eni)

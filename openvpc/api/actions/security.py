@@ -25,14 +25,14 @@ def arn(call: Call, kind: str, resource_id: str) -> str:
 # -- groups ---------------------------------------------------------------------------------
 @action("CreateSecurityGroup")
 def create_security_group(call: Call) -> dict[str, Any]:
-    name, description = call.required("GroupName"), call.text("Description")
-    if call.param("Description") is None:
-        raise missing("GroupDescription")
+    name, description = call.required("GroupName"), call.required("Description")
     vpc_id = call.param("VpcId")
     if vpc_id is None:  # EC2 would use the default VPC; there is none here
         raise ApiError("VPCIdNotSpecified", "No default VPC for this user")
     tags = call.tags_for("security-group")
-    group = call.service.create_security_group(call.tenant, str(vpc_id), str(name), description)
+    group = call.service.create_security_group(
+        call.tenant, str(vpc_id), str(name), str(description)
+    )
     if tags:
         call.service.create_tags(call.tenant, [group.id], tags)
     return {

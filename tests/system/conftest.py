@@ -11,6 +11,7 @@ import re
 import select
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -18,10 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 import yaml
+from botocore.config import Config
 
-from openvpc.lab import real
+from openvpc.lab import real, tenants
 from openvpc.lab.naming import NETNS_DIR, RUN_ROOT
 from openvpc.lab.nsexec import ETC_NETNS
 from openvpc.lab.real import LabStatus
@@ -206,6 +209,35 @@ class LabHandle:
 
     def down(self) -> bool:
         return real.down(self.name)
+
+    def aws_env(self, tenant: str) -> dict[str, str]:
+        """The environment a tenant's AWS CLI or boto3 runs with against this lab (the tenant
+        is created, with a key, if it does not exist); this environment's bin dir first."""
+        tenants.create_for_lab(Path(self.started.state_dir), tenant)
+        key, secret = real.tenant_key(self.name, tenant)
+        url, region = real.api_endpoint(self.name)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env.update(
+            PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
+            AWS_ACCESS_KEY_ID=key,
+            AWS_SECRET_ACCESS_KEY=secret,
+            AWS_DEFAULT_REGION=region,
+            AWS_ENDPOINT_URL=url,
+            AWS_PAGER="",
+        )
+        return env
+
+    def ec2(self, tenant: str, **config: Any) -> Any:
+        """A boto3 EC2 client of the tenant (created if missing) on this lab's endpoint."""
+        env = self.aws_env(tenant)
+        return boto3.client(
+            "ec2",
+            endpoint_url=env["AWS_ENDPOINT_URL"],
+            region_name=env["AWS_DEFAULT_REGION"],
+            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+            config=Config(**({"retries": {"max_attempts": 1}} | config)),
+        )
 
 
 LabFactory = Callable[..., LabHandle]

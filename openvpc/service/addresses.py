@@ -80,6 +80,8 @@ def associate(
     instance = ""
     if instance_id:
         found = repo.owned(Instance, instance_id, tenant)
+        if found.state == "terminated":  # described for a while, associated with nothing
+            raise not_found("instance", found.id)
         instance, interface_id = found.id, found.interface
     iface = repo.owned(Interface, str(interface_id), tenant)
     instance = instance or iface.instance

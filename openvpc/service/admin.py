@@ -1,7 +1,7 @@
 """Operator calls: compute nodes and their southbound secrets, the fabric MTU, tenants and
 their access keys."""
 
-from openvpc.model.gateways import ElasticIp, InternetGateway
+from openvpc.model.gateways import ElasticIp, InternetGateway, NatGateway, VpcPeeringConnection
 from openvpc.model.policy import AclAssociation, NetworkAcl, SecurityGroup
 from openvpc.model.resources import (
     AddressOwner,
@@ -112,6 +112,13 @@ def delete_tenant(repo: Repo, name: str) -> None:
                 f"The tenant '{name}' still owns {len(owned)} {cls.__name__.lower()}(s) "
                 "and cannot be deleted.",
             )
+    # records kept after their end (deleted or failed NAT gateways, closed peering
+    # connections): with the tenant's VPCs gone nothing refers to them
+    for nat in repo.find(NatGateway, "tenant", name):
+        repo.delete(NatGateway, nat.id)
+    for pcx in repo.all(VpcPeeringConnection):
+        if name in (pcx.tenant, pcx.accepter_tenant):
+            repo.delete(VpcPeeringConnection, pcx.id)
     for key_id in repo.access_keys(name):
         repo.delete_access_key(key_id)
     repo.delete(Tenant, name)

@@ -154,7 +154,10 @@ def _route_to(repo: Repo, table: RouteTable, vpc: Vpc, dest: IPv4Network, target
     instance = ""
     if target.startswith("i-"):
         instance = target
-        target = repo.owned(Instance, target, table.tenant).interface
+        found = repo.owned(Instance, target, table.tenant)
+        if found.state == "terminated":  # described for a while, no longer a target
+            raise not_found("instance", target)
+        target = found.interface
     if target.startswith("eni-"):
         iface = repo.owned(Interface, target, table.tenant)
         subnet = repo.get(Subnet, iface.subnet)
@@ -197,7 +200,11 @@ def route_state(repo: Repo, table: RouteTable, route: Route) -> RouteState:
         return "active"
     live = False
     if target.startswith("eni-"):
-        live = repo.get(Interface, target) is not None
+        iface = repo.get(Interface, target)
+        instance = (
+            None if iface is None or not iface.instance else repo.get(Instance, iface.instance)
+        )
+        live = instance is not None and instance.state == "running"
     elif target.startswith("igw-"):
         igw = repo.get(InternetGateway, target)
         live = igw is not None and igw.vpc == table.vpc
@@ -240,6 +247,8 @@ def replace_route(repo: Repo, tenant: str, rtb_id: str, destination: str, target
     dest = _destination(destination)
     old = _find(table, dest)
     if old.target == LOCAL:
+        if target == LOCAL:  # restoring the local target (LocalTarget): it never left
+            return old
         raise invalid_value("destinationCidrBlock", dest, "The local route cannot be replaced.")
     route = _route_to(repo, table, vpc, dest, target)
     others = [r for r in table.routes if r != old]

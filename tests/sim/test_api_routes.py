@@ -205,6 +205,10 @@ def test_replace_route(api: Api) -> None:
     with pytest.raises(ClientError) as e:
         ec2.replace_route(RouteTableId=main, DestinationCidrBlock="10.9.0.0/16", GatewayId=igw)
     assert code_of(e) == "InvalidRoute.NotFound"
+    ec2.replace_route(RouteTableId=main, DestinationCidrBlock="10.0.0.0/16", LocalTarget=True)
+    with pytest.raises(ClientError) as e:
+        ec2.replace_route(RouteTableId=main, DestinationCidrBlock="10.0.0.0/16", GatewayId=igw)
+    assert code_of(e) == "InvalidParameterValue"
 
 
 def test_a_route_to_an_instance_names_it_and_its_interface(api: Api) -> None:

@@ -224,6 +224,8 @@ def test_a_terminated_instance_lets_go_of_its_address(
         svc.detach_internet_gateway("red", igw.id, vpc.id)
     svc.terminate_instance("red", instance.id)
     assert svc.describe_addresses("red")[0].association == ""
+    with fails("InvalidInstanceID.NotFound"):
+        svc.associate_address("red", eip.id, instance_id=instance.id)
     svc.detach_internet_gateway("red", igw.id, vpc.id)
     svc.release_address("red", eip.id)
 
@@ -349,3 +351,20 @@ def test_the_operator_sets_the_pool_from_the_command_line(tmp_path: Path) -> Non
     refused = CliRunner().invoke(app, ["public-pool", "nonsense", "--db", db])
     assert refused.exit_code == 1
     assert CliRunner().invoke(app, ["public-pool", "--db", db]).output == "203.0.113.0/28\n"
+
+
+def test_a_tenant_goes_with_its_ended_nat_gateways_and_peering_records(svc: Service) -> None:
+    vpc, subnet = vpc_with_subnet(svc, "blue")
+    other = svc.create_vpc("blue", "other", "10.1.0.0/16")
+    nat = svc.create_nat_gateway("blue", subnet.id, None, connectivity="private", now=1.0)
+    svc.create_vpc_peering_connection("blue", vpc.id, other.id, now=1.0)
+    with fails("DependencyViolation"):
+        svc.delete_tenant("blue")
+    svc.delete_nat_gateway("blue", nat.id, now=2.0)
+    svc.delete_subnet("blue", subnet.id)
+    svc.delete_vpc("blue", vpc.id)
+    svc.delete_vpc("blue", other.id)
+    svc.delete_tenant("blue")
+    svc.create_tenant("blue")  # a new tenant of the name inherits nothing
+    assert svc.describe_nat_gateways("blue", now=3.0) == ()
+    assert svc.describe_vpc_peering_connections("blue", now=3.0) == ()

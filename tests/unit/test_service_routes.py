@@ -107,8 +107,18 @@ def test_an_instance_target_is_its_primary_interface(svc: Service, net: tuple[Vp
     route = svc.create_route("red", vpc.main_route_table, "0.0.0.0/0", instance.id)
     assert route == Route("0.0.0.0/0", eni.id, instance.id)
     assert _state(svc, vpc.main_route_table, "0.0.0.0/0") == "active"
-    svc.terminate_instance("red", instance.id)
+    svc.stop_instances("red", [instance.id], now=10.0)
     assert _state(svc, vpc.main_route_table, "0.0.0.0/0") == "blackhole"
+    svc.start_instances("red", [instance.id], now=20.0)
+    assert _state(svc, vpc.main_route_table, "0.0.0.0/0") == "active"
+    svc.terminate_instances("red", [instance.id], now=30.0)
+    view = _view(svc, vpc.main_route_table)
+    assert (view.table.routes[0], view.states[0]) == (
+        Route("0.0.0.0/0", eni.id, instance.id),
+        "blackhole",
+    )
+    with fails("InvalidInstanceID.NotFound"):  # still described, but no target any more
+        svc.replace_route("red", vpc.main_route_table, "0.0.0.0/0", instance.id)
 
 
 def test_a_nat_gateway_target_must_be_live_and_in_this_vpc(
@@ -259,3 +269,16 @@ def test_routes_to_gateways_and_peering_compile_as_discards(
         "discard",
         "discard",
     ]
+
+
+def test_replacing_the_local_route_with_local_changes_nothing(
+    svc: Service, net: tuple[Vpc, Subnet]
+) -> None:
+    vpc, _ = net
+    rev = svc.revision()
+    assert svc.replace_route("red", vpc.main_route_table, "10.0.0.0/16", "local") == Route(
+        "10.0.0.0/16", "local"
+    )
+    assert svc.revision() == rev
+    with fails("InvalidParameterValue"):
+        svc.replace_route("red", vpc.main_route_table, "10.0.0.0/16", "blackhole")

@@ -4,9 +4,10 @@ network. Only the fields those two need are filled in."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from openvpc.api.actions.vpcs import ENCAP_TAG, MODE_TAG
 from openvpc.model.resources import (
     Association,
     Instance,
@@ -17,6 +18,7 @@ from openvpc.model.resources import (
     Subnet,
     Vpc,
 )
+from openvpc.service.validate import check_encap, check_mode
 
 LIVE = ("pending", "running", "stopping", "stopped")  # instance states that hold an address
 
@@ -49,7 +51,18 @@ def read(ec2: Any, tenant: str) -> TenantView:
     view = TenantView(tenant)
     for page in ec2.get_paginator("describe_vpcs").paginate():
         for v in page["Vpcs"]:
-            view.vpcs.append(Vpc(v["VpcId"], tenant, name_tag(v), v["CidrBlock"]))
+            mode = tag(v, MODE_TAG) or "l3"
+            encap = tag(v, ENCAP_TAG) or "vxlan"
+            view.vpcs.append(
+                Vpc(
+                    v["VpcId"],
+                    tenant,
+                    name_tag(v),
+                    v["CidrBlock"],
+                    check_mode(mode),
+                    check_encap(encap),
+                )
+            )
     for page in ec2.get_paginator("describe_subnets").paginate():
         for s in page["Subnets"]:
             view.subnets.append(
@@ -86,10 +99,7 @@ def read(ec2: Any, tenant: str) -> TenantView:
                         "",
                     )
                 )
-    view.vpcs = [
-        Vpc(v.id, tenant, v.name, v.cidr, main_route_table=view.main_tables.get(v.id, ""))
-        for v in view.vpcs
-    ]
+    view.vpcs = [replace(v, main_route_table=view.main_tables.get(v.id, "")) for v in view.vpcs]
     return view
 
 

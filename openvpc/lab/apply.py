@@ -17,6 +17,7 @@ import botocore.session
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from openvpc.api.actions.vpcs import ENCAP_TAG, MODE_TAG
 from openvpc.lab import apiview
 from openvpc.lab.topology import (
     MAIN,
@@ -111,8 +112,7 @@ def _apply_vpc(ec2: Any, tenant: str, spec: VpcSpec, path: str, did: Callable[[s
     view = apiview.read(ec2, tenant)
     vpc = _one(view.vpcs, spec.name, path)
     if vpc is None:
-        tags = {"Name": spec.name, "openvpc:forwarding-mode": spec.mode}
-        tags["openvpc:encapsulation"] = spec.encap
+        tags = {"Name": spec.name, MODE_TAG: spec.mode, ENCAP_TAG: spec.encap}
         made = ec2.create_vpc(CidrBlock=spec.cidr, TagSpecifications=_tags("vpc", **tags))["Vpc"]
         did(f"created VPC {spec.name} {made['VpcId']}")
         view = apiview.read(ec2, tenant)

@@ -305,6 +305,7 @@ def _record_vms(state: StateFile, topo: Topology, url: str, region: str) -> None
     for tenant in topo.tenants:
         view = apiview.read(endpoint.ec2(tenant.name), tenant.name)
         ips = {i.id: i.ip for i in view.interfaces}
+        macs = {i.id: i.mac for i in view.interfaces}
         names = {vm.name for vpc in tenant.vpcs for vm in vpc.vms}
         for inst in view.instances:
             if inst.name not in names:
@@ -321,6 +322,7 @@ def _record_vms(state: StateFile, topo: Topology, url: str, region: str) -> None
                 ifname="eth0",
                 interface=inst.interface,
                 instance=inst.id,
+                mac=macs.get(inst.interface, ""),
                 ip=ips.get(inst.interface, ""),
             )
     for vm in current.keys() - wanted:
@@ -708,7 +710,7 @@ def vm_namespace(vm: str, name: str | None = None, root: Path = RUN_ROOT) -> str
         for reported in agent.vms:
             if vm in (reported.instance_id, reported.name):
                 return reported.netns
-    raise LabError(f"lab {name} has no VM or instance {vm}")
+    raise LabError(f"lab {name} has no VM {vm} (by name or instance id)")
 
 
 def vm_address(vm: str, name: str | None = None, root: Path = RUN_ROOT) -> str:

@@ -28,6 +28,9 @@ from openvpc.lab import real, tenants
 from openvpc.lab.naming import NETNS_DIR, RUN_ROOT
 from openvpc.lab.nsexec import ETC_NETNS
 from openvpc.lab.real import LabStatus
+from openvpc.model.resources import Snapshot
+from openvpc.service import Service
+from openvpc.store import Store
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -209,6 +212,15 @@ class LabHandle:
 
     def down(self) -> bool:
         return real.down(self.name)
+
+    def store_snapshot(self) -> Snapshot:
+        """The controller's whole desired state, read from its store: for white-box checks
+        (VNIs, labels, MTUs) that no API answers."""
+        store = Store(Path(self.started.state_dir) / "openvpc.db")
+        try:
+            return Service(store).snapshot()
+        finally:
+            store.close()
 
     def aws_env(self, tenant: str) -> dict[str, str]:
         """The environment a tenant's AWS CLI or boto3 runs with against this lab (the tenant

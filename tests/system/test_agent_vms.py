@@ -45,7 +45,13 @@ BASE = PortConfig(
 
 def _port(vif: int, netns_name: str) -> PortConfig:
     return replace(
-        BASE, vif=vif, interface_id=f"eni-{vif}", netns=netns_name, mac=f"02:00:00:00:00:{vif:02x}"
+        BASE,
+        vif=vif,
+        interface_id=f"eni-{vif}",
+        instance_id=f"i-{vif}",
+        name=f"vm{vif}",
+        netns=netns_name,
+        mac=f"02:00:00:00:00:{vif:02x}",
     )
 
 
@@ -126,8 +132,8 @@ def test_vms_are_made_adopted_and_removed_and_foreign_namespaces_left_alone(
         assert nsexec.resolv_conf(a).stat().st_mode & 0o777 == 0o644
         assert nsexec.resolv_conf(a).parent.stat().st_mode & 0o777 == 0o755
         assert node.vms.reports() == (
-            VmReport("eni-2", a, "eth0", None),
-            VmReport("eni-3", b, "eth0", None),
+            VmReport("eni-2", a, "eth0", None, "i-2", "vm2"),
+            VmReport("eni-3", b, "eth0", None, "i-3", "vm3"),
         )
         inodes = {ns: netns.netns_inode(ns) for ns in (a, b)}
     finally:
@@ -142,7 +148,7 @@ def test_vms_are_made_adopted_and_removed_and_foreign_namespaces_left_alone(
         assert set(node.vms.made()) == {a, b}
         node.apply(config)
         assert {ns: netns.netns_inode(ns) for ns in (a, b)} == inodes
-        assert node.vms.reports()[0] == VmReport("eni-2", a, "eth0", "10.0.1.2/24")
+        assert node.vms.reports()[0] == VmReport("eni-2", a, "eth0", "10.0.1.2/24", "i-2", "vm2")
 
         # a namespace under the prefix that the agent did not make is never touched
         netns.create_netns(c)
@@ -156,7 +162,7 @@ def test_vms_are_made_adopted_and_removed_and_foreign_namespaces_left_alone(
         assert sleeper.wait(WAIT) is not None
         assert not (nsexec.ETC_NETNS / b).exists()
         assert netns.netns_inode(c) == foreign and netns.netns_inode(a) == inodes[a]
-        assert node.vms.reports() == (VmReport("eni-2", a, "eth0", "10.0.1.2/24"),)
+        assert node.vms.reports() == (VmReport("eni-2", a, "eth0", "10.0.1.2/24", "i-2", "vm2"),)
         # outside the prefix nothing is made
         node.apply(NodeConfig("n1", 4, ports=(_port(2, a), _port(5, "ov-elsewhere-x"))))
         assert not netns.netns_exists("ov-elsewhere-x")

@@ -20,7 +20,7 @@ import pytest
 from conftest import HostSnapshot, LabHandle, Labs, wait_for_line
 
 from openvpc.compiler.compile import compile_node, mtu_for, subnet_tables
-from openvpc.lab import netns, nsexec, real
+from openvpc.lab import netns, nsexec
 from openvpc.lab.kernel_vtep import DEVICE, KernelVtep, add_kernel_vtep
 from openvpc.model.resources import Snapshot
 from openvpc.tools.matrix import expected_probes, run_probes
@@ -106,7 +106,7 @@ def world(
             }
         )
         with Responders(lab.started):
-            yield World(underlay, lab, real.api_snapshot(lab.started.name))
+            yield World(underlay, lab, lab.store_snapshot())
     finally:
         problems = labs.close()
         assert not problems, "; ".join(problems)

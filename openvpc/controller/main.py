@@ -58,7 +58,11 @@ class Controller:
         self.service = Service(self.store)
         self.compile = compile_fn
         self.server = SouthboundServer(
-            listen, self.service.learn_address, operator_secret=operator_secret, tls=tls
+            listen,
+            self.service.learn_address,
+            operator_secret=operator_secret,
+            tls=tls,
+            store_revision=self.service.revision,
         )
         # what the nodes applied and which VMs they report ready (the API reads it)
         self.runtime = HubRuntime(self.server.hub)

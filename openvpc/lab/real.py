@@ -134,6 +134,7 @@ class LabStatus:
     agents: tuple[AgentStatus, ...]
     vms: tuple[VmStatus, ...]
     controller_error: str | None = None
+    store_revision: int | None = None  # the store's latest, as the controller reads it
 
     def vm(self, name: str) -> VmStatus:
         for vm in self.vms:
@@ -405,7 +406,7 @@ def _run_processes(
     prefix = vm_prefix(sdir.name)
     for p in nodes:
         _start(state, agent_spec(sdir, openvpc, p.node, p.ns, prefix, dhcp))
-    _wait_in_sync(sdir.name, root, _store_revision(sdir), [p.node for p in nodes], strict=True)
+    _wait_in_sync(sdir.name, root, None, [p.node for p in nodes], strict=True)
 
 
 def _seed_store(
@@ -434,16 +435,6 @@ def write_secret_file(state: StateFile, path: Path, secret: bytes) -> None:
     """A root-only secret file, recorded before it exists."""
     state.add("file", path=str(path))
     _write_secret(path, secret)
-
-
-def _store_revision(sdir: Path) -> int:
-    from openvpc.store import Store
-
-    store = Store(sdir / "openvpc.db")
-    try:
-        return store.revision()
-    finally:
-        store.close()
 
 
 def _start(state: StateFile, spec: ProcessSpec) -> supervise.Started:
@@ -498,13 +489,14 @@ def _label(role: str, node: str) -> str:
 def _wait_in_sync(
     name: str,
     root: Path,
-    revision: int,
+    revision: int | None,
     nodes: list[str],
     timeout: float = SYNC_TIMEOUT,
     strict: bool = False,
 ) -> LabStatus:
-    """Until the agents acked `revision`; a dead supervisor fails at once, and so does a
-    dead daemon when `strict` (during `up`; later its supervisor brings it back)."""
+    """Until the agents acked `revision` (None: the store's latest, as the controller reads
+    it when asked); a dead supervisor fails at once, and so does a dead daemon when `strict`
+    (during `up`; later its supervisor brings it back)."""
     deadline = time.monotonic() + timeout
     while True:
         current = status(name, root)
@@ -513,26 +505,28 @@ def _wait_in_sync(
         ]
         if dead:
             raise LabError(f"{_label(dead[0].role, dead[0].node)} died; see {dead[0].log}")
+        target = current.store_revision if revision is None else revision
         if (
             current.revision is not None
-            and current.revision >= revision
+            and target is not None
+            and current.revision >= target
             and current.in_sync()
             and {a.node for a in current.agents} >= set(nodes)
         ):
             return current
         if time.monotonic() > deadline:
             raise LabError(
-                f"agents did not apply revision {revision} within {timeout:.0f} s: "
+                f"agents did not apply revision {target} within {timeout:.0f} s: "
                 f"{current.agents or current.controller_error}"
             )
         time.sleep(0.1)
 
 
 def wait_in_sync(name: str, root: Path = RUN_ROOT, timeout: float = SYNC_TIMEOUT) -> LabStatus:
-    """Wait until every agent has acked the latest compiled generation of the current store."""
-    sdir = state_dir(name, root)
+    """Wait until the controller compiled the store's latest revision and every agent acked
+    it (the controller answers both: nothing here opens its store)."""
     nodes = [r["name"] for r in of_kind(_state(name, root).records(), "node")]
-    return _wait_in_sync(name, root, _store_revision(sdir), nodes, timeout)
+    return _wait_in_sync(name, root, None, nodes, timeout)
 
 
 def _wait_vms(
@@ -597,7 +591,7 @@ def status(name: str | None = None, root: Path = RUN_ROOT) -> LabStatus:
     except StateError as exc:
         raise LabError(f"lab {name}: {exc}") from exc
     processes = tuple(_process_status(r) for r in latest_processes(records).values())
-    revision, agents, error = _controller_status(
+    revision, stored, agents, error = _controller_status(
         meta["controller"], operator_secret_file(Path(meta["state_dir"]))
     )
     reported = {(a.node, vm.interface_id): vm for a in agents for vm in a.vms}
@@ -624,6 +618,7 @@ def status(name: str | None = None, root: Path = RUN_ROOT) -> LabStatus:
         agents=agents,
         vms=tuple(vm_list),
         controller_error=error,
+        store_revision=stored,
     )
 
 
@@ -660,18 +655,19 @@ def _process_status(r: Record) -> ProcessStatus:
 
 def _controller_status(
     target: str, secret_file: Path
-) -> tuple[int | None, tuple[AgentStatus, ...], str | None]:
+) -> tuple[int | None, int | None, tuple[AgentStatus, ...], str | None]:
+    """(compiled revision, the store's revision, agents, error) from the controller."""
     from openvpc.southbound.client import SouthboundClient, SouthboundError
 
     try:
         credential = Credential("operator", read_secret_file(secret_file))
     except CredentialError as exc:
-        return None, (), str(exc)
+        return None, None, (), str(exc)
     client = SouthboundClient(target, timeout=2.0, credential=credential)
     try:
         body = client.status()
     except SouthboundError as exc:
-        return None, (), str(exc)
+        return None, None, (), str(exc)
     finally:
         client.close()
     agents = tuple(
@@ -693,7 +689,7 @@ def _controller_status(
         )
         for n in body.get("nodes", [])
     )
-    return body.get("revision"), agents, None
+    return body.get("revision"), body.get("store_revision"), agents, None
 
 
 # --- exec -----------------------------------------------------------------------------------

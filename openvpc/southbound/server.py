@@ -68,9 +68,13 @@ class SouthboundServer:
         hub: ConfigHub | None = None,
         operator_secret: bytes | None = None,
         tls: TlsFiles | None = None,
+        store_revision: Callable[[], int] | None = None,
     ) -> None:
         self.listen = listen
         self.hub = hub or ConfigHub()
+        # the store's latest revision, for Status: an operator waits until it is compiled
+        # and acked without opening the store itself
+        self._store_revision = store_revision
         self._learn = learn
         self._operator = operator_secret
         self._tls = tls
@@ -253,7 +257,10 @@ class SouthboundServer:
             )
         if isinstance(request, wire.BadBody):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.why)
-        return {**self.hub.status(), "refused_calls": self.refusals}
+        status = {**self.hub.status(), "refused_calls": self.refusals}
+        if self._store_revision is not None:
+            status["store_revision"] = self._store_revision()
+        return status
 
 
 def _metadata(context: grpc.ServicerContext) -> dict[str, str]:

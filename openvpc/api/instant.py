@@ -20,11 +20,19 @@ class InstantRuntime:
     def _refresh(self) -> int:
         with self._lock:
             revision = self.service.revision()
+            if self.service.in_batch():
+                # asked mid-transaction: no node can have applied what is not committed, so
+                # answer from the last committed revision compiled (reads here would see the
+                # batch's own changes, which may yet roll back)
+                return min(revision, self._revision) if self._revision >= 0 else revision
             if revision != self._revision:
-                configs = compile_all(self.service.snapshot())
-                self._ready = {(n, p.interface_id) for n, c in configs.items() for p in c.ports}
+                self._ready = self._compile()
                 self._revision = revision
             return revision
+
+    def _compile(self) -> set[tuple[str, str]]:
+        configs = compile_all(self.service.snapshot())
+        return {(n, p.interface_id) for n, c in configs.items() for p in c.ports}
 
     def acked(self, node: str) -> int | None:
         return self._refresh()

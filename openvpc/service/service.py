@@ -84,6 +84,10 @@ class Service:
             finally:
                 self._batch = None
 
+    def in_batch(self) -> bool:
+        """Whether this thread is inside `batch()` (its reads see the batch's changes)."""
+        return self._batched() is not None
+
     def _batched(self) -> Repo | None:
         batch = self._batch
         return batch[1] if batch is not None and batch[0] == threading.get_ident() else None

@@ -231,10 +231,10 @@ def subnet_out(
 
 
 def _used(call: Call) -> dict[str, int]:
-    """Addresses in use per subnet: each interface's own."""
+    """Addresses in use per subnet: each interface's own and its secondary ones."""
     used: dict[str, int] = {}
     for iface in call.service.describe_interfaces(call.tenant):
-        used[iface.subnet] = used.get(iface.subnet, 0) + 1
+        used[iface.subnet] = used.get(iface.subnet, 0) + 1 + len(iface.secondary_ips)
     return used
 
 

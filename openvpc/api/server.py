@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from typing import Any
 
 from waitress.server import BaseWSGIServer, create_server
 
@@ -41,6 +42,7 @@ class ApiServer:
             max_request_header_size=MAX_HEADER_BYTES,
             channel_timeout=IDLE_TIMEOUT_S,
             ident="openvpc",
+            asyncore_loop_timeout=0.1,  # how soon the loop notices it has nothing left
             expose_tracebacks=False,
         )
         self._thread: threading.Thread | None = None
@@ -65,7 +67,12 @@ class ApiServer:
             self._server.run()
 
     def stop(self) -> None:
-        self._server.task_dispatcher.shutdown()
+        """Close the listening socket and every connection (keep-alive ones would keep the
+        loop running), then wait for the loop to end."""
         self._server.close()
+        channels: dict[int, Any] = getattr(self._server, "_map", {})
+        for channel in list(channels.values()):
+            channel.close()
+        self._server.task_dispatcher.shutdown()
         if self._thread is not None:
             self._thread.join(timeout=5)

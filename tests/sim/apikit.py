@@ -5,6 +5,7 @@ compiled onto a node."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -41,23 +42,26 @@ class Api:
         host, port = self.server.address
         return f"http://{host}:{port}"
 
-    def session(self, tenant: str) -> boto3.Session:
-        key, secret = self.keys[tenant]
-        return boto3.Session(
-            aws_access_key_id=key, aws_secret_access_key=secret, region_name=REGION
-        )
-
     def ec2(self, tenant: str, **config: Any) -> Any:
-        return self.session(tenant).client(
-            "ec2",
-            endpoint_url=self.endpoint,
-            config=Config(retries={"max_attempts": 1}, **config),
-        )
+        return self.client(tenant, "ec2", **config)
 
-    def client(self, tenant: str, service_name: str) -> Any:
-        return self.session(tenant).client(
-            service_name, endpoint_url=self.endpoint, config=Config(retries={"max_attempts": 1})
-        )
+    def client(self, tenant: str, service_name: str, **config: Any) -> Any:
+        """A client signing with the tenant's key. Clients come from one shared session, which
+        loads each service's model once (a session per client reloads EC2's every time)."""
+        key, secret = self.keys[tenant]
+        with _SESSION_LOCK:  # making clients from one session is not thread-safe
+            return _SESSION.client(
+                service_name,
+                endpoint_url=self.endpoint,
+                region_name=REGION,
+                aws_access_key_id=key,
+                aws_secret_access_key=secret,
+                config=Config(retries={"max_attempts": 1}, **config),
+            )
+
+
+_SESSION = boto3.Session()
+_SESSION_LOCK = threading.Lock()
 
 
 def start_api(

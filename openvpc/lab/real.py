@@ -246,7 +246,7 @@ def _up(
     write_secret_file(state, operator_secret_file(sdir), new_secret())
     _build(topo, plan, state, progress)
     progress(f"processes: controller (EC2 API on {api}), a vRouter and an agent per node")
-    _run_processes(state, plan.nodes, root, dhcp, api, topo.encap)
+    _run_processes(state, plan.nodes, root, dhcp, api, topo.encap, topo.datapath)
     if topo.tenants:
         progress("tenants: the file applied through the EC2 API, as a client would")
         _apply(name, root, topo, progress)
@@ -395,6 +395,7 @@ def _run_processes(
     dhcp: bool,
     api: str,
     encap: str,
+    datapath: str = "python",
 ) -> None:
     """The controller, then every node's vRouter and agent (which makes the node's VMs);
     wait until all agents applied what the controller compiled from the store."""
@@ -402,7 +403,7 @@ def _run_processes(
     openvpc = openvpc_command()
     _start(state, controller_spec(sdir, openvpc, api.removeprefix("http://"), encap))
     for p in nodes:
-        _start(state, vrouter_spec(sdir, openvpc, p.node, p.ns))
+        _start(state, vrouter_spec(sdir, openvpc, p.node, p.ns, datapath))
     prefix = vm_prefix(sdir.name)
     for p in nodes:
         _start(state, agent_spec(sdir, openvpc, p.node, p.ns, prefix, dhcp))

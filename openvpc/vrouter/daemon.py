@@ -20,6 +20,7 @@ from pyroute2 import netns as pyroute2_netns
 
 from openvpc.credentials import CredentialError, read_secret_file
 from openvpc.model.nodeconfig import PortConfig
+from openvpc.model.vifnames import DEFAULT_DATAPATH, Datapath
 from openvpc.packet.errors import Malformed
 from openvpc.process import private_umask
 from openvpc.vrouter.channel import AgentChannel, ChannelError, Peer, Refusal
@@ -98,7 +99,10 @@ class Vrouter:
         fabric_ifname: str,
         secret: bytes,
         limits: NodeLimits = DEFAULT_LIMITS,
+        datapath: Datapath = DEFAULT_DATAPATH,
     ) -> None:
+        if datapath != "python":
+            raise PortError(f"the {datapath} datapath is not available in this build")
         link = fabric_link(fabric_ifname)
         self.stopping = False
         self.now = time.monotonic()
@@ -110,7 +114,7 @@ class Vrouter:
         self.tables.add_underlay_route(link.network, link.prefix_len, None)
         self.boot_id = uuid.uuid4().hex
         self.taps = Taps(self)
-        self.handler = ControlHandler(self.programmer, self.boot_id, self.taps)
+        self.handler = ControlHandler(self.programmer, self.boot_id, self.taps, datapath)
         self._wake_r, self._wake_w = socket.socketpair()
         self.fabric: FabricPorts | None = None
         self.channel: AgentChannel | None = None
@@ -442,6 +446,7 @@ def serve(
     secret_file: str,
     netns: str | None = None,
     limits: NodeLimits = DEFAULT_LIMITS,
+    datapath: Datapath = DEFAULT_DATAPATH,
 ) -> int:
     """The `openvpc vrouter` command: 0 after a clean stop, 1 when the setup fails."""
     vrouter: Vrouter | None = None
@@ -464,7 +469,7 @@ def serve(
                 pyroute2_netns.setns(netns, flags=0)
             except OSError as e:
                 raise PortError(f"cannot enter network namespace {netns!r}: {e}") from e
-        vrouter = Vrouter(control, fabric, secret, limits)
+        vrouter = Vrouter(control, fabric, secret, limits, datapath)
     except (ChannelError, CredentialError, OSError) as e:
         log.error("vrouter: %s", e)
         return 1

@@ -32,11 +32,16 @@ class ControlHandler:
     """One per vRouter process: `handle` turns a request into a reply and frames to send."""
 
     def __init__(
-        self, programmer: Programmer, boot_id: str, ports: PortAttacher | None = None
+        self,
+        programmer: Programmer,
+        boot_id: str,
+        ports: PortAttacher | None = None,
+        datapath: str = "python",
     ) -> None:
         self.programmer = programmer
         self.boot_id = boot_id
         self.ports = ports
+        self.datapath = datapath  # told in the hello: the agent plugs VMs to suit it
 
     def handle(self, request: Any, now: float) -> tuple[Reply, list[Emit]]:
         """The reply (with the request's id) and whatever released held packets to emit."""
@@ -47,7 +52,11 @@ class ControlHandler:
                 raise RequestError("a request is a JSON object")
             op = request.get("op")
             if op == "hello":
-                result: Any = {"boot_id": self.boot_id, "generation": self.programmer.generation}
+                result: Any = {
+                    "boot_id": self.boot_id,
+                    "generation": self.programmer.generation,
+                    "datapath": self.datapath,
+                }
             elif op == "batch":
                 result = self.batch(request.get("ops"), request.get("generation"))
             elif op == "dump":

@@ -15,7 +15,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from pyroute2 import IPRoute
+from pyroute2 import IPRoute, NetlinkError
 from pyroute2 import netns as pyroute2_netns
 
 from openvpc.packet.errors import Malformed
@@ -154,7 +154,7 @@ class TapPort:
 
 # -- pkt0 -----------------------------------------------------------------------------------
 PKT0 = "pkt0"
-PKT0_MTU = 65535  # a TAP's largest: super-frames with their slow_hdr pass whole
+PKT0_MTU = 65535 - 14  # a TAP's largest (64 KB less its Ethernet header)
 
 
 class Pkt0Port:
@@ -183,7 +183,7 @@ class Pkt0Port:
             with IPRoute() as ipr:
                 self.ifindex = int(ipr.link_lookup(ifname=ifname)[0])
                 ipr.link("set", index=self.ifindex, mtu=PKT0_MTU, state="up")
-        except (OSError, IndexError) as e:
+        except (OSError, IndexError, NetlinkError) as e:
             self.close()
             raise PortError(f"cannot make {ifname}: {e}") from e
 

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+
 from openvpc.agent.vm_plan import Tap, VmSpec
 from openvpc.agent.vms import NetnsPlug
 from openvpc.lab import netns

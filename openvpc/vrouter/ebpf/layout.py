@@ -256,6 +256,7 @@ LAYOUTS: tuple[Layout, ...] = (
 )
 
 U32 = struct.Struct("=I")
+U16_HOST = struct.Struct("=H")  # an ICMP type or code in a flow key
 U64 = struct.Struct("=Q")
 ZERO4 = bytes(4)
 ZERO6 = bytes(6)

@@ -190,6 +190,10 @@ def up(
     file is checked first (against a scratch store): a bad one creates nothing."""
     topo, plan = check_topology(path)
     name = check_name("lab", topo.name)
+    if topo.datapath == "ebpf":
+        why = ebpf_refusal()
+        if why is not None:
+            raise LabError(f"lab {name}: datapath ebpf: {why} (or use `datapath: python`)")
     state = _state(name, root)
     if state.exists():
         try:
@@ -251,6 +255,18 @@ def _up(
         progress("tenants: the file applied through the EC2 API, as a client would")
         _apply(name, root, topo, progress)
     state.add("ready")
+
+
+def ebpf_refusal() -> str | None:
+    """Why this machine cannot run the eBPF datapath (object not built, kernel unable), or
+    None when it can."""
+    from openvpc.vrouter.ebpf import objects
+
+    try:
+        objects.datapath_object()
+    except FileNotFoundError as exc:
+        return str(exc)
+    return objects.unsupported_reason()
 
 
 def free_port() -> int:

@@ -17,7 +17,8 @@ from openvpc.agent.vm_plan import Tap, VmSpec
 from openvpc.agent.vms import NetnsPlug
 from openvpc.lab import netns
 from openvpc.model.vifnames import node_side_name
-from openvpc.vrouter.ebpf.slowhdr import SlowFrame, SlowReason, slow_hdr
+from openvpc.vrouter.ebpf.layout import SlowReason
+from openvpc.vrouter.ebpf.slowhdr import SlowFrame, slow_hdr
 from openvpc.vrouter.ports import PKT0, PKT0_MTU, Pkt0Port
 
 FRAME = bytes.fromhex("020000000002020000000001") + b"\x08\x00" + b"\x45" + bytes(40)

@@ -9,11 +9,10 @@ from scapy.packet import Raw
 from openvpc.packet.checksum import ones_sum, pseudo_header_sum
 from openvpc.packet.errors import Malformed
 from openvpc.packet.ipv4 import PROTO_UDP, ip_to_bytes
+from openvpc.vrouter.ebpf.layout import SLOW_ETH_P, SlowReason
 from openvpc.vrouter.ebpf.slowhdr import (
-    SLOW_ETH_P,
     SLOW_HDR_LEN,
     SlowFrame,
-    SlowReason,
     from_pkt0,
     slow_hdr,
     to_pkt0,

@@ -3,11 +3,11 @@ a virtio_net_hdr (the TAP's IFF_VNET_HDR), then `struct slow_hdr` of layout.h, t
 frame. Up: the input vif and why the fast path passed the frame on; down: the output vif.
 Pure."""
 
-import struct
 from dataclasses import dataclass
-from enum import IntEnum
 
 from openvpc.packet.errors import Malformed
+from openvpc.vrouter.ebpf import layout as L
+from openvpc.vrouter.ebpf.layout import SLOW_ETH_P, SlowReason
 from openvpc.vrouter.offload import (
     F_NEEDS_CSUM,
     GSO_ECN,
@@ -21,31 +21,12 @@ from openvpc.vrouter.offload import (
     super_vnet_hdr,
 )
 
-SLOW_ETH_P = 0x88B5  # IEEE local experimental: never a frame a VM or the fabric sends us
-# dst MAC, src MAC, ethertype, vif, reason, pad (network order, packed: 22 bytes)
-SLOW_HDR = struct.Struct("!6s6sHIHH")
+SLOW_HDR = L.SLOW_HDR.struct  # dst MAC, src MAC, ethertype, vif, reason, pad: 22 bytes
 SLOW_HDR_LEN = SLOW_HDR.size
 _NO_MAC = bytes(6)
 _SLOW_PROTO = SLOW_ETH_P.to_bytes(2, "big")
 _TPIDS = (b"\x81\x00", b"\x88\xa8")
 _TAG_LEN = 4
-
-
-class SlowReason(IntEnum):
-    """enum slow_reason of layout.h: why the fast path sent a frame up (INJECT: down)."""
-
-    INJECT = 0
-    FLOW = 1
-    ARP = 2
-    DHCP = 3
-    DNS = 4
-    MTU = 5
-    RESOLVE = 6
-    NEXTHOP = 7
-    OTHER = 8
-
-
-SLOW_REASONS = len(SlowReason)
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,7 +56,6 @@ AGE_INTERVAL = 1.0  # seconds between flow-table aging passes
 INTERNAL_ERROR = "internal_error"
 Callback = Callable[[int], None]
 _IP_HDR = b"\x08\x00"
-TABLE_OPS = frozenset({"batch", "flow"})  # requests that may change what the fast path holds
 
 
 class Taps:
@@ -504,8 +503,10 @@ class Vrouter:
             reply, emits = self.handler.handle(request, self.now)
             if not reply["ok"]:
                 log.warning("request refused: %s", reply["error"])
-            if self.fast is not None and op in TABLE_OPS:
+            if self.fast is not None and op == "batch":
                 self.fast.sync(self.tables)  # a refused batch may have applied some ops
+            elif self.fast is not None and op == "flow":
+                self.fast.sync_flows(self.tables.flows)  # a verdict changes flows only
         if op == "hello" and reply["ok"]:
             # who we think the caller is, and how many strangers were turned away
             extra = {"role": peer.role, "refused": self.channel.refused}

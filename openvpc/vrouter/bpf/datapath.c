@@ -164,6 +164,9 @@ int vif_in(struct __sk_buff *skb)
 	if (!p->vif || p->vif->kind != VIF_VM)
 		return drop_vif(DROP_INVALID_VIF, 0, 0);
 	count_rx(p->in_vif, p->len);
+	ifindex = p->node->fabric_ifindex;
+	vif_id = bpf_map_lookup_elem(&ov_ifindex, &ifindex);
+	p->fabric_vif = vif_id ? *vif_id : 0; /* what tunnelled frames count as sent on */
 	p->frame_end = p->len;
 	pull(skb, PULL_VIF);
 	return forward(p, from_vm(p));

@@ -6,6 +6,7 @@ as a forwarding plane does. The same code runs in the lab, the simulator and `op
 
 import struct
 
+from openvpc.model.forwarding import ArpMode, Encap, FlowKey, Mode, NatTuple, overhead
 from openvpc.packet.arp import ARP_REQUEST, parse_arp
 from openvpc.packet.checksum import checksum, pseudo_header_sum
 from openvpc.packet.errors import Malformed
@@ -32,6 +33,7 @@ from openvpc.packet.ipv4 import (
     ip_to_str,
     parse_ipv4,
 )
+from openvpc.packet.l4 import l4_ports
 from openvpc.packet.tunnel import (
     MPLS_LEN,
     UDP_PORT_MPLS,
@@ -44,19 +46,13 @@ from openvpc.packet.tunnel import (
 )
 from openvpc.vrouter import replies
 from openvpc.vrouter.drops import Drop
-from openvpc.vrouter.encap import (
-    OuterTemplate,
-    entropy_port,
-    entropy_port_l2,
-    overhead,
-)
-from openvpc.vrouter.flow import MAX_HELD, Flow, FlowAction, FlowKey, NatTuple
+from openvpc.vrouter.encap import OuterTemplate, entropy_port, entropy_port_l2
+from openvpc.vrouter.flow import MAX_HELD, Flow, FlowAction
 from openvpc.vrouter.limits import Source
 from openvpc.vrouter.lpm import prefix_int
 from openvpc.vrouter.nexthop import (
     CompositeNH,
     DiscardNH,
-    Encap,
     EncapNH,
     L2ReceiveNH,
     ReceiveNH,
@@ -64,13 +60,12 @@ from openvpc.vrouter.nexthop import (
     TunnelNH,
 )
 from openvpc.vrouter.punt import Punt, build_punt, parse_punt
-from openvpc.vrouter.tables import MAX_PENDING, ArpMode, Mode, Tables, Vif, VifKind, Vrf
+from openvpc.vrouter.tables import MAX_PENDING, Tables, Vif, VifKind, Vrf
 from openvpc.vrouter.trace import Recorder
 
 Emit = tuple[int, bytes]
 
 _PORTS = struct.Struct("!HH")
-_ICMP_HEAD = struct.Struct("!BBHH")
 _IP_HDR = b"\x08\x00"
 _ZERO_IP = b"\x00" * 4
 _ALL_ONES = b"\xff" * 4
@@ -165,26 +160,6 @@ def install_flow(
             continue
         out.extend(_forward(tables, vif, frame, now, recorder))
     return out
-
-
-def l4_ports(packet: bytes, ip: IPv4) -> tuple[int, int]:
-    """Ports for the flow key: TCP/UDP ports, the echo id both ways for ICMP echo."""
-    if ip.flags_frag & 0x3FFF:  # every fragment of a datagram shares one key
-        return 0, 0
-    p = ip.header_len
-    if ip.proto in (PROTO_TCP, PROTO_UDP):
-        if len(packet) < p + 4:
-            raise Malformed("short_l4")
-        sport, dport = _PORTS.unpack_from(packet, p)
-        return sport, dport
-    if ip.proto == PROTO_ICMP:
-        if len(packet) < p + 8:
-            raise Malformed("short_icmp")
-        type_, code, _, ident = _ICMP_HEAD.unpack_from(packet, p)
-        if type_ in (0, 8):
-            return ident, ident
-        return type_, code
-    return 0, 0
 
 
 def _nat_rewrite(packet: bytes, ip: IPv4, nat: NatTuple) -> bytes:

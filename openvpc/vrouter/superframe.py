@@ -7,6 +7,7 @@ segment through `process`, so the outcome always equals that of the segments one
 
 from collections.abc import Callable, Sequence
 
+from openvpc.model.forwarding import NatTuple
 from openvpc.packet.checksum import checksum
 from openvpc.packet.errors import Malformed
 from openvpc.packet.ethernet import ETH_LEN, ETH_P_IP, ETH_P_MPLS
@@ -14,7 +15,7 @@ from openvpc.packet.ipv4 import IPV4_LEN, PROTO_GRE, IPv4, parse_ipv4
 from openvpc.packet.tunnel import GRE, GRE_LEN, MPLS_LEN, VXLAN_LEN
 from openvpc.vrouter import replies
 from openvpc.vrouter.drops import Drop
-from openvpc.vrouter.flow import Flow, FlowAction, NatTuple
+from openvpc.vrouter.flow import Flow, FlowAction
 from openvpc.vrouter.gso import Coalesced, TcpSuper, coalesce, parse_super, parse_tcp4, segment
 from openvpc.vrouter.limits import MAX_SEGMENTS, MIN_MSS, max_segments
 from openvpc.vrouter.nexthop import TunnelNH

@@ -300,7 +300,8 @@ INLINE int drop(struct pkt *p, __u32 reason)
 	return drop_vif(reason, p->in_vif, 1);
 }
 
-INLINE int count_tx(__u32 out_vif, __u32 len)
+/* The frame was redirected to `out_vif`; `tag` as struct verdict's reason for V_TX. */
+INLINE int count_tx_tagged(__u32 out_vif, __u32 len, __u32 tag)
 {
 	struct vif_stats *s = vif_stats(out_vif);
 
@@ -308,8 +309,13 @@ INLINE int count_tx(__u32 out_vif, __u32 len)
 		s->tx_packets += 1;
 		s->tx_bytes += len;
 	}
-	set_verdict(V_TX, out_vif, 0);
+	set_verdict(V_TX, out_vif, tag);
 	return TC_ACT_REDIRECT;
+}
+
+INLINE int count_tx(__u32 out_vif, __u32 len)
+{
+	return count_tx_tagged(out_vif, len, 0);
 }
 
 INLINE int pass_to_kernel(struct pkt *p)

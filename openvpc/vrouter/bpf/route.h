@@ -165,7 +165,8 @@ INLINE int ip_nexthop(struct pkt *p, struct route *r)
 		sport = entropy_port(p);
 		idx = member_index(sport, nh->n_members);
 		nh_id = nh->members[idx].nh;
-		label = nh->members[idx].label;
+		if (nh->members[idx].label != NO_LABEL) /* else the route's own */
+			label = nh->members[idx].label;
 		p->depth++;
 	}
 	if (!nh)

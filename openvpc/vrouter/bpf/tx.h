@@ -393,7 +393,7 @@ NOINLINE int vlan_out(struct pkt *p, struct nexthop *nh, __u32 vlan, int bridged
 	rc = bpf_redirect(p->node->fabric_ifindex, 0);
 	if (rc != TC_ACT_REDIRECT)
 		return drop(p, DROP_TX_FAILED);
-	return count_tx(p->fabric_vif, skb->len + 4);
+	return count_tx_tagged(p->fabric_vif, skb->len + 4, VERDICT_TAGGED | (vlan & 0x0fff));
 }
 
 #endif

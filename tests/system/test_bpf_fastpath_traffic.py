@@ -1,7 +1,8 @@
 """Real packets through the fast path's programs (root): two "nodes" (namespaces) joined by a
 fabric veth, one VM namespace on each, vif_in and fabric_in attached with tcx links and the
 maps written from hand-built tables, no slow path at all. A VM pings the other (the ARP proxy
-answers, the tunnel carries) and sends it a TCP stream whose super-frames cross the tunnel."""
+answers, the tunnel carries) and sends it a TCP stream whose super-frames cross the tunnel
+(VXLAN, MPLSoUDP, MPLSoGRE, and 802.1Q on the L2 underlay)."""
 
 import contextlib
 import os
@@ -25,7 +26,7 @@ from openvpc.vrouter.tables import Fabric, LabelEntry, Route, Tables, Vif, VifKi
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 
 GW = bytes.fromhex("00005e000100")
-VRF, VNI, LABEL = 1, 5000, 55
+VRF, VNI, LABEL, VLAN = 1, 5000, 55, 300
 STREAM = 8 << 20  # bytes of TCP, enough for many super-frames
 
 
@@ -67,11 +68,12 @@ def tables_for(me: Side, peer: Side, encap: Encap, fabric_mac: bytes) -> Tables:
     t.add_nexthop(6, TunnelNH(encap, ip(peer.fabric_ip)))
     t.add_nexthop(7, ReceiveNH())
     t.add_route(VRF, ip("10.9.0.1"), 32, Route(7))
-    label = VNI if encap is Encap.VXLAN else LABEL
+    label = {Encap.VXLAN: VNI, Encap.VLAN: VLAN}.get(encap, LABEL)
     t.add_route(VRF, ip(me.vm_ip), 32, Route(5, None, mine))
     t.add_route(VRF, ip(peer.vm_ip), 32, Route(6, label, theirs))
     t.add_vni(VNI, VRF)
     t.add_label(LABEL, LabelEntry(VRF))
+    t.add_vlan(VLAN, VRF)
     return t
 
 
@@ -92,11 +94,15 @@ def two_nodes() -> Iterator[tuple[Side, Side]]:
         netns.add_veth(a.node, "fab", b.node, "fab", 1500)
         for side in (a, b):
             netns.add_address(side.node, "fab", f"{side.fabric_ip}/24")
+            # bpf_fib_lookup answers (the VLAN path's neighbour MAC) where the device forwards
             netns.write_sysctl(side.node, "net.ipv4.conf.fab.forwarding", "1")
             netns.add_veth(side.node, "ovvm", side.vm, "eth0", 1450)
             netns.set_mac(side.vm, "eth0", side.vm_mac)
             netns.add_address(side.vm, "eth0", f"{side.vm_ip}/24")
             netns.add_route(side.vm, "default", "10.9.0.1")
+        for me, peer in ((a, b), (b, a)):  # the L2 underlay's neighbours, as the agent learns
+            mac = link_mac(peer.node, "fab").hex(":")
+            netns.add_neighbor(me.node, "fab", peer.fabric_ip, mac)
         yield a, b
     finally:
         for ns in made:
@@ -154,7 +160,7 @@ def stats(obj: BpfObject, vif: int) -> tuple[int, ...]:
     return tuple(total)
 
 
-@pytest.mark.parametrize("encap", [Encap.VXLAN, Encap.MPLSOUDP, Encap.MPLSOGRE])
+@pytest.mark.parametrize("encap", list(Encap))
 def test_vms_on_two_nodes_talk_through_the_fast_path(tmp_path: Path, encap: Encap) -> None:
     obj_path = compile_datapath(tmp_path)
     with (

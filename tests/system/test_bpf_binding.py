@@ -326,6 +326,15 @@ def test_test_run_returns_the_verdict_and_the_frame(sample: BpfObject) -> None:
     assert sample.map("sample_sources").lookup(ip4("10.0.0.1")) == U64.pack(7)
     with pytest.raises(ValueError, match="a frame of 13 bytes"):
         prog.test_run(frame[:13])
+    with pytest.raises(BpfError, match="output over 20 bytes"):
+        prog.test_run(frame, data_size_out=20)
+
+
+def test_test_run_passes_the_mark(sample: BpfObject) -> None:
+    prog = sample.program("sample_in")
+    frame = ipv4_frame("10.0.0.1", "10.0.0.2")
+    assert prog.test_run(frame, mark=TC_ACT_SHOT).retval == TC_ACT_SHOT
+    assert prog.test_run(frame, mark=0).retval == TC_ACT_OK
 
 
 def test_test_run_on_a_device_of_this_namespace(sample: BpfObject, pair: Pair) -> None:
@@ -392,7 +401,8 @@ import socket
 obj = BpfObject.open(Path(sys.argv[1]))
 prog = obj.program("sample_in")
 link = TcxLink.attach(prog, socket.if_nametoindex(sys.argv[2]), "ingress")
-print(link.id, prog.id, obj.map("sample_seen").fd, flush=True)
+obj.map("sample_settings").update(bytes(4), (2).to_bytes(4, sys.byteorder) + bytes(8))
+print(link.id, prog.id, flush=True)
 sys.stdin.read()
 """
 
@@ -409,9 +419,9 @@ def test_a_killed_process_leaves_nothing_attached(built: dict[str, Path], pair: 
         assert child.stdout is not None
         ready, _, _ = select.select([child.stdout], [], [], 30)
         assert ready, "the child did not attach in 30 s"
-        link_id, prog_id, _ = (int(x) for x in child.stdout.readline().split())
+        link_id, prog_id = (int(x) for x in child.stdout.readline().split())
         assert link_id in link_ids() and prog_id in prog_ids()
-        assert pair.ping_from_b(1)
+        assert not pair.ping_from_b(1)  # the child's program drops everything
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=10)
     finally:
@@ -422,7 +432,7 @@ def test_a_killed_process_leaves_nothing_attached(built: dict[str, Path], pair: 
     wait_for("the child's program to go", lambda: prog_id not in prog_ids())
     net = json.dumps(bpftool("net", "show", ns=pair.a))
     assert "sample_in" not in net and f'"id": {prog_id}' not in net
-    assert pair.ping_from_b(1)
+    assert pair.ping_from_b(1)  # nothing drops any more
 
 
 def test_this_kernel_can_run_the_ebpf_datapath() -> None:

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from openvpc.model.forwarding import VROUTER_MAC
 from openvpc.model.nodeconfig import (
     MacRouteConfig,
     NextHopConfig,
@@ -27,7 +28,7 @@ from openvpc.vrouter.ebpf.encode import (
 from openvpc.vrouter.flow import Flow, FlowAction
 from openvpc.vrouter.limits import NodeLimits
 from openvpc.vrouter.program import Programmer, build_tables
-from openvpc.vrouter.tables import VROUTER_MAC, Fabric
+from openvpc.vrouter.tables import Fabric
 
 FABRIC = Fabric(0, ip_to_bytes("192.168.0.10"), bytes.fromhex("02fa00000001"), mtu=9000)
 MAC_A, MAC_B, MAC_R = "02:00:00:00:00:0a", "02:00:00:00:00:0b", "02:00:00:00:00:0c"

@@ -86,7 +86,8 @@ INLINE int l2_nexthop(struct pkt *p, __u32 nh_id, __u32 label)
 		sport = entropy_port_l2(p->vrf_id, eth);
 		idx = member_index(sport, nh->n_members);
 		nh_id = nh->members[idx].nh;
-		label = nh->members[idx].label;
+		if (nh->members[idx].label != NO_LABEL) /* else the route's own */
+			label = nh->members[idx].label;
 		p->depth++;
 	}
 	if (!nh)

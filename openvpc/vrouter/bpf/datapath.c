@@ -163,7 +163,9 @@ int vif_in(struct __sk_buff *skb)
 	p->vif = bpf_map_lookup_elem(&ov_vifs, &p->in_vif);
 	if (!p->vif || p->vif->kind != VIF_VM)
 		return drop_vif(DROP_INVALID_VIF, 0, 0);
-	count_rx(p->in_vif, p->len);
+	ifindex = p->node->fabric_ifindex;
+	vif_id = bpf_map_lookup_elem(&ov_ifindex, &ifindex);
+	p->fabric_vif = vif_id ? *vif_id : 0; /* what tunnelled frames count as sent on */
 	p->frame_end = p->len;
 	pull(skb, PULL_VIF);
 	return forward(p, from_vm(p));
@@ -171,15 +173,11 @@ int vif_in(struct __sk_buff *skb)
 
 /* -- fabric_in ----------------------------------------------------------------------------- */
 
-/* pipeline.frame_in: a decapsulated frame (at p->l2_off .. p->frame_end) in p->vrf. */
-INLINE int frame_in(struct pkt *p)
+/* pipeline.frame_in once the frame's Ethernet header is parsed: route or bridge. */
+INLINE int frame_decide(struct pkt *p)
 {
-	int rc, tagged = parse_eth(p, &rc);
+	int rc;
 
-	if (rc != CONTINUE)
-		return rc;
-	if (tagged) /* a tag inside the tunnel: unusual */
-		return send_up(p, SLOW_OTHER);
 	if (p->ethertype == ETH_P_IP && p->vrf->mode != MODE_L2) {
 		rc = parse_ipv4(p, p->l3_off, p->frame_end - p->l3_off);
 		if (rc != CONTINUE)
@@ -190,6 +188,18 @@ INLINE int frame_in(struct pkt *p)
 	if (p->vrf->mode == MODE_L3)
 		return drop(p, DROP_L3_NON_IP);
 	return BRIDGE_IT;
+}
+
+/* pipeline.frame_in: a decapsulated frame (at p->l2_off .. p->frame_end) in p->vrf. */
+INLINE int frame_in(struct pkt *p)
+{
+	int rc, tagged = parse_eth(p, &rc);
+
+	if (rc != CONTINUE)
+		return rc;
+	if (tagged) /* a tag inside the tunnel: unusual */
+		return send_up(p, SLOW_OTHER);
+	return frame_decide(p);
 }
 
 INLINE int set_vrf(struct pkt *p, __u32 vrf_id)
@@ -267,13 +277,15 @@ INLINE int vlan_in(struct pkt *p)
 			return send_up(p, SLOW_OTHER);
 		p->ethertype = ((__u16)e[0] << 8) | e[1];
 		p->l3_off = ETH_HLEN_ + 4;
+		if (p->ethertype == ETH_P_8021Q)
+			return send_up(p, SLOW_OTHER); /* two tags */
 	}
 	if (mac_eq(p->eth_dst, p->node->fabric_mac) && p->ethertype == ETH_P_IP) {
 		rc = parse_ipv4(p, p->l3_off, p->frame_end - p->l3_off);
 		return rc == CONTINUE ? ROUTE_IT : rc;
 	}
-	if (p->vlan_in_data)
-		return send_up(p, SLOW_OTHER); /* a bridged frame with its tag in the data */
+	if (p->vlan_in_data) /* the frame without its tag: frame[:12] + frame[16:] */
+		return frame_decide(p);
 	return frame_in(p);
 }
 
@@ -385,7 +397,6 @@ int fabric_in(struct __sk_buff *skb)
 	}
 	p->fabric_in = 1;
 	p->frame_end = p->len;
-	count_rx(p->in_vif, p->len);
 	if (p->len < ETH_HLEN_)
 		return drop(p, DROP_SHORT_ETHERNET);
 	pull(skb, PULL_FABRIC);
@@ -455,7 +466,7 @@ int slow_in(struct __sk_buff *skb)
 	rc = bpf_redirect(out->ifindex, 0);
 	if (rc != TC_ACT_REDIRECT)
 		return drop_vif(DROP_TX_FAILED, 0, 0);
-	return count_tx(out_id, skb->len);
+	return sent(out_id, skb->len, 0);
 }
 
 char _license[] SEC("license") = "GPL";

@@ -101,7 +101,7 @@ NOINLINE int echo_reply(struct pkt *p)
 	*(__u16 *)(d + 2) = ~csum_fold32(sum);
 	if (redirect_vif(p->vif) != TC_ACT_REDIRECT)
 		return drop(p, DROP_TX_FAILED);
-	return count_tx(p->in_vif, skb->len);
+	return count_tx(p, p->in_vif, skb->len);
 }
 
 /* A packet to a gateway address: echo replies from the sender's own gateway, DNS up. */
@@ -165,7 +165,8 @@ INLINE int ip_nexthop(struct pkt *p, struct route *r)
 		sport = entropy_port(p);
 		idx = member_index(sport, nh->n_members);
 		nh_id = nh->members[idx].nh;
-		label = nh->members[idx].label;
+		if (nh->members[idx].label != NO_LABEL) /* else the route's own */
+			label = nh->members[idx].label;
 		p->depth++;
 	}
 	if (!nh)

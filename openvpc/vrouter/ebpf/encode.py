@@ -5,12 +5,12 @@ Python pipeline is encoded so that they send it up (NH_SLOW), never so that they
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from openvpc.model.forwarding import ArpMode, Encap, FlowKey, Mode
 from openvpc.vrouter.ebpf import layout as L
-from openvpc.vrouter.flow import Flow, FlowAction, FlowKey
+from openvpc.vrouter.flow import Flow, FlowAction
 from openvpc.vrouter.nexthop import (
     CompositeNH,
     DiscardNH,
-    Encap,
     EncapNH,
     L2ReceiveNH,
     NextHop,
@@ -18,7 +18,7 @@ from openvpc.vrouter.nexthop import (
     ResolveNH,
     TunnelNH,
 )
-from openvpc.vrouter.tables import ArpMode, Mode, Route, Tables, Vif, VifKind, Vrf
+from openvpc.vrouter.tables import Route, Tables, Vif, VifKind, Vrf
 
 # map name -> key bytes -> value bytes
 MapImage = dict[str, dict[bytes, bytes]]

@@ -229,7 +229,10 @@ class BpfProgram:
             ctx_size_in=SKB_CTX_SIZE,
             repeat=repeat,
         )
-        _check(_lib().test_run(self.fd, ctypes.byref(opts)), f"test_run of {self.name}")
+        rc = _lib().test_run(self.fd, ctypes.byref(opts))
+        if rc == -errno.ENOSPC:
+            raise BpfError(-rc, f"test_run of {self.name}: output over {data_size_out} bytes")
+        _check(rc, f"test_run of {self.name}")
         return TestRun(opts.retval, data_out.raw[: opts.data_size_out], opts.duration)
 
 

@@ -34,7 +34,6 @@ _ZERO = L.u32(0)
 _NO_VERDICT = L.Verdict(0, 0, 0).pack()
 NUD_PERMANENT = 0x80
 _TPID = b"\x81\x00"
-VLAN_REPORTED = 0x10000  # a V_TX verdict's reason: the program pushed this TCI (low 16 bits)
 
 
 @dataclass(frozen=True)
@@ -271,12 +270,13 @@ def disagreement(frame: Frame, bpf: BpfOutcome, py: PyOutcome) -> str | None:
         return f"output vif {bpf.vif}, Python {out_vif}"
     if out_vif != FABRIC_VIF:
         return "output bytes differ" if bpf.data != data else None
-    if data[12:14] == _TPID and bpf.data[12:14] != _TPID:
+    if bpf.reason & L.VERDICT_TAGGED:
         # bpf_skb_vlan_push puts the tag in the skb's metadata (the device inserts it on
-        # transmit), which BPF_PROG_TEST_RUN does not return: the verdict's reason carries
-        # VLAN_REPORTED | the TCI
-        if bpf.reason & VLAN_REPORTED and bpf.reason & 0xFFFF != int.from_bytes(data[14:16]):
-            return f"802.1Q TCI {bpf.reason & 0xFFFF:#x}, Python {data[14:16].hex()}"
+        # transmit), which BPF_PROG_TEST_RUN does not return: the verdict carries its VLAN id
+        if data[12:14] != _TPID:
+            return "BPF tagged the frame (skb metadata), Python did not"
+        if bpf.reason & 0xFFFF != int.from_bytes(data[14:16], "big"):
+            return f"802.1Q VLAN {bpf.reason & 0xFFFF}, Python TCI {data[14:16].hex()}"
         data = data[:12] + data[16:]
     if bpf.data[12:] != data[12:]:
         return "fabric frame differs after byte 12"

@@ -129,6 +129,8 @@ class BpfSide:
                 flows.update(*entry)
         self.vif_in = obj.program("vif_in")
         self.fabric_in = obj.program("fabric_in")
+        self.slow_in = obj.program("slow_in")
+        self.pkt0_ifindex = net.pkt0_ifindex
         self.verdict = obj.map(L.MAP_VERDICT)
         self.ifindex = {vif: d.ifindex for vif, d in net.devices.items()}
         self.fabric_ifindex = net.fabric_ifindex
@@ -144,6 +146,16 @@ class BpfSide:
         else:
             prog, ifindex = self.vif_in, self.ifindex[frame.vif]
         result = prog.test_run(frame.data, ifindex=ifindex, data_size_out=len(frame.data) + 512)
+        values = self.verdict.lookup_percpu(_ZERO)
+        assert values is not None
+        v = L.Verdict.unpack(values[self.cpu])
+        return BpfOutcome(v.kind, v.vif, v.reason, result.retval, result.data)
+
+    def run_slow_in(self, data: bytes) -> BpfOutcome:
+        """A frame the slow path writes to pkt0 (slow_hdr first), through slow_in."""
+        result = self.slow_in.test_run(
+            data, ifindex=self.pkt0_ifindex, data_size_out=len(data) + 512
+        )
         values = self.verdict.lookup_percpu(_ZERO)
         assert values is not None
         v = L.Verdict.unpack(values[self.cpu])

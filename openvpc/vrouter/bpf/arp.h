@@ -102,7 +102,7 @@ NOINLINE int arp_from_vm(struct pkt *p)
 	__builtin_memcpy(a + 24, &spa, 4);
 	if (redirect_vif(p->vif) != TC_ACT_REDIRECT)
 		return drop(p, DROP_TX_FAILED);
-	return count_tx(p->in_vif, ETH_HLEN_ + ARP_LEN);
+	return count_tx(p, p->in_vif, ETH_HLEN_ + ARP_LEN);
 }
 
 #endif

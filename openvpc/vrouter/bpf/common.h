@@ -191,6 +191,8 @@ struct pkt {
 	__u16 sport_h; /* the same as host integers, for the entropy hash */
 	__u16 dport_h;
 	__u8 eth_dst[6]; /* of the (inner) frame */
+	struct flow *flow; /* the flow entry hit, counted once the fast path decides */
+	__u8 flow_tcp_flags;
 	__u32 out_label; /* the tunnel's label, VNI or VLAN id */
 	__u16 out_sport; /* the tunnel's entropy port */
 };
@@ -295,13 +297,39 @@ NOINLINE int drop_vif(__u32 reason, __u32 vif, int has_vif)
 	return TC_ACT_SHOT;
 }
 
-INLINE int drop(struct pkt *p, __u32 reason)
+/* Count a packet on the flow it hit (a super-frame counts each of its segments). Only for
+ * frames the fast path decides: what goes up is counted by the pipeline, which runs again. */
+NOINLINE void flow_touch(struct pkt *p)
 {
+	struct flow *f = p->flow;
+	__u32 segs = p->skb->gso_segs > 1 ? p->skb->gso_segs : 1;
+	__u8 flags = p->flow_tcp_flags;
+
+	if (!f)
+		return;
+	/* struct flow keeps its counters 8-byte aligned (layout.h) */
+	__sync_fetch_and_add((__u64 *)((void *)f + __builtin_offsetof(struct flow, packets)), segs);
+	__sync_fetch_and_add((__u64 *)((void *)f + __builtin_offsetof(struct flow, bytes)),
+			     p->tot_len);
+	f->last_used = bpf_ktime_get_ns();
+	/* the build has no -mcpu=v3, so no atomic OR: a plain OR only when a flag is new (two
+	 * CPUs racing on the first packet with a new flag may lose one of them) */
+	if (flags && (f->tcp_flags & flags) != flags)
+		f->tcp_flags |= flags;
+	p->flow = NULL;
+}
+
+/* A drop the fast path decides: the frame counts as received too (what goes up is counted
+ * by the slow path, which runs the pipeline on it). */
+NOINLINE int drop(struct pkt *p, __u32 reason)
+{
+	count_rx(p->in_vif, p->len);
+	flow_touch(p);
 	return drop_vif(reason, p->in_vif, 1);
 }
 
 /* The frame was redirected to `out_vif`; `tag` as struct verdict's reason for V_TX. */
-INLINE int count_tx_tagged(__u32 out_vif, __u32 len, __u32 tag)
+INLINE int sent(__u32 out_vif, __u32 len, __u32 tag)
 {
 	struct vif_stats *s = vif_stats(out_vif);
 
@@ -313,9 +341,16 @@ INLINE int count_tx_tagged(__u32 out_vif, __u32 len, __u32 tag)
 	return TC_ACT_REDIRECT;
 }
 
-INLINE int count_tx(__u32 out_vif, __u32 len)
+INLINE int count_tx_tagged(struct pkt *p, __u32 out_vif, __u32 len, __u32 tag)
 {
-	return count_tx_tagged(out_vif, len, 0);
+	count_rx(p->in_vif, p->len);
+	flow_touch(p);
+	return sent(out_vif, len, tag);
+}
+
+INLINE int count_tx(struct pkt *p, __u32 out_vif, __u32 len)
+{
+	return count_tx_tagged(p, out_vif, len, 0);
 }
 
 INLINE int pass_to_kernel(struct pkt *p)

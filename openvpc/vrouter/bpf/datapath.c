@@ -163,7 +163,6 @@ int vif_in(struct __sk_buff *skb)
 	p->vif = bpf_map_lookup_elem(&ov_vifs, &p->in_vif);
 	if (!p->vif || p->vif->kind != VIF_VM)
 		return drop_vif(DROP_INVALID_VIF, 0, 0);
-	count_rx(p->in_vif, p->len);
 	ifindex = p->node->fabric_ifindex;
 	vif_id = bpf_map_lookup_elem(&ov_ifindex, &ifindex);
 	p->fabric_vif = vif_id ? *vif_id : 0; /* what tunnelled frames count as sent on */
@@ -398,7 +397,6 @@ int fabric_in(struct __sk_buff *skb)
 	}
 	p->fabric_in = 1;
 	p->frame_end = p->len;
-	count_rx(p->in_vif, p->len);
 	if (p->len < ETH_HLEN_)
 		return drop(p, DROP_SHORT_ETHERNET);
 	pull(skb, PULL_FABRIC);
@@ -468,7 +466,7 @@ int slow_in(struct __sk_buff *skb)
 	rc = bpf_redirect(out->ifindex, 0);
 	if (rc != TC_ACT_REDIRECT)
 		return drop_vif(DROP_TX_FAILED, 0, 0);
-	return count_tx(out_id, skb->len);
+	return sent(out_id, skb->len, 0);
 }
 
 char _license[] SEC("license") = "GPL";

@@ -35,7 +35,7 @@ NOINLINE int flow_stage(struct pkt *p)
 		.proto = p->proto,
 	};
 	struct flow *f = bpf_map_lookup_elem(&ov_flows, &key);
-	__u32 tcp_flags = 0, segs;
+	__u8 tcp_flags = 0;
 	__u8 *fl;
 
 	if (!f) {
@@ -51,16 +51,8 @@ NOINLINE int flow_stage(struct pkt *p)
 			return send_up(p, SLOW_OTHER);
 		tcp_flags = *fl;
 	}
-	segs = p->skb->gso_segs > 1 ? p->skb->gso_segs : 1;
-	/* struct flow keeps its counters 8-byte aligned (layout.h) */
-	__sync_fetch_and_add((__u64 *)((void *)f + __builtin_offsetof(struct flow, packets)), segs);
-	__sync_fetch_and_add((__u64 *)((void *)f + __builtin_offsetof(struct flow, bytes)),
-			     p->tot_len);
-	f->last_used = bpf_ktime_get_ns();
-	/* the build has no -mcpu=v3, so no atomic OR: a plain OR only when a flag is new (two
-	 * CPUs racing on the first packet with a new flag may lose one of them) */
-	if (tcp_flags && (f->tcp_flags & tcp_flags) != tcp_flags)
-		f->tcp_flags |= tcp_flags;
+	p->flow = f; /* counted when the fast path decides (flow_touch) */
+	p->flow_tcp_flags = tcp_flags;
 	if (f->action == FLOW_DROP)
 		return drop(p, DROP_FLOW_ACTION_DROP);
 	return CONTINUE;

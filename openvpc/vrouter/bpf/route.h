@@ -101,7 +101,7 @@ NOINLINE int echo_reply(struct pkt *p)
 	*(__u16 *)(d + 2) = ~csum_fold32(sum);
 	if (redirect_vif(p->vif) != TC_ACT_REDIRECT)
 		return drop(p, DROP_TX_FAILED);
-	return count_tx(p->in_vif, skb->len);
+	return count_tx(p, p->in_vif, skb->len);
 }
 
 /* A packet to a gateway address: echo replies from the sender's own gateway, DNS up. */

@@ -135,7 +135,7 @@ NOINLINE int deliver_routed(struct pkt *p, __u32 out_vif, struct vif *out, const
 	rc = redirect_vif(out);
 	if (rc != TC_ACT_REDIRECT)
 		return drop(p, DROP_TX_FAILED);
-	return count_tx(out_vif, skb->len);
+	return count_tx(p, out_vif, skb->len);
 }
 
 /* A bridged frame (the inner one, from the fabric) to a local vif, as it is. */
@@ -168,7 +168,7 @@ NOINLINE int deliver_frame(struct pkt *p, __u32 out_vif, struct vif *out)
 	rc = redirect_vif(out);
 	if (rc != TC_ACT_REDIRECT)
 		return drop(p, DROP_TX_FAILED);
-	return count_tx(out_vif, skb->len);
+	return count_tx(p, out_vif, skb->len);
 }
 
 /* The outer IPv4 header checksum over 20 bytes. */
@@ -256,7 +256,8 @@ INLINE int fib_lookup(struct pkt *p, struct bpf_fib_lookup *fib, __be32 dst, __u
 	fib->ifindex = p->node->fabric_ifindex;
 	fib->ipv4_src = p->node->fabric_ip;
 	fib->ipv4_dst = dst;
-	return bpf_fib_lookup(p->skb, fib, sizeof(*fib), 0);
+	/* from the egress side: the node need not forward on the fabric device for this */
+	return bpf_fib_lookup(p->skb, fib, sizeof(*fib), BPF_FIB_LOOKUP_OUTPUT);
 }
 
 /* Out of the fabric: to the neighbour the FIB names, or through the kernel's neighbour
@@ -274,13 +275,14 @@ INLINE int fabric_out(struct pkt *p, struct bpf_fib_lookup *fib, long fib_rc)
 		if (!eth)
 			return drop(p, DROP_TX_FAILED);
 		mac_copy(eth, fib->dmac);
+		mac_copy(eth + 6, fib->smac);
 		rc = bpf_redirect(fib->ifindex, 0);
 	} else {
 		rc = bpf_redirect_neigh(p->node->fabric_ifindex, NULL, 0, 0);
 	}
 	if (rc != TC_ACT_REDIRECT)
 		return drop(p, DROP_TX_FAILED);
-	return count_tx(p->fabric_vif, len);
+	return count_tx(p, p->fabric_vif, len);
 }
 
 /* Wrap the packet for `nh` and send it to the fabric. `l2`: the payload is the frame
@@ -363,37 +365,46 @@ NOINLINE int encap_out(struct pkt *p, struct nexthop *nh, int l2, const __u8 *in
 	return fabric_out(p, fib, fib_rc);
 }
 
-/* 802.1Q on the L2 underlay: the routed packet behind the neighbour's MAC, or (bridged) the
- * VM's frame as it is, tagged with the VLAN id. */
+/* 802.1Q on the L2 underlay: the routed packet to the remote node's MAC, or (bridged) the
+ * VM's frame as it is, tagged. The MAC comes from the FIB (which answers only where the
+ * fabric device forwards: net.ipv4.conf.<fabric>.forwarding=1); a neighbour it does not
+ * know goes up, where the pipeline resolves it; without a FIB answer the kernel's neighbour
+ * resolution fills it in (bpf_redirect_neigh). */
 NOINLINE int vlan_out(struct pkt *p, struct nexthop *nh, __u32 vlan, int bridged)
 {
 	struct __sk_buff *skb = p->skb;
 	struct bpf_fib_lookup *fib = scratch_fib();
+	struct bpf_redir_neigh neigh = { .nh_family = 2 /* AF_INET */ };
+	long fib_rc = -1, rc;
 	__u8 *eth;
-	long rc;
 
 	if (p->l3_off != ETH_HLEN_ || !fib)
 		return send_up(p, SLOW_OTHER);
 	if (!bridged) {
-		rc = fib_lookup(p, fib, nh->dst_ip, ENCAP_MPLSOUDP, 0);
-		if (rc != BPF_FIB_LKUP_RET_SUCCESS)
-			return send_up(p, SLOW_OTHER); /* the neighbour is not known here */
+		fib_rc = fib_lookup(p, fib, nh->dst_ip, ENCAP_MPLSOUDP, 0);
+		if (fib_rc == BPF_FIB_LKUP_RET_NO_NEIGH)
+			return send_up(p, SLOW_OTHER); /* the slow path resolves it, as the pipeline */
 		if (trim(skb, ETH_HLEN_ + p->tot_len) || apply_ttl(p, ETH_HLEN_))
 			return drop(p, DROP_TX_FAILED);
 		eth = pkt_ptr(skb, 0, ETH_HLEN_);
 		if (!eth)
 			return drop(p, DROP_TX_FAILED);
-		mac_copy(eth, fib->dmac);
+		mac_copy(eth, fib_rc == BPF_FIB_LKUP_RET_SUCCESS ? fib->dmac : ZERO_MAC);
 		mac_copy(eth + 6, p->node->fabric_mac);
 		eth[12] = 0x08;
 		eth[13] = 0x00;
 	}
 	if (bpf_skb_vlan_push(skb, bpf_htons(ETH_P_8021Q), (__u16)vlan))
 		return drop(p, DROP_TX_FAILED);
-	rc = bpf_redirect(p->node->fabric_ifindex, 0);
+	if (bridged || fib_rc == BPF_FIB_LKUP_RET_SUCCESS) {
+		rc = bpf_redirect(bridged ? p->node->fabric_ifindex : fib->ifindex, 0);
+	} else {
+		neigh.ipv4_nh = nh->dst_ip;
+		rc = bpf_redirect_neigh(p->node->fabric_ifindex, &neigh, sizeof(neigh), 0);
+	}
 	if (rc != TC_ACT_REDIRECT)
 		return drop(p, DROP_TX_FAILED);
-	return count_tx_tagged(p->fabric_vif, skb->len + 4, VERDICT_TAGGED | (vlan & 0x0fff));
+	return count_tx_tagged(p, p->fabric_vif, skb->len + 4, VERDICT_TAGGED | (vlan & 0x0fff));
 }
 
 #endif

@@ -14,13 +14,14 @@ import pytest
 
 from openvpc.lab import netns
 from openvpc.lab.real import ebpf_refusal
+from openvpc.model.forwarding import FABRIC_VIF, FlowKey
 from openvpc.vrouter.ebpf import layout as L
 from openvpc.vrouter.ebpf.datapath import EbpfDatapath
 from openvpc.vrouter.ebpf.encode import encode_flow_key
-from openvpc.vrouter.flow import FlowAction, FlowKey
+from openvpc.vrouter.flow import FlowAction
 from openvpc.vrouter.pipeline import install_flow
 from openvpc.vrouter.ports import PKT0, fabric_link
-from openvpc.vrouter.program import FABRIC_VIF, build_tables
+from openvpc.vrouter.program import build_tables
 from openvpc.vrouter.tables import Fabric, Tables
 
 KEY: FlowKey = (5, 6, socket.inet_aton("10.0.1.3"), socket.inet_aton("10.0.1.4"), 40000, 80)

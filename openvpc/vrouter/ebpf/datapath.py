@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from openvpc.model.forwarding import FABRIC_VIF, FlowKey
 from openvpc.vrouter.ebpf import layout as L
 from openvpc.vrouter.ebpf.drops import DROP_NAMES
 from openvpc.vrouter.ebpf.encode import (
@@ -22,9 +23,8 @@ from openvpc.vrouter.ebpf.encode import (
 from openvpc.vrouter.ebpf.layout import SlowReason
 from openvpc.vrouter.ebpf.libbpf import BpfMap, BpfObject, TcxLink
 from openvpc.vrouter.ebpf.objects import datapath_object
-from openvpc.vrouter.flow import FlowKey, FlowTable
+from openvpc.vrouter.flow import FlowTable
 from openvpc.vrouter.ports import FabricLink, Pkt0Port
-from openvpc.vrouter.program import FABRIC_VIF
 from openvpc.vrouter.tables import Tables
 
 log = logging.getLogger("openvpc.vrouter")

@@ -173,6 +173,29 @@ def test_vms_on_two_nodes_ping_and_talk_tcp_through_the_fast_path(
         assert slow < 20, f"node {n}: {slow} packets went up to the slow path"
 
 
+def test_vlan_on_an_l2_underlay_goes_through_the_fast_path(tmp_path: Path) -> None:
+    """802.1Q: the fabric socket takes ARP only, so a tagged frame is forwarded once, by the
+    fast path (or by the slow path behind pkt0 for the first packets)."""
+    if (why := ebpf_refusal()) is not None:
+        pytest.skip(f"no eBPF datapath here: {why}")
+    topology = {**TOPOLOGY, "underlay": "l2"}
+    topology["tenants"] = [{"name": "red", "vpcs": [_vpc(4, "vlan")]}]
+    labs = Labs(tmp_path, HostSnapshot.take(), prefix="integ")
+    try:
+        h = labs.make(topology)
+        assert h.ping("a4", h.ip("b4"), count=3)
+        before = {n: stats(h, n) for n in ("a", "b")}
+        tcp_exchange(h, "a4", "b4")
+        after = {n: stats(h, n) for n in ("a", "b")}
+        for n in ("a", "b"):
+            fast = fast_vif_packets(after[n]) - fast_vif_packets(before[n])
+            slow = slow_packets(after[n]) - slow_packets(before[n])
+            assert fast > 50 and slow < 20, f"node {n}: fast {fast}, slow {slow}"
+    finally:
+        problems = labs.close()
+        assert not problems, "; ".join(problems)
+
+
 def test_a_killed_vrouter_leaves_nothing_attached_and_its_successor_forwards(
     ebpf_lab: LabHandle,
 ) -> None:

@@ -2,6 +2,7 @@
 (node side in the node's namespace, named by vifnames), and pkt0 (framing both ways through
 the kernel, gone with its fd, also after kill -9)."""
 
+import contextlib
 import os
 import signal
 import socket
@@ -19,7 +20,7 @@ from openvpc.lab import netns
 from openvpc.model.vifnames import node_side_name
 from openvpc.vrouter.ebpf.layout import SlowReason
 from openvpc.vrouter.ebpf.slowhdr import SlowFrame, slow_hdr
-from openvpc.vrouter.ports import PKT0, PKT0_MTU, Pkt0Port
+from openvpc.vrouter.ports import FABRIC_ARP_FILTER, PKT0, PKT0_MTU, Pkt0Port, attach_filter
 
 FRAME = bytes.fromhex("020000000002020000000001") + b"\x08\x00" + b"\x45" + bytes(40)
 ETH_P_ALL = 3
@@ -152,3 +153,30 @@ def test_pkt0_vanishes_when_its_process_is_killed(node_ns: str) -> None:
         if child.poll() is None:
             child.kill()
             child.wait(10)
+
+
+def test_the_ebpf_fabric_socket_takes_untagged_arp_only(node_ns: str) -> None:
+    arp = bytes(6 * [0xFF]) + bytes.fromhex("020000000001") + b"\x08\x06" + bytes(28)
+    ipv4 = FRAME
+    tagged = arp[:12] + b"\x81\x00\x00\x64" + arp[12:]
+    with netns.rtnl(node_ns) as ipr:
+        ipr.link("add", ifname="p0", kind="veth", peer={"ifname": "p1"})
+        for name in ("p0", "p1"):
+            ipr.link("set", index=ipr.link_lookup(ifname=name)[0], state="up")
+    with netns.inside(node_ns):
+        rx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        try:
+            attach_filter(rx, FABRIC_ARP_FILTER)
+            rx.bind(("p1", ETH_P_ALL))
+            rx.settimeout(2.0)
+            with _packet_socket("p0") as tx:
+                for frame in (tagged, ipv4, arp):
+                    tx.send(frame)
+            got = [rx.recv(2048)]
+            rx.settimeout(0.3)
+            with contextlib.suppress(TimeoutError):
+                got.append(rx.recv(2048))
+        finally:
+            rx.close()
+    # the tagged ARP and the IPv4 frame sent first never came: the fast path's to handle
+    assert [g[:42] for g in got] == [arp]

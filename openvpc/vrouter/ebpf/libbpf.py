@@ -42,8 +42,16 @@ class BpfError(OSError):
     """A libbpf call failed: errno and what we were doing."""
 
     def __init__(self, err: int, what: str) -> None:
-        super().__init__(err, f"{what}: {os.strerror(err)}")
+        super().__init__(err, f"{what}: {_strerror(err)}")
         self.what = what
+
+
+def _strerror(err: int) -> str:
+    if err < 4000:  # libbpf's own codes (LIBBPF_ERRNO__*) start at 4000
+        return os.strerror(err)
+    buf = ctypes.create_string_buffer(128)
+    _lib().strerror(err, buf, len(buf))
+    return buf.value.decode(errors="replace")
 
 
 class _OpenOpts(ctypes.Structure):
@@ -127,6 +135,7 @@ class _Lib:
         self.obj_info = fn("bpf_obj_get_info_by_fd", i32, i32, _P, ctypes.POINTER(u32))
         self.num_possible_cpus = fn("libbpf_num_possible_cpus", i32)
         self.set_print = fn("libbpf_set_print", _P, _PRINT_FN)
+        self.strerror = fn("libbpf_strerror", i32, i32, ctypes.c_char_p, sz)
         libc = ctypes.CDLL(None)
         self.vsnprintf = libc.vsnprintf
         self.vsnprintf.restype = i32
@@ -176,6 +185,18 @@ def num_possible_cpus() -> int:
     return _check(_lib().num_possible_cpus(), "libbpf_num_possible_cpus")
 
 
+_outputs = threading.local()
+
+
+def _output_buffer(size: int) -> Any:
+    """This thread's test_run output buffer (allocating and zeroing 64 KiB per run would
+    cost a quarter of a run)."""
+    buf = getattr(_outputs, "buf", None)
+    if buf is None or len(buf) < size:
+        buf = _outputs.buf = ctypes.create_string_buffer(size)
+    return buf
+
+
 @dataclass(frozen=True)
 class TestRun:
     """What BPF_PROG_TEST_RUN returned: the verdict, the frame as the program left it."""
@@ -218,7 +239,7 @@ class BpfProgram:
         struct.pack_into("=I", ctx, _SKB_IFINDEX, ifindex)
         ctx_in = (ctypes.c_char * SKB_CTX_SIZE).from_buffer(ctx)
         data_in = ctypes.create_string_buffer(data, len(data))
-        data_out = ctypes.create_string_buffer(data_size_out)
+        data_out = _output_buffer(data_size_out)
         opts = _TestRunOpts(
             sz=ctypes.sizeof(_TestRunOpts),
             data_in=ctypes.cast(data_in, _P),
@@ -233,7 +254,7 @@ class BpfProgram:
         if rc == -errno.ENOSPC:
             raise BpfError(-rc, f"test_run of {self.name}: output over {data_size_out} bytes")
         _check(rc, f"test_run of {self.name}")
-        return TestRun(opts.retval, data_out.raw[: opts.data_size_out], opts.duration)
+        return TestRun(opts.retval, ctypes.string_at(data_out, opts.data_size_out), opts.duration)
 
 
 class BpfMap:

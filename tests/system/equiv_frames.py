@@ -34,6 +34,7 @@ from openvpc.packet.ethernet import (
 from openvpc.packet.ipv4 import PROTO_GRE, PROTO_ICMP, PROTO_TCP, PROTO_UDP, build_ipv4
 from openvpc.packet.l4 import TCP_ACK, TCP_SYN, build_icmp, build_tcp, build_udp
 from openvpc.packet.tunnel import build_gre, build_mpls, build_vxlan
+from openvpc.vrouter.flow import FlowAction
 
 VIF = "vif"
 FABRIC = "fabric"
@@ -80,6 +81,7 @@ class Generator:
         self.bridgers = [v for v in self.senders if _MODE[v.vrf] != "l3"]
         self._targets: dict[tuple[int, bool], list[Target]] = {}
         self.flows = {key for key, _ in scenario.flows}
+        self.nat_flows = {key for key, action in scenario.flows if action is FlowAction.NAT}
         self.classes: list[tuple[Callable[[], Frame], int]] = [
             (self.vm_routed, 30),
             (self.vm_bridged, 10),
@@ -144,6 +146,7 @@ class Generator:
                     (PROTO_TCP, 40001, 80),
                     (PROTO_ICMP, 77, 77),
                     (PROTO_TCP, 40002, 22),
+                    (PROTO_UDP, 40003, 5353),
                 )
             )
         else:
@@ -192,8 +195,11 @@ class Generator:
             and (installed or not needs_flow)
             and self.fits(t, len(packet), False)
         )
+        nat = (vm.vrf, proto, vm.ip, t.ip, sport, dport) in self.nat_flows
         if to_self:
             cls = "vm_routed_to_self"
+        elif nat:
+            cls, must = f"vm_routed_nat_{t.kind}", False
         elif installed:
             cls = f"vm_routed_flow_{t.kind}"
         elif needs_flow:

@@ -34,7 +34,6 @@ _ZERO = L.u32(0)
 _NO_VERDICT = L.Verdict(0, 0, 0).pack()
 NUD_PERMANENT = 0x80
 _TPID = b"\x81\x00"
-VLAN_REPORTED = 0x10000  # a V_TX verdict's reason: the program pushed this TCI (low 16 bits)
 
 
 @dataclass(frozen=True)
@@ -130,6 +129,8 @@ class BpfSide:
                 flows.update(*entry)
         self.vif_in = obj.program("vif_in")
         self.fabric_in = obj.program("fabric_in")
+        self.slow_in = obj.program("slow_in")
+        self.pkt0_ifindex = net.pkt0_ifindex
         self.verdict = obj.map(L.MAP_VERDICT)
         self.ifindex = {vif: d.ifindex for vif, d in net.devices.items()}
         self.fabric_ifindex = net.fabric_ifindex
@@ -145,6 +146,16 @@ class BpfSide:
         else:
             prog, ifindex = self.vif_in, self.ifindex[frame.vif]
         result = prog.test_run(frame.data, ifindex=ifindex, data_size_out=len(frame.data) + 512)
+        values = self.verdict.lookup_percpu(_ZERO)
+        assert values is not None
+        v = L.Verdict.unpack(values[self.cpu])
+        return BpfOutcome(v.kind, v.vif, v.reason, result.retval, result.data)
+
+    def run_slow_in(self, data: bytes) -> BpfOutcome:
+        """A frame the slow path writes to pkt0 (slow_hdr first), through slow_in."""
+        result = self.slow_in.test_run(
+            data, ifindex=self.pkt0_ifindex, data_size_out=len(data) + 512
+        )
         values = self.verdict.lookup_percpu(_ZERO)
         assert values is not None
         v = L.Verdict.unpack(values[self.cpu])
@@ -271,12 +282,13 @@ def disagreement(frame: Frame, bpf: BpfOutcome, py: PyOutcome) -> str | None:
         return f"output vif {bpf.vif}, Python {out_vif}"
     if out_vif != FABRIC_VIF:
         return "output bytes differ" if bpf.data != data else None
-    if data[12:14] == _TPID and bpf.data[12:14] != _TPID:
+    if bpf.reason & L.VERDICT_TAGGED:
         # bpf_skb_vlan_push puts the tag in the skb's metadata (the device inserts it on
-        # transmit), which BPF_PROG_TEST_RUN does not return: the verdict's reason carries
-        # VLAN_REPORTED | the TCI
-        if bpf.reason & VLAN_REPORTED and bpf.reason & 0xFFFF != int.from_bytes(data[14:16]):
-            return f"802.1Q TCI {bpf.reason & 0xFFFF:#x}, Python {data[14:16].hex()}"
+        # transmit), which BPF_PROG_TEST_RUN does not return: the verdict carries its VLAN id
+        if data[12:14] != _TPID:
+            return "BPF tagged the frame (skb metadata), Python did not"
+        if bpf.reason & 0xFFFF != int.from_bytes(data[14:16], "big"):
+            return f"802.1Q VLAN {bpf.reason & 0xFFFF}, Python TCI {data[14:16].hex()}"
         data = data[:12] + data[16:]
     if bpf.data[12:] != data[12:]:
         return "fabric frame differs after byte 12"

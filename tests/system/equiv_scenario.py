@@ -308,3 +308,7 @@ def _install_flows(s: Scenario) -> None:
             key = (vm.vrf, PROTO_TCP, vm.ip, t.ip, 40002, 22)
             install_flow(s.tables, key, FlowAction.DROP, NOW)
             s.flows.append((key, FlowAction.DROP))
+            # a destination port translation: the fast path sends NAT flows up
+            key = (vm.vrf, PROTO_UDP, vm.ip, t.ip, 40003, 5353)
+            install_flow(s.tables, key, FlowAction.NAT, NOW, nat=(vm.ip, t.ip, 40003, 53))
+            s.flows.append((key, FlowAction.NAT))

@@ -11,6 +11,7 @@ share of each verdict per class is printed (pytest -s).
 """
 
 import os
+import random
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 import pytest
 from equiv_frames import VIF, Frame, Generator, eth
 from equiv_harness import (
+    VERDICT_NAMES,
     PySide,
     Tally,
     disagreement,
@@ -29,6 +31,7 @@ from equiv_harness import (
 from equiv_scenario import NOW, build
 
 from openvpc.lab import netns
+from openvpc.model.forwarding import AGENT_VIF
 from openvpc.packet.ethernet import BROADCAST, ETH_P_IP
 from openvpc.packet.ipv4 import PROTO_UDP, build_ipv4
 from openvpc.packet.l4 import build_udp
@@ -37,6 +40,7 @@ from openvpc.vrouter.ebpf import layout as L
 from openvpc.vrouter.ebpf.drops import drop_id
 from openvpc.vrouter.ebpf.encode import encode_flow_key
 from openvpc.vrouter.limits import NodeLimits
+from openvpc.vrouter.punt import Punt, build_punt
 
 FRAMES = int(os.environ.get("EQUIV_FRAMES", "100000"))
 SEED = int(os.environ.get("EQUIV_SEED", "9"))
@@ -189,3 +193,49 @@ def test_punts_are_rate_limited_per_source() -> None:
             obj.close()
     assert seen[:burst] == [(L.VerdictKind.SLOW, L.SlowReason.DHCP)] * burst
     assert seen[burst] == (L.VerdictKind.DROP, drop_id(Drop.PUNT_RATE_LIMITED))
+
+
+def test_frames_from_the_slow_path_leave_by_their_vif() -> None:
+    """slow_in sends what the slow path injects (slow_hdr + frame) out of the vif the header
+    names, as the pipeline's agent injection does; it refuses what the pipeline refuses."""
+    scenario = build(BULK_LIMITS)
+    frames = list(Generator(scenario, SEED + 1).frames(2000))
+    targets = [vm.vif for vm in scenario.vms if vm.attached]
+    r = random.Random(SEED)
+    with scratch_net(scenario) as net, netns.inside(net.ns):
+        home = os.sched_getaffinity(0)
+        obj, bpf = load(scenario, net)
+        try:
+            os.sched_setaffinity(0, {bpf.cpu})
+            py = PySide(scenario)
+            failures: list[str] = []
+            verdicts: Counter[str] = Counter()
+            for i, base in enumerate(frames):
+                vif, reason, punt = r.choice(targets), L.SlowReason.INJECT, Punt.INJECT
+                roll = r.random()
+                if roll < 0.05:
+                    vif = 99  # no such vif
+                elif roll < 0.1:
+                    reason, punt = L.SlowReason.ARP, Punt.ARP  # up, not down
+                hdr = L.SlowHdr(bytes(6), bytes(6), L.SLOW_ETH_P, vif, reason).pack()
+                b = bpf.run_slow_in(hdr + base.data)
+                frame = Frame(
+                    f"inject {base.cls}",
+                    "agent",
+                    AGENT_VIF,
+                    build_punt(punt, vif, 0, base.data),
+                    False,
+                )
+                p = py.run(frame, NOW + i * 1e-4)
+                verdicts[VERDICT_NAMES.get(b.kind, "none")] += 1
+                why = disagreement(frame, b, p)
+                if why is None and b.kind not in (L.VerdictKind.TX, L.VerdictKind.DROP):
+                    why = "slow_in neither sent nor dropped"
+                if why is not None and len(failures) < 20:
+                    failures.append(report(frame, b, p, why))
+        finally:
+            os.sched_setaffinity(0, home)
+            obj.close()
+    print(f"\nslow_in: {dict(verdicts)}")
+    assert not failures, "\n\n".join(failures)
+    assert verdicts["V_TX"] > len(frames) // 2

@@ -38,6 +38,7 @@ def _asserts() -> str:
         "VIF_PEER",
         "VRF_DECREMENT_TTL",
         "VRF_UNICAST_ONLY",
+        "VERDICT_TAGGED",
     ):
         check(f"{name} == {getattr(L, name)}u")
     return "\n".join(lines) + "\n"

@@ -10,6 +10,8 @@ MAX_VIFS = 4096
 MAX_ECMP = 16
 NO_LABEL = 0xFFFFFFFF
 SLOW_ETH_P = 0x88B5
+# a V_TX verdict's reason: the frame leaves with this VLAN id in the skb's 802.1Q metadata
+VERDICT_TAGGED = 0x10000
 
 # map names (layout.h's comments say the kinds)
 MAP_VIFS = "ov_vifs"

@@ -57,7 +57,7 @@ def _sample(ep: m.Endpoints, seconds: float, pings: int, into: dict[str, Any]) -
             print(f"  {ep.name} {key}: FAILED {exc}", file=sys.stderr)
             continue
         if key == "rtt_ms":
-            into.setdefault("rtt_ms", []).extend(value)
+            into.setdefault("rtt_ms", []).append(value)  # one list per sample
         elif key == "conns":
             into.setdefault("conns_per_s", []).append(value["conns_per_s"])
             into.setdefault("conn_failures", []).append(value["failures"])
@@ -65,18 +65,19 @@ def _sample(ep: m.Endpoints, seconds: float, pings: int, into: dict[str, Any]) -
             into.setdefault(key, []).append(value)
 
 
-def summarize(raw: dict[str, Any]) -> dict[str, Any]:
+def summarize(raw: dict[str, Any], pings: int) -> dict[str, Any]:
     """Per path: the median (min, max, n) of each metric and the RTT p50/p99 of all pings."""
     out: dict[str, Any] = {}
     for metric in METRICS:
         if raw.get(metric):
             out[metric] = m.summary(raw[metric])
     if raw.get("rtt_ms"):
-        rtts = raw["rtt_ms"]
+        rtts = [rtt for sample in raw["rtt_ms"] for rtt in sample]
         out["rtt_ms"] = {
             "p50": m.percentile(rtts, 50),
             "p99": m.percentile(rtts, 99),
             "n": float(len(rtts)),
+            "lost": float(pings * len(raw["rtt_ms"]) - len(rtts)),
         }
     if raw.get("conn_failures"):
         out["conn_failures"] = sum(raw["conn_failures"])
@@ -115,9 +116,18 @@ def run(paths: Sequence[str], seconds: float, samples: int, pings: int) -> dict[
         "seconds": seconds,
         "samples": samples,
         "pings": pings,
-        "paths": {p: summarize(raw[p]) for p in paths},
-        "raw": raw,
+        "paths": {p: summarize(raw[p], pings) for p in paths},
+        "raw": {p: compact(raw[p]) for p in paths},
     }
+
+
+def compact(raw: dict[str, Any]) -> dict[str, Any]:
+    """The samples for the JSON file, with each sample's pings as its p50 and p99 only."""
+    out = {k: v for k, v in raw.items() if k != "rtt_ms"}
+    if raw.get("rtt_ms"):
+        out["rtt_p50_ms"] = [m.percentile(sample, 50) for sample in raw["rtt_ms"]]
+        out["rtt_p99_ms"] = [m.percentile(sample, 99) for sample in raw["rtt_ms"]]
+    return out
 
 
 def _stop(proc: Any) -> None:

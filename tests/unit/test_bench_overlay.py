@@ -92,3 +92,14 @@ def test_lab_topologies_are_valid() -> None:
     if supports_datapath_key():
         ebpf = parse_topology(topology("ebpf", ["vxlan"]))
         assert dataclasses.asdict(ebpf)["datapath"] == "ebpf"
+
+
+def test_rtt_percentiles_pool_every_sample_and_count_lost_pings() -> None:
+    raw: dict[str, Any] = {"tcp1_gbps": [1.0, 3.0, 2.0], "rtt_ms": [[0.1, 0.2], [0.3]]}
+    s = overlay.summarize(raw, pings=2)
+    assert s["tcp1_gbps"]["median"] == 2.0
+    assert s["rtt_ms"]["p50"] == pytest.approx(0.2)
+    assert s["rtt_ms"]["lost"] == 1.0
+    compact = overlay.compact(raw)
+    assert "rtt_ms" not in compact
+    assert compact["rtt_p50_ms"] == [pytest.approx(0.15), 0.3]

@@ -12,6 +12,7 @@ Run as root: `python -m bench.overlay [--seconds N] [--samples N] [--paths a,b] 
 import argparse
 import datetime
 import json
+import os
 import shlex
 import signal
 import sys
@@ -88,6 +89,7 @@ def summarize(raw: dict[str, Any], pings: int) -> dict[str, Any]:
 
 def run(paths: Sequence[str], seconds: float, samples: int, pings: int) -> dict[str, Any]:
     started = datetime.datetime.now(datetime.UTC)
+    load_before = os.getloadavg()
     raw: dict[str, dict[str, Any]] = {p: {} for p in paths}
     sweep()  # a killed run's baseline namespaces and daemons
     with ExitStack() as stack:
@@ -113,6 +115,7 @@ def run(paths: Sequence[str], seconds: float, samples: int, pings: int) -> dict[
         "duration_s": round((datetime.datetime.now(datetime.UTC) - started).total_seconds()),
         "command": shlex.join(["python", "-m", "bench.overlay", *sys.argv[1:]]),
         "machine": machine(),
+        "load_average": {"before": load_before, "after": os.getloadavg()},
         "seconds": seconds,
         "samples": samples,
         "pings": pings,
@@ -178,6 +181,10 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _loads(loads: Sequence[float]) -> str:
+    return "/".join(f"{x:.2f}" for x in loads)
+
+
 def section(report: dict[str, Any], json_path: Path) -> str:
     mach = report["machine"]
     errors = [f"- {p}: {e}" for p, s in report["paths"].items() for e in s.get("errors", [])]
@@ -186,7 +193,9 @@ def section(report: dict[str, Any], json_path: Path) -> str:
             BEGIN,
             "### Issue 9 overlay run (`bench/overlay.py`, written by `--record`)",
             "",
-            f"- date: {report['date']} ({report['duration_s']} s)",
+            f"- date: {report['date']} ({report['duration_s']} s); load average (1, 5, 15 min)"
+            f" {_loads(report['load_average']['before'])} before,"
+            f" {_loads(report['load_average']['after'])} after",
             f"- command: `{report['command']}`",
             f"- machine: `{mach['uname']}`, CPU `{mach['cpu']}`, {mach['nproc']} cores,"
             f" {mach['python']}",

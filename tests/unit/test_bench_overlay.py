@@ -39,6 +39,7 @@ def _report() -> dict[str, Any]:
     return {
         "date": "2026-11-30T15:00:00+00:00",
         "duration_s": 60,
+        "load_average": {"before": [0.5, 0.4, 0.3], "after": [1.0, 0.6, 0.4]},
         "command": "python -m bench.overlay",
         "machine": {"uname": "Linux", "cpu": "cpu", "nproc": "2", "python": "CPython"},
         "seconds": 1.0,
@@ -76,6 +77,7 @@ def test_record_replaces_an_earlier_section(tmp_path: Path) -> None:
     second = md.read_text()
     assert second.count(overlay.BEGIN) == 1
     assert "b.json" in second and "a.json" not in second
+    assert "0.50/0.40/0.30 before" in second
     assert second.endswith("old\n")
 
 

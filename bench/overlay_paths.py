@@ -160,6 +160,10 @@ def ovs_vxlan(workdir: Path, daemons: list[PrivateOvs], path: str = "ovs") -> En
     for i in (1, 2):
         local, remote = f"{UNDERLAY}.{host + i - 1}", f"{UNDERLAY}.{host + 2 - i}"
         node = _add_node(path, i, host + i - 1, with_ip=False)
+        # OVS reads fabric0 with a packet socket, so the node's kernel sees its frames too:
+        # it must neither answer ARP there nor take the tunnel packets (ICMP unreachables)
+        for key, value in (("arp_ignore", "1"), ("rp_filter", "1")):
+            netns.write_sysctl(node, f"net.ipv4.conf.fabric0.{key}", value)
         vm = _add_vm(path, i, node, f"{subnet}.{i}/24", VXLAN_MTU)
         for ns, dev in ((vm, "eth0"), (node, "vm0")):
             _sh(ip_netns_exec(ns, ["ethtool", "-K", dev, "tx", "off"]))

@@ -20,15 +20,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bench.pipeline import REMOTE_IP, VM_A, VM_B, VM_P, build_tables, machine
+from openvpc.model.forwarding import VROUTER_MAC, Encap
 from openvpc.packet.ethernet import ETH_P_IP, build_ethernet
 from openvpc.packet.ipv4 import PROTO_TCP, PROTO_UDP, build_ipv4
 from openvpc.packet.l4 import TCP_ACK, build_tcp, build_udp
 from openvpc.vrouter import pipeline
 from openvpc.vrouter.flow import FlowAction
 from openvpc.vrouter.limits import DEFAULT_VIF_HOLD_LIMIT
-from openvpc.vrouter.nexthop import Encap
 from openvpc.vrouter.superframe import process_super
-from openvpc.vrouter.tables import VROUTER_MAC, Tables, Vif, VifKind
+from openvpc.vrouter.tables import Tables, Vif, VifKind
 
 SIZE = 60_000
 NOW = 1000.0

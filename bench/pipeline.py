@@ -32,6 +32,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 
+from openvpc.model.forwarding import VROUTER_MAC, Encap
 from openvpc.packet.arp import ARP_REQUEST, build_arp
 from openvpc.packet.ethernet import (
     BROADCAST,
@@ -52,17 +53,8 @@ from openvpc.packet.tunnel import (
 )
 from openvpc.vrouter import pipeline
 from openvpc.vrouter.flow import FlowAction
-from openvpc.vrouter.nexthop import Encap, EncapNH, TunnelNH
-from openvpc.vrouter.tables import (
-    VROUTER_MAC,
-    Fabric,
-    LabelEntry,
-    Route,
-    Tables,
-    Vif,
-    VifKind,
-    Vrf,
-)
+from openvpc.vrouter.nexthop import EncapNH, TunnelNH
+from openvpc.vrouter.tables import Fabric, LabelEntry, Route, Tables, Vif, VifKind, Vrf
 
 SIZES = (64, 1400)
 NOW = 1000.0

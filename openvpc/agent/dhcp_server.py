@@ -8,11 +8,11 @@ import ipaddress
 
 from openvpc.agent.outcome import Outcome
 from openvpc.agent.udp_frames import build_udp_frame, parse_udp_frame
+from openvpc.model.forwarding import VROUTER_MAC
 from openvpc.model.nodeconfig import PortConfig
 from openvpc.packet import dhcp
 from openvpc.packet.errors import Malformed
 from openvpc.packet.ethernet import BROADCAST, mac_from_str
-from openvpc.vrouter.tables import VROUTER_MAC
 
 LEASE_SECONDS = 86400
 RENEW_SECONDS = LEASE_SECONDS // 2  # T1 and T2 as RFC 2131 suggests: 0.5 and 0.875 of the lease

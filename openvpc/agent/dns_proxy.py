@@ -23,10 +23,10 @@ import dns.rrset
 
 from openvpc.agent.outcome import Outcome
 from openvpc.agent.udp_frames import build_udp_frame, parse_udp_frame
+from openvpc.model.forwarding import VROUTER_MAC
 from openvpc.model.nodeconfig import DnsRecord, PortConfig
 from openvpc.packet.errors import Malformed
 from openvpc.packet.ethernet import mac_from_str
-from openvpc.vrouter.tables import VROUTER_MAC
 
 DNS_PORT = 53
 TTL = 60

@@ -11,13 +11,12 @@ from enum import StrEnum
 
 from openvpc.agent.config_index import ConfigIndex
 from openvpc.agent.outcome import FlowKeyText, FlowRequest, FlowVerdict, Outcome
+from openvpc.model.forwarding import FABRIC_VIF
 from openvpc.model.nodeconfig import PortConfig
 from openvpc.packet.errors import Malformed
 from openvpc.packet.ethernet import ETH_P_IP, parse_ethernet
 from openvpc.packet.ipv4 import ip_to_str, parse_ipv4
-from openvpc.vrouter.pipeline import l4_ports
-
-FABRIC_VIF = 0  # flow misses of packets arriving from other nodes carry the fabric vif
+from openvpc.packet.l4 import l4_ports
 
 
 class Direction(StrEnum):
@@ -72,7 +71,7 @@ def flow_facts(frame: bytes, vrf: int) -> FlowFacts:
         raise Malformed("not_ipv4")
     ip = parse_ipv4(frame, eth.offset)
     packet = frame[eth.offset : eth.offset + ip.total_length]
-    sport, dport = l4_ports(packet, ip)  # the pipeline's own definition of a flow's ports
+    sport, dport = l4_ports(packet, ip)  # the pipeline's definition of a flow's ports
     return FlowFacts(
         vrf, ip.proto, ip_to_str(ip.src), ip_to_str(ip.dst), sport, dport, ip.is_fragment
     )

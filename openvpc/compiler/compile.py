@@ -10,6 +10,7 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from openvpc.model.forwarding import LINK_LOCAL_GATEWAY, VROUTER_MAC, Encap, overhead
 from openvpc.model.nodeconfig import (
     DnsRecord,
     MacRouteConfig,
@@ -29,11 +30,9 @@ from openvpc.model.resources import (
     Subnet,
     Vpc,
 )
-from openvpc.vrouter.encap import overhead
-from openvpc.vrouter.nexthop import Encap
 
-GATEWAY_MAC = "00:00:5e:00:01:00"  # tables.VROUTER_MAC as text
-LINK_LOCAL_GATEWAY = "169.254.0.1"
+GATEWAY_MAC = VROUTER_MAC.hex(":")
+LINK_LOCAL_GATEWAY_TEXT = str(ipaddress.IPv4Address(LINK_LOCAL_GATEWAY))
 BROADCAST_MAC = "ff:ff:ff:ff:ff:ff"
 RECEIVE = NextHopConfig("receive", "receive")
 L2_RECEIVE = NextHopConfig("l2receive", "l2receive")
@@ -196,7 +195,7 @@ class _NodeCompiler:
         gateways = [_net(s.cidr).network_address + 1 for s in x.subnets.values() if s.vpc == vpc.id]
         receivers = [*map(str, gateways), str(_net(vpc.cidr).network_address + 2)]
         if vpc.link_local_gateway:
-            receivers.append(LINK_LOCAL_GATEWAY)
+            receivers.append(LINK_LOCAL_GATEWAY_TEXT)
         for addr in receivers:
             fib[f"{addr}/32"] = RouteConfig(vrf_id, f"{addr}/32", receive, mac=GATEWAY_MAC)
         self.routes.extend(fib.values())

@@ -14,31 +14,20 @@ from openvpc.compiler.compile import compile_all
 from openvpc.lab.endpoint import VmEndpoint
 from openvpc.lab.fabric import Router, RouterPort, Switch
 from openvpc.model import resources as model
+from openvpc.model.forwarding import AGENT_VIF, FABRIC_VIF, LINK_LOCAL_GATEWAY, ArpMode, Encap, Mode
 from openvpc.model.nodeconfig import vrouter_objects
 from openvpc.model.resources import Snapshot
 from openvpc.packet.errors import Malformed
 from openvpc.packet.ethernet import parse_ethernet
 from openvpc.packet.ipv4 import ip_to_str, parse_ipv4
+from openvpc.packet.l4 import l4_ports
 from openvpc.vrouter.flow import FlowAction
-from openvpc.vrouter.nexthop import (
-    Encap,
-)
-from openvpc.vrouter.pipeline import Emit, install_flow, l4_ports, process
+from openvpc.vrouter.pipeline import Emit, install_flow, process
 from openvpc.vrouter.program import Programmer
 from openvpc.vrouter.punt import AgentHeader, Punt, parse_punt
-from openvpc.vrouter.tables import (
-    ArpMode,
-    Fabric,
-    Mode,
-    Tables,
-    Vif,
-    VifKind,
-)
+from openvpc.vrouter.tables import Fabric, Tables, Vif, VifKind
 from openvpc.vrouter.trace import Recorder
 
-FABRIC_VIF = 0
-AGENT_VIF = 1
-LINK_LOCAL_GATEWAY = ipaddress.IPv4Address("169.254.0.1").packed
 Underlay = Literal["l2", "l3"]
 
 

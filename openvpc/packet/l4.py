@@ -5,7 +5,7 @@ from typing import NamedTuple
 
 from openvpc.packet.checksum import checksum, pseudo_header_sum
 from openvpc.packet.errors import Malformed
-from openvpc.packet.ipv4 import PROTO_TCP, PROTO_UDP
+from openvpc.packet.ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP, IPv4
 
 ICMP = struct.Struct("!BBH4s")
 UDP = struct.Struct("!HHHH")
@@ -124,3 +124,27 @@ def l4_checksum_ok(src: bytes, dst: bytes, proto: int, segment: bytes | memoryvi
     if proto == PROTO_UDP and bytes(segment[6:8]) == b"\x00\x00":
         return True
     return checksum(segment, pseudo_header_sum(src, dst, proto, len(segment))) == 0
+
+
+_PORTS = struct.Struct("!HH")
+_ICMP_HEAD = struct.Struct("!BBHH")
+
+
+def l4_ports(packet: bytes, ip: IPv4) -> tuple[int, int]:
+    """Ports for the flow key: TCP/UDP ports, the echo id both ways for ICMP echo."""
+    if ip.flags_frag & 0x3FFF:  # every fragment of a datagram shares one key
+        return 0, 0
+    p = ip.header_len
+    if ip.proto in (PROTO_TCP, PROTO_UDP):
+        if len(packet) < p + 4:
+            raise Malformed("short_l4")
+        sport, dport = _PORTS.unpack_from(packet, p)
+        return sport, dport
+    if ip.proto == PROTO_ICMP:
+        if len(packet) < p + 8:
+            raise Malformed("short_icmp")
+        type_, code, _, ident = _ICMP_HEAD.unpack_from(packet, p)
+        if type_ in (0, 8):
+            return ident, ident
+        return type_, code
+    return 0, 0

@@ -5,8 +5,8 @@ import ipaddress
 from dataclasses import dataclass
 
 from openvpc.lab.sim import SimLab
+from openvpc.model.forwarding import Encap
 from openvpc.tools.fabric_view import describe
-from openvpc.vrouter.nexthop import Encap
 
 SCHEMES: tuple[tuple[str, Encap], ...] = (
     ("l2", Encap.VLAN),

@@ -19,6 +19,7 @@ from typing import Any
 from pyroute2 import netns as pyroute2_netns
 
 from openvpc.credentials import CredentialError, read_secret_file
+from openvpc.model.forwarding import AGENT_VIF, FABRIC_VIF
 from openvpc.model.nodeconfig import PortConfig
 from openvpc.packet.errors import Malformed
 from openvpc.process import private_umask
@@ -32,7 +33,7 @@ from openvpc.vrouter.neighbors import retry_pending
 from openvpc.vrouter.offload import frames_from_tap, tap_super
 from openvpc.vrouter.pipeline import Emit, process
 from openvpc.vrouter.ports import FabricPorts, PortError, TapPort, fabric_link
-from openvpc.vrouter.program import AGENT_VIF, FABRIC_VIF, build_tables
+from openvpc.vrouter.program import build_tables
 from openvpc.vrouter.superframe import (
     SuperEmit,
     gre_payload,

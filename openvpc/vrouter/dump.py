@@ -4,10 +4,11 @@
 from collections.abc import Iterable
 from typing import Any
 
+from openvpc.model.forwarding import ArpMode, FlowKey
 from openvpc.packet.ethernet import mac_to_str
 from openvpc.packet.ipv4 import ip_to_str
 from openvpc.packet.l4 import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN
-from openvpc.vrouter.flow import Flow, FlowKey
+from openvpc.vrouter.flow import Flow
 from openvpc.vrouter.nexthop import (
     CompositeNH,
     DiscardNH,
@@ -18,7 +19,7 @@ from openvpc.vrouter.nexthop import (
     ResolveNH,
     TunnelNH,
 )
-from openvpc.vrouter.tables import ArpMode, Tables, Vif, VifKind
+from openvpc.vrouter.tables import Tables, Vif, VifKind
 
 _PROTOS = {1: "icmp", 6: "tcp", 17: "udp", 47: "gre"}
 _TCP_FLAGS = ((TCP_SYN, "S"), (TCP_ACK, "A"), (TCP_PSH, "P"), (TCP_FIN, "F"), (TCP_RST, "R"))

@@ -4,21 +4,18 @@ and the flow-entropy UDP source port."""
 import struct
 from zlib import crc32
 
+from openvpc.model.forwarding import Encap
 from openvpc.packet.checksum import checksum
 from openvpc.packet.ethernet import ETH_LEN, ETH_P_MPLS
 from openvpc.packet.ipv4 import FLAG_DF, IPV4, IPV4_LEN, PROTO_GRE, PROTO_UDP
-from openvpc.packet.l4 import UDP, UDP_LEN
+from openvpc.packet.l4 import UDP
 from openvpc.packet.tunnel import (
-    GRE_LEN,
-    MPLS_LEN,
     UDP_PORT_MPLS,
     UDP_PORT_VXLAN,
-    VXLAN_LEN,
     build_gre,
     build_mpls,
     build_vxlan,
 )
-from openvpc.vrouter.nexthop import Encap
 
 ENTROPY_BASE = 49152
 _TUPLE = struct.Struct("!I4s4sBHH")
@@ -35,22 +32,6 @@ def entropy_port(vrf: int, proto: int, src: bytes, dst: bytes, sport: int, dport
 def entropy_port_l2(vrf: int, frame: bytes) -> int:
     """Entropy for a non-IP frame: its Ethernet header and VRF."""
     return ENTROPY_BASE + (crc32(frame[:ETH_LEN], vrf) & 0x3FFF)
-
-
-_OUTER_LEN = {
-    Encap.VXLAN: IPV4_LEN + UDP_LEN + VXLAN_LEN,
-    Encap.MPLSOUDP: IPV4_LEN + UDP_LEN + MPLS_LEN,
-    Encap.MPLSOGRE: IPV4_LEN + GRE_LEN + MPLS_LEN,
-    Encap.VLAN: 0,
-}
-
-
-def overhead(encap: Encap, l2_payload: bool) -> int:
-    """Bytes the encapsulation adds in front of the tenant IP packet, within the underlay MTU."""
-    if encap is Encap.VLAN:
-        return 0
-    inner_eth = ETH_LEN if l2_payload or encap is Encap.VXLAN else 0
-    return _OUTER_LEN[encap] + inner_eth
 
 
 class OuterTemplate:

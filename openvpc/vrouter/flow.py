@@ -7,6 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from openvpc.model.forwarding import FlowKey, NatTuple
 from openvpc.packet.l4 import TCP_ACK, TCP_FIN, TCP_RST
 from openvpc.vrouter.drops import Drop
 from openvpc.vrouter.limits import (
@@ -16,11 +17,6 @@ from openvpc.vrouter.limits import (
     HOLD_TIMEOUT,
     Source,
 )
-
-# (vrf, protocol, source ip, destination ip, source port, destination port)
-FlowKey = tuple[int, int, bytes, bytes, int, int]
-# A NAT rewrite: (source ip, destination ip, source port, destination port) after translation
-NatTuple = tuple[bytes, bytes, int, int]
 
 MAX_HELD = 3
 

@@ -6,9 +6,10 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from openvpc.model.codec import to_dict
+from openvpc.model.forwarding import FlowKey
 from openvpc.model.nodeconfig import KIND_CLASS, PortConfig, decode_object, object_key, object_kind
 from openvpc.vrouter.dump import dump_all, stats
-from openvpc.vrouter.flow import FlowAction, FlowKey
+from openvpc.vrouter.flow import FlowAction
 from openvpc.vrouter.pipeline import Emit, install_flow
 from openvpc.vrouter.program import Programmer
 

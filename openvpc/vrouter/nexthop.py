@@ -1,14 +1,8 @@
 """Next hops: what a route or a MAC entry points to (Contrail's nh table kinds)."""
 
 from dataclasses import dataclass
-from enum import StrEnum
 
-
-class Encap(StrEnum):
-    VXLAN = "vxlan"
-    MPLSOUDP = "mplsoudp"
-    MPLSOGRE = "mplsogre"
-    VLAN = "vlan"
+from openvpc.model.forwarding import Encap
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,15 @@ maps next-hop keys to the integer ids the tables use.
 import ipaddress
 from collections.abc import Iterable
 
+from openvpc.model.forwarding import (
+    AGENT_VIF,
+    FIRST_VM_VIF,
+    LINK_LOCAL_GATEWAY,
+    VROUTER_MAC,
+    ArpMode,
+    Encap,
+    Mode,
+)
 from openvpc.model.nodeconfig import (
     KIND_CLASS,
     KIND_ORDER,
@@ -26,7 +35,6 @@ from openvpc.vrouter.nexthop import (
     DISCARD_NH_ID,
     CompositeNH,
     DiscardNH,
-    Encap,
     EncapNH,
     L2ReceiveNH,
     NextHop,
@@ -34,23 +42,8 @@ from openvpc.vrouter.nexthop import (
     ResolveNH,
     TunnelNH,
 )
-from openvpc.vrouter.tables import (
-    VROUTER_MAC,
-    ArpMode,
-    Fabric,
-    LabelEntry,
-    Mode,
-    Route,
-    Tables,
-    Vif,
-    VifKind,
-    Vrf,
-)
+from openvpc.vrouter.tables import Fabric, LabelEntry, Route, Tables, Vif, VifKind, Vrf
 
-FABRIC_VIF = 0
-AGENT_VIF = 1
-FIRST_VM_VIF = 2
-LINK_LOCAL_GATEWAY = ipaddress.IPv4Address("169.254.0.1").packed
 Ref = tuple[ObjectKind, str]
 
 

@@ -7,6 +7,7 @@ segment through `process`, so the outcome always equals that of the segments one
 
 from collections.abc import Callable, Sequence
 
+from openvpc.model.forwarding import NatTuple
 from openvpc.packet.checksum import checksum
 from openvpc.packet.errors import Malformed
 from openvpc.packet.ethernet import ETH_LEN, ETH_P_IP, ETH_P_MPLS
@@ -14,12 +15,13 @@ from openvpc.packet.ipv4 import IPV4_LEN, PROTO_GRE, IPv4, parse_ipv4
 from openvpc.packet.tunnel import GRE, GRE_LEN, MPLS_LEN, VXLAN_LEN
 from openvpc.vrouter import replies
 from openvpc.vrouter.drops import Drop
-from openvpc.vrouter.flow import Flow, FlowAction, NatTuple
+from openvpc.vrouter.flow import Flow, FlowAction
 from openvpc.vrouter.gso import Coalesced, TcpSuper, coalesce, parse_super, parse_tcp4, segment
 from openvpc.vrouter.limits import MAX_SEGMENTS, MIN_MSS, max_segments
 from openvpc.vrouter.nexthop import TunnelNH
-from openvpc.vrouter.pipeline import _IP_HDR, Emit, _Pass, process, process_overlay
+from openvpc.vrouter.pipeline import Emit, Pass, process, process_overlay
 from openvpc.vrouter.punt import Punt
+from openvpc.vrouter.stages import IP_TYPE, fabric, ingress
 from openvpc.vrouter.tables import Tables, Vif, VifKind, Vrf
 
 # (output vif, frame, mss): a frame with mss > 0 is a super-frame to cut into mss segments
@@ -33,7 +35,7 @@ class _Split(Exception):
     """The super-frame cannot be forwarded whole: forward its segments one by one."""
 
 
-class _SuperPass(_Pass):
+class _SuperPass(Pass):
     """A pass over a super-frame: stages that would act per segment raise `_Split` before
     changing any table, flow counters wait for the commit, tunnels cut the frame up."""
 
@@ -98,7 +100,7 @@ class _SuperPass(_Pass):
 
     def to_node(self, node_ip: bytes, rest: bytes) -> None:
         t = self.t
-        if not (t.fabric.kernel_routed and rest[:2] == _IP_HDR):
+        if not (t.fabric.kernel_routed and rest[:2] == IP_TYPE):
             gateway = t.underlay.lookup(node_ip)
             if gateway is None or (gateway or node_ip) not in t.neighbors:
                 raise _Split  # the first segment would wait for ARP, the next ones queue
@@ -129,9 +131,9 @@ def process_super(
     run = _SuperPass(tables, vif, frame, now, sup, mss)
     try:
         if vif.kind is VifKind.VIRTUAL:
-            run.from_vm(frame)
+            ingress.from_vm(run, frame)
         else:
-            run.from_fabric(frame)
+            fabric.from_fabric(run, frame)
     except (_Split, Malformed):
         return _one_by_one(segment(frame, mss, sup), lambda f: process(tables, f, vif_id, now))
     return _commit(tables, run, vif, sup)
@@ -236,7 +238,7 @@ def process_overlay_super(
     try:
         sup = parse_tcp4(data, l3)
         run = _SuperPass(tables, vif, data, now, sup, mss)
-        run.overlay_in(kind, data)
+        fabric.overlay_in(run, kind, data)
     except (_Split, Malformed):
         return _one_by_one(parts, lambda p: process_overlay(tables, kind, p, now))
     return _commit(tables, run, vif, sup)

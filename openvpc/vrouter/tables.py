@@ -5,16 +5,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from openvpc.model.forwarding import VROUTER_MAC, ArpMode, Encap, Mode
 from openvpc.packet.ethernet import ZERO_MAC
 from openvpc.vrouter.encap import OuterTemplate
 from openvpc.vrouter.flow import FlowTable
 from openvpc.vrouter.limits import DEFAULT_LIMITS, NodeLimits
 from openvpc.vrouter.lpm import Lpm
-from openvpc.vrouter.nexthop import DISCARD_NH_ID, DiscardNH, Encap, NextHop
+from openvpc.vrouter.nexthop import DISCARD_NH_ID, DiscardNH, NextHop
 from openvpc.vrouter.ratelimit import PuntLimiter
 
-# Contrail's vRouter MAC: the gateway MAC every vRouter answers with
-VROUTER_MAC = bytes.fromhex("00005e000100")
 MAX_PENDING = 3
 
 
@@ -22,17 +21,6 @@ class VifKind(StrEnum):
     VIRTUAL = "virtual"  # a VM's TAP
     FABRIC = "physical"  # the underlay port
     AGENT = "agent"  # the punt channel to the agent (Contrail's pkt0)
-
-
-class Mode(StrEnum):
-    L3 = "l3"
-    L2 = "l2"
-    L2_L3 = "l2_l3"
-
-
-class ArpMode(StrEnum):
-    PROXY = "proxy"  # the target VM's MAC in the same subnet, the gateway MAC otherwise
-    SINGLE_MAC = "single_mac"  # legacy Amazon: one MAC for every answer
 
 
 @dataclass(slots=True)

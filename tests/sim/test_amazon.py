@@ -14,15 +14,13 @@ from scapy.layers.l2 import ARP, Ether
 from simkit import VROUTER_MAC_STR, ip, ip_str, mac_str, overlay_packets
 
 from openvpc.lab.endpoint import VmEndpoint
-from openvpc.lab.sim import LINK_LOCAL_GATEWAY, SimLab, Vpc
+from openvpc.lab.sim import SimLab, Vpc
+from openvpc.model.forwarding import LINK_LOCAL_GATEWAY, VROUTER_MAC, ArpMode, Encap, Mode, overhead
 from openvpc.packet.ethernet import BROADCAST, ETH_P_ARP, ETH_P_IP, build_ethernet
 from openvpc.packet.ipv4 import PROTO_ICMP, PROTO_UDP, build_ipv4
 from openvpc.packet.l4 import ICMP_ECHO_REQUEST, build_icmp, build_udp
 from openvpc.vrouter.drops import Drop
-from openvpc.vrouter.encap import overhead
-from openvpc.vrouter.nexthop import Encap
 from openvpc.vrouter.punt import Punt
-from openvpc.vrouter.tables import VROUTER_MAC, ArpMode, Mode
 
 ETH_P_IPV6 = 0x86DD
 ETH_P_EXPERIMENTAL = 0x88B5

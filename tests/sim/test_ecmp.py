@@ -9,9 +9,8 @@ from simkit import overlay_packets
 
 from openvpc.lab.endpoint import VmEndpoint
 from openvpc.lab.sim import SimLab
+from openvpc.model.forwarding import Encap, Mode
 from openvpc.vrouter.encap import ENTROPY_BASE
-from openvpc.vrouter.nexthop import Encap
-from openvpc.vrouter.tables import Mode
 
 FLOWS = 200
 REPEATS = 3

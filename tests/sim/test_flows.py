@@ -9,9 +9,10 @@ from simkit import agent_allows, assert_in_order, deliver, steps_by_node, trace_
 
 from openvpc.lab.endpoint import VmEndpoint
 from openvpc.lab.sim import Node, SimLab, Vpc
+from openvpc.model.forwarding import FlowKey
 from openvpc.packet.ipv4 import PROTO_ICMP, PROTO_TCP
 from openvpc.vrouter.drops import Drop
-from openvpc.vrouter.flow import MAX_HELD, FlowAction, FlowKey
+from openvpc.vrouter.flow import MAX_HELD, FlowAction
 from openvpc.vrouter.pipeline import install_flow
 from openvpc.vrouter.punt import AgentHeader, Punt
 

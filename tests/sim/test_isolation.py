@@ -11,12 +11,11 @@ from simkit import ip
 
 from openvpc.lab.endpoint import VmEndpoint
 from openvpc.lab.sim import SimLab, Underlay
+from openvpc.model.forwarding import VROUTER_MAC, ArpMode, Encap, Mode
 from openvpc.packet.arp import ARP_REPLY, build_arp
 from openvpc.packet.ethernet import BROADCAST, ETH_P_ARP, ETH_P_IP, build_ethernet
 from openvpc.packet.ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP, build_ipv4
 from openvpc.packet.l4 import ICMP_ECHO_REQUEST, TCP_SYN, build_icmp, build_tcp, build_udp
-from openvpc.vrouter.nexthop import Encap
-from openvpc.vrouter.tables import VROUTER_MAC, ArpMode, Mode
 
 TENANTS = ("red", "blue")
 TAG = {"red": b"<<tenant:red>>", "blue": b"<<tenant:blue>>"}

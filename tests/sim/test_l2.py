@@ -20,12 +20,11 @@ from simkit import (
 
 from openvpc.lab.endpoint import VmEndpoint
 from openvpc.lab.sim import SimLab, Vpc
+from openvpc.model.forwarding import Encap, Mode
 from openvpc.packet.ethernet import ETH_P_IP, build_ethernet
 from openvpc.packet.ipv4 import PROTO_UDP, build_ipv4
 from openvpc.packet.l4 import build_udp
 from openvpc.vrouter.drops import Drop
-from openvpc.vrouter.nexthop import Encap
-from openvpc.vrouter.tables import Mode
 
 ENCAPS = [Encap.MPLSOGRE, Encap.MPLSOUDP, Encap.VXLAN, Encap.VLAN]
 ETH_P_EXPERIMENTAL = 0x88B5  # IEEE 802 local experimental ethertype: certainly not IP

@@ -21,9 +21,8 @@ from simkit import (
 )
 
 from openvpc.lab.endpoint import VmEndpoint
-from openvpc.lab.sim import LINK_LOCAL_GATEWAY, SimLab, Underlay, Vpc
-from openvpc.vrouter.nexthop import Encap
-from openvpc.vrouter.tables import VROUTER_MAC
+from openvpc.lab.sim import SimLab, Underlay, Vpc
+from openvpc.model.forwarding import LINK_LOCAL_GATEWAY, VROUTER_MAC, Encap
 
 GATEWAY = "169.254.0.1"
 DECAP = {Encap.MPLSOGRE: "gre", Encap.MPLSOUDP: "udp/mpls", Encap.VXLAN: "udp/vxlan"}

@@ -24,6 +24,7 @@ from pyroute2.netns import popns, pushns
 from openvpc.agent.outcome import FlowKeyText
 from openvpc.agent.punts import PuntState, handle_punt
 from openvpc.lab import nsexec
+from openvpc.model.forwarding import VROUTER_MAC, FlowKey
 from openvpc.model.nodeconfig import (
     DnsRecord,
     NextHopConfig,
@@ -33,10 +34,10 @@ from openvpc.model.nodeconfig import (
 )
 from openvpc.packet.ethernet import mac_from_str
 from openvpc.packet.ipv4 import ip_to_bytes
-from openvpc.vrouter.flow import FlowAction, FlowKey
+from openvpc.vrouter.flow import FlowAction
 from openvpc.vrouter.nexthop import EncapNH, ReceiveNH
 from openvpc.vrouter.pipeline import Emit, install_flow, process
-from openvpc.vrouter.tables import VROUTER_MAC, Fabric, Route, Tables, Vif, VifKind, Vrf
+from openvpc.vrouter.tables import Fabric, Route, Tables, Vif, VifKind, Vrf
 
 pytestmark = pytest.mark.skipif(shutil.which("dhclient") is None, reason="needs isc-dhcp-client")
 

@@ -13,13 +13,13 @@ from dataclasses import dataclass
 
 import pytest
 
+from openvpc.model.forwarding import VROUTER_MAC, Encap
 from openvpc.packet.ethernet import ETH_P_IP, ZERO_MAC, build_ethernet
 from openvpc.packet.ipv4 import PROTO_TCP, build_ipv4, ip_to_bytes
 from openvpc.packet.l4 import build_tcp
 from openvpc.packet.tunnel import build_vxlan
 from openvpc.vrouter.encap import OuterTemplate
 from openvpc.vrouter.gso import parse_super, parse_tcp4, segment
-from openvpc.vrouter.nexthop import Encap
 from openvpc.vrouter.offload import parse_vnet_hdr
 from openvpc.vrouter.ports import (
     PACKET_VNET_HDR,
@@ -29,7 +29,6 @@ from openvpc.vrouter.ports import (
     _in_netns,
     fabric_link,
 )
-from openvpc.vrouter.tables import VROUTER_MAC
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")
 

@@ -26,6 +26,7 @@ from scapy.layers.l2 import ARP, Ether
 
 from openvpc.credentials import new_secret, write_secret_file
 from openvpc.model.codec import to_dict
+from openvpc.model.forwarding import VROUTER_MAC
 from openvpc.model.nodeconfig import (
     EncapName,
     NextHopConfig,
@@ -38,10 +39,9 @@ from openvpc.model.nodeconfig import (
 from openvpc.packet.arp import ARP_REQUEST, build_arp
 from openvpc.packet.ethernet import BROADCAST, ETH_P_ARP, build_ethernet, parse_ethernet
 from openvpc.packet.ipv4 import ip_to_bytes, ip_to_str, parse_ipv4
+from openvpc.packet.l4 import l4_ports
 from openvpc.vrouter.control import ControlClient, ControlError
-from openvpc.vrouter.pipeline import l4_ports
 from openvpc.vrouter.punt import Punt, build_punt, parse_punt
-from openvpc.vrouter.tables import VROUTER_MAC
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")
 

@@ -10,6 +10,7 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Packet
 from vrouter_setup import VM1, VM2
 
+from openvpc.model.forwarding import VROUTER_MAC
 from openvpc.model.nodeconfig import (
     DnsRecord,
     NextHopConfig,
@@ -19,7 +20,6 @@ from openvpc.model.nodeconfig import (
 )
 from openvpc.packet.ethernet import mac_to_str
 from openvpc.vrouter.punt import Punt, build_punt
-from openvpc.vrouter.tables import VROUTER_MAC
 
 GATEWAY_MAC = mac_to_str(VROUTER_MAC)
 VIP = "10.0.1.100"

@@ -26,12 +26,13 @@ from openvpc.agent.config_index import ConfigIndex
 from openvpc.agent.flow_policy import Direction, FlowFacts, decide, handle_flow_miss
 from openvpc.agent.outcome import FlowKeyText, FlowRequest, FlowVerdict
 from openvpc.agent.punts import PuntState, handle_punt
+from openvpc.model.forwarding import VROUTER_MAC, FlowKey
 from openvpc.model.nodeconfig import PortConfig
 from openvpc.packet.ipv4 import ip_to_bytes
-from openvpc.vrouter.flow import FlowAction, FlowKey
+from openvpc.vrouter.flow import FlowAction
 from openvpc.vrouter.pipeline import install_flow, process
 from openvpc.vrouter.punt import Punt, parse_punt
-from openvpc.vrouter.tables import VROUTER_MAC, Tables
+from openvpc.vrouter.tables import Tables
 
 INDEX = ConfigIndex(CONFIG)
 GW = VROUTER_MAC.hex(":")

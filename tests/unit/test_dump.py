@@ -2,6 +2,7 @@
 
 from vrouter_setup import AGENT_VIF, FABRIC_VIF, VM1, VM2, VM3, build_node, tcp_frame, udp_frame
 
+from openvpc.model.forwarding import Encap, Mode
 from openvpc.packet.ipv4 import ip_to_bytes
 from openvpc.packet.l4 import TCP_ACK, TCP_SYN
 from openvpc.vrouter import pipeline
@@ -18,8 +19,8 @@ from openvpc.vrouter.dump import (
     dump_vnis,
 )
 from openvpc.vrouter.flow import FlowAction
-from openvpc.vrouter.nexthop import CompositeNH, Encap, L2ReceiveNH, ResolveNH
-from openvpc.vrouter.tables import LabelEntry, Mode, Route, Tables, Vrf
+from openvpc.vrouter.nexthop import CompositeNH, L2ReceiveNH, ResolveNH
+from openvpc.vrouter.tables import LabelEntry, Route, Tables, Vrf
 
 
 def columns(table: str) -> list[int]:

@@ -22,6 +22,7 @@ from vrouter_setup import (
     vxlan_frame,
 )
 
+from openvpc.model.forwarding import VROUTER_MAC, FlowKey
 from openvpc.packet.errors import Malformed
 from openvpc.packet.ethernet import ETH_P_IP, build_ethernet
 from openvpc.packet.ipv4 import PROTO_TCP, build_ipv4
@@ -29,7 +30,7 @@ from openvpc.packet.l4 import TCP_ACK, build_tcp
 from openvpc.vrouter import pipeline
 from openvpc.vrouter.drops import Drop
 from openvpc.vrouter.dump import stats
-from openvpc.vrouter.flow import FlowAction, FlowKey, FlowTable
+from openvpc.vrouter.flow import FlowAction, FlowTable
 from openvpc.vrouter.gso import segment
 from openvpc.vrouter.limits import (
     DEFAULT_FLOW_CAPACITY,
@@ -48,7 +49,7 @@ from openvpc.vrouter.offload import segment_tcp4
 from openvpc.vrouter.punt import Punt, parse_punt
 from openvpc.vrouter.ratelimit import PuntLimiter, TokenBucket
 from openvpc.vrouter.superframe import process_super
-from openvpc.vrouter.tables import VROUTER_MAC, Route, Tables, Vif, VifKind, Vrf
+from openvpc.vrouter.tables import Route, Tables, Vif, VifKind, Vrf
 
 N1, N2 = NODES[1], NODES[2]
 OTHER_VRF = 2

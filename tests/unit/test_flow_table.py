@@ -2,9 +2,10 @@
 
 from collections import Counter
 
+from openvpc.model.forwarding import FlowKey
 from openvpc.packet.l4 import TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN
 from openvpc.vrouter.drops import Drop
-from openvpc.vrouter.flow import Flow, FlowAction, FlowKey, FlowTable, FlowTimeouts
+from openvpc.vrouter.flow import Flow, FlowAction, FlowTable, FlowTimeouts
 
 A = bytes([10, 0, 1, 3])
 B = bytes([10, 0, 1, 4])

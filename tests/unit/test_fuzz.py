@@ -41,6 +41,7 @@ from vrouter_setup import (
     vxlan_frame,
 )
 
+from openvpc.model.forwarding import VROUTER_MAC, Encap, FlowKey, Mode
 from openvpc.packet.arp import ARP_REPLY, ARP_REQUEST, build_arp
 from openvpc.packet.checksum import checksum
 from openvpc.packet.ethernet import (
@@ -54,28 +55,18 @@ from openvpc.packet.ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP, build_ipv4, ip
 from openvpc.packet.l4 import TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, build_udp
 from openvpc.vrouter import pipeline
 from openvpc.vrouter.drops import Drop
-from openvpc.vrouter.flow import FlowAction, FlowKey
+from openvpc.vrouter.flow import FlowAction
 from openvpc.vrouter.limits import NodeLimits
 from openvpc.vrouter.nexthop import (
     DISCARD_NH_ID,
     CompositeNH,
-    Encap,
     EncapNH,
     L2ReceiveNH,
     ResolveNH,
     TunnelNH,
 )
 from openvpc.vrouter.punt import AGENT_HDR_LEN, Punt, build_punt, parse_punt
-from openvpc.vrouter.tables import (
-    VROUTER_MAC,
-    LabelEntry,
-    Mode,
-    Route,
-    Tables,
-    Vif,
-    VifKind,
-    Vrf,
-)
+from openvpc.vrouter.tables import LabelEntry, Route, Tables, Vif, VifKind, Vrf
 
 FRAMES = 100_000
 SEED = 20240611

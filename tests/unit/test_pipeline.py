@@ -39,18 +39,17 @@ from vrouter_setup import (
     vxlan_frame,
 )
 
+from openvpc.model.forwarding import VROUTER_MAC, ArpMode, Encap, FlowKey, overhead
 from openvpc.packet.arp import ARP_REQUEST
 from openvpc.packet.ethernet import BROADCAST, ETH_LEN, ETH_P_IPV6, build_ethernet, mac_to_str
 from openvpc.packet.ipv4 import PROTO_UDP, build_ipv4, ip_to_bytes, ip_to_str
 from openvpc.packet.l4 import TCP_ACK, TCP_SYN, build_udp
 from openvpc.vrouter import pipeline
 from openvpc.vrouter.drops import Drop
-from openvpc.vrouter.encap import overhead
-from openvpc.vrouter.flow import FlowAction, FlowKey
+from openvpc.vrouter.flow import FlowAction
 from openvpc.vrouter.limits import NodeLimits
-from openvpc.vrouter.nexthop import Encap
 from openvpc.vrouter.punt import Punt, build_punt, parse_punt
-from openvpc.vrouter.tables import VROUTER_MAC, ArpMode, Tables
+from openvpc.vrouter.tables import Tables
 from openvpc.vrouter.trace import Trace
 
 N1, N2 = NODES[1], NODES[2]

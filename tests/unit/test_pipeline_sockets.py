@@ -20,15 +20,14 @@ from vrouter_setup import (
     underlay_arp,
 )
 
+from openvpc.model.forwarding import VROUTER_MAC, Encap
 from openvpc.packet.arp import ARP_REQUEST
 from openvpc.packet.ethernet import ZERO_MAC
 from openvpc.packet.tunnel import build_mpls, build_vxlan
 from openvpc.vrouter.drops import Drop
 from openvpc.vrouter.flow import FlowAction
-from openvpc.vrouter.nexthop import Encap
 from openvpc.vrouter.pipeline import install_flow, process, process_overlay
 from openvpc.vrouter.punt import Punt, parse_punt
-from openvpc.vrouter.tables import VROUTER_MAC
 
 
 def inner_ping() -> bytes:

@@ -7,6 +7,7 @@ from scapy.layers.inet import ICMP, IP
 from scapy.layers.l2 import Ether
 
 from openvpc.model.codec import to_dict
+from openvpc.model.forwarding import LINK_LOCAL_GATEWAY, VROUTER_MAC, Mode
 from openvpc.model.nodeconfig import (
     MacRouteConfig,
     NextHopConfig,
@@ -22,8 +23,8 @@ from openvpc.packet.ipv4 import ip_to_bytes
 from openvpc.vrouter.drops import Drop
 from openvpc.vrouter.nexthop import CompositeNH, EncapNH, TunnelNH
 from openvpc.vrouter.pipeline import process, process_overlay
-from openvpc.vrouter.program import LINK_LOCAL_GATEWAY, Programmer, build_tables
-from openvpc.vrouter.tables import VROUTER_MAC, Fabric, LabelEntry, Mode
+from openvpc.vrouter.program import Programmer, build_tables
+from openvpc.vrouter.tables import Fabric, LabelEntry
 
 FABRIC = Fabric(0, ip_to_bytes("192.168.0.10"), bytes.fromhex("02fa00000001"))
 VRF = VrfConfig(1, "red/prod/main", "l3", "mplsogre", 5001, 101, 17, 18)

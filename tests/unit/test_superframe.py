@@ -23,14 +23,14 @@ from vrouter_setup import (
     udp_frame,
 )
 
+from openvpc.model.forwarding import VROUTER_MAC, Encap, FlowKey, Mode
 from openvpc.packet.ethernet import ETH_P_IP, ETH_P_MPLS, build_ethernet
 from openvpc.packet.ipv4 import PROTO_TCP, build_ipv4
 from openvpc.packet.l4 import build_tcp
 from openvpc.packet.tunnel import build_gre, build_mpls, build_vxlan
 from openvpc.vrouter import pipeline
-from openvpc.vrouter.flow import FlowAction, FlowKey
+from openvpc.vrouter.flow import FlowAction
 from openvpc.vrouter.gso import coalesce, ethernet_l3, parse_super, segment
-from openvpc.vrouter.nexthop import Encap
 from openvpc.vrouter.offload import (
     F_NEEDS_CSUM,
     GSO_ECN,
@@ -46,7 +46,7 @@ from openvpc.vrouter.superframe import (
     process_overlay_batch,
     process_super,
 )
-from openvpc.vrouter.tables import VROUTER_MAC, Mode, Tables
+from openvpc.vrouter.tables import Tables
 
 N1, N2 = NODES[1], NODES[2]
 FLAGS = {"A": 0x10, "PA": 0x18, "FA": 0x11, "FPA": 0x19, "CA": 0x90, "CPA": 0x98, "SA": 0x12}

@@ -2,20 +2,12 @@
 
 import pytest
 
+from openvpc.model.forwarding import VROUTER_MAC
 from openvpc.packet.ipv4 import ip_to_bytes
 from openvpc.vrouter.dump import dump_all
 from openvpc.vrouter.lpm import Lpm, mask, prefix_int
 from openvpc.vrouter.nexthop import DISCARD_NH_ID, DiscardNH, EncapNH, ReceiveNH
-from openvpc.vrouter.tables import (
-    VROUTER_MAC,
-    Fabric,
-    LabelEntry,
-    Route,
-    Tables,
-    Vif,
-    VifKind,
-    Vrf,
-)
+from openvpc.vrouter.tables import Fabric, LabelEntry, Route, Tables, Vif, VifKind, Vrf
 
 
 def ip(text: str) -> bytes:

@@ -9,6 +9,7 @@ neighbour. Frame builders for every kind of traffic live here too.
 
 from dataclasses import dataclass
 
+from openvpc.model.forwarding import VROUTER_MAC, ArpMode, Encap
 from openvpc.packet import dhcp
 from openvpc.packet.arp import ARP_REPLY, ARP_REQUEST, build_arp
 from openvpc.packet.ethernet import (
@@ -29,18 +30,8 @@ from openvpc.packet.tunnel import (
     build_vxlan,
 )
 from openvpc.vrouter.limits import DEFAULT_LIMITS, NodeLimits
-from openvpc.vrouter.nexthop import Encap, EncapNH, ReceiveNH, TunnelNH
-from openvpc.vrouter.tables import (
-    VROUTER_MAC,
-    ArpMode,
-    Fabric,
-    LabelEntry,
-    Route,
-    Tables,
-    Vif,
-    VifKind,
-    Vrf,
-)
+from openvpc.vrouter.nexthop import EncapNH, ReceiveNH, TunnelNH
+from openvpc.vrouter.tables import Fabric, LabelEntry, Route, Tables, Vif, VifKind, Vrf
 
 FABRIC_VIF = 0
 AGENT_VIF = 1

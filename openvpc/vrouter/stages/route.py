@@ -1,0 +1,271 @@
+"""The route stage: an IP packet in a VRF. TTL, the IP FIB, the flow stage (first-packet
+policy, NAT), the IP next hops, the MTU (fragment or ICMP frag-needed) and the gateway's own
+addresses (receive)."""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING
+
+from openvpc.model.forwarding import Encap, NatTuple, overhead
+from openvpc.packet.checksum import checksum, pseudo_header_sum
+from openvpc.packet.ipv4 import (
+    PROTO_ICMP,
+    PROTO_TCP,
+    PROTO_UDP,
+    IPv4,
+    fragment,
+    ip_to_str,
+    parse_ipv4,
+)
+from openvpc.packet.l4 import l4_ports
+from openvpc.vrouter import replies
+from openvpc.vrouter.drops import Drop
+from openvpc.vrouter.encap import entropy_port
+from openvpc.vrouter.flow import MAX_HELD, FlowAction
+from openvpc.vrouter.nexthop import (
+    CompositeNH,
+    DiscardNH,
+    EncapNH,
+    ReceiveNH,
+    ResolveNH,
+    TunnelNH,
+)
+from openvpc.vrouter.punt import Punt
+from openvpc.vrouter.stages import IP_TYPE, MAX_DEPTH, fabric
+from openvpc.vrouter.tables import VifKind, Vrf
+from openvpc.vrouter.trace import Stage
+
+if TYPE_CHECKING:
+    from openvpc.vrouter.pipeline import Pass
+
+_PORTS = struct.Struct("!HH")
+
+
+def route(run: Pass, vrf: Vrf, packet: bytes, ip: IPv4, depth: int = 0) -> None:
+    """Route an IP packet in `vrf`: TTL, FIB lookup, first-packet flow policy, next hop."""
+    # one routed hop, one decrement: the ingress vRouter (or an L2 network's gateway)
+    # routes; what arrives from the fabric was routed already by the sending vRouter
+    if vrf.decrement_ttl and not run.fabric_in:
+        if ip.ttl <= 1:
+            return run.drop(Drop.TTL_EXPIRED)
+        buf = bytearray(packet)
+        buf[8] -= 1
+        csum = int.from_bytes(buf[10:12], "big") + 0x0100  # RFC 1624 for TTL - 1
+        csum = (csum & 0xFFFF) + (csum >> 16)
+        buf[10:12] = csum.to_bytes(2, "big")
+        packet = bytes(buf)
+        ip = ip._replace(ttl=ip.ttl - 1)
+    found = vrf.ip_fib.lookup(ip.dst)
+    if run.rec is not None:
+        run.rec(
+            Stage.IP_FIB,
+            f"{vrf.name}: {ip_to_str(ip.dst)} -> "
+            + ("no route" if found is None else f"nh {found.nh} label {found.label}"),
+        )
+    if found is None:
+        return run.drop(Drop.NO_ROUTE)
+    ports = l4_ports(packet, ip)
+    if needs_flow(run, found.nh):
+        verdict = run.flow_stage(vrf, packet, ip, ports)
+        if verdict is None:
+            return
+        if verdict != (ip.src, ip.dst, *ports):
+            packet = nat_rewrite(packet, ip, verdict)
+            ip = parse_ipv4(packet, verify=False)
+            ports = (verdict[2], verdict[3])
+            found = vrf.ip_fib.lookup(ip.dst)
+            if found is None:
+                return run.drop(Drop.NO_ROUTE)
+    ip_nexthop(run, vrf, found.nh, found.label, found.mac, packet, ip, ports, depth)
+
+
+def needs_flow(run: Pass, nh_id: int) -> bool:
+    if run.in_vif.kind is VifKind.VIRTUAL and run.in_vif.policy:
+        return True
+    nh = run.t.nexthops.get(nh_id)
+    if isinstance(nh, EncapNH):
+        target = run.t.vifs.get(nh.vif)
+        return target is not None and target.policy
+    return False
+
+
+def flow_stage(
+    run: Pass, vrf: Vrf, packet: bytes, ip: IPv4, ports: tuple[int, int]
+) -> NatTuple | None:
+    """The flow table: None when the packet is held or dropped, else its tuple after NAT."""
+    key = (vrf.id, ip.proto, ip.src, ip.dst, ports[0], ports[1])
+    flows = run.t.flows
+    flow = flows.lookup(key)
+    if flow is None:
+        if run.t.agent_vif is None:
+            run.drop(Drop.AGENT_ABSENT)
+            return None
+        # the table and the source's HOLD share first, so that a refusal costs no token
+        source = run.source(vrf.id)
+        refused = flows.can_hold(key, source)
+        if refused is not None:
+            run.drop(refused)
+            return None
+        if not run.may_punt(vrf.id):
+            return None
+        made = flows.hold(key, run.now, source)
+        if isinstance(made, Drop):
+            run.drop(made)
+            return None
+        if run.rec is not None:
+            run.rec(Stage.FLOW, "miss: hold and punt")
+        made.held.append(run.held())
+        # the agent keys the flow on the tenant packet: from the fabric, the inner one
+        punted = run.frame
+        if run.in_vif.kind is VifKind.FABRIC:
+            punted = vrf.gateway_mac + vrf.gateway_mac + IP_TYPE + packet
+        run.punt(Punt.FLOW_MISS, vrf.id, punted, paid=True)
+        return None
+    if flow.action is FlowAction.HOLD:
+        if len(flow.held) >= MAX_HELD:
+            run.drop(Drop.FLOW_QUEUE_LIMIT)
+        else:
+            if run.rec is not None:
+                run.rec(Stage.FLOW, "hold: queued")
+            flow.held.append(run.held())
+        return None
+    tcp_flags = 0
+    if ip.proto == PROTO_TCP and len(packet) > ip.header_len + 13:
+        tcp_flags = packet[ip.header_len + 13]
+    run.touch(flow, len(packet), tcp_flags)
+    if run.rec is not None:
+        run.rec(Stage.FLOW, f"hit: {flow.action}")
+    if flow.action is FlowAction.DROP:
+        run.drop(Drop.FLOW_ACTION_DROP)
+        return None
+    return flow.nat or (ip.src, ip.dst, ports[0], ports[1])
+
+
+def nat_rewrite(packet: bytes, ip: IPv4, nat: NatTuple) -> bytes:
+    """Rewrite addresses and ports, recomputing the IPv4 and L4 checksums."""
+    buf = bytearray(packet)
+    src, dst, sport, dport = nat
+    buf[12:16], buf[16:20] = src, dst
+    struct.pack_into("!H", buf, 10, 0)
+    struct.pack_into("!H", buf, 10, checksum(buf[: ip.header_len]))
+    p = ip.header_len
+    if ip.proto in (PROTO_TCP, PROTO_UDP) and not ip.flags_frag & 0x3FFF:
+        _PORTS.pack_into(buf, p, sport, dport)
+        off = p + (16 if ip.proto == PROTO_TCP else 6)
+        if len(buf) >= off + 2 and (ip.proto == PROTO_TCP or buf[off : off + 2] != b"\0\0"):
+            struct.pack_into("!H", buf, off, 0)
+            seg = buf[p : ip.total_length]
+            csum = checksum(seg, pseudo_header_sum(src, dst, ip.proto, len(seg)))
+            struct.pack_into("!H", buf, off, csum or (0xFFFF if ip.proto == PROTO_UDP else 0))
+    return bytes(buf)
+
+
+def ip_nexthop(
+    run: Pass,
+    vrf: Vrf,
+    nh_id: int,
+    label: int | None,
+    mac: bytes | None,
+    packet: bytes,
+    ip: IPv4,
+    ports: tuple[int, int],
+    depth: int,
+) -> None:
+    nh = run.t.nexthops.get(nh_id)
+    if run.rec is not None:
+        run.rec(Stage.NEXTHOP, f"{nh_id} {type(nh).__name__}")
+    if nh is None or depth > MAX_DEPTH:
+        return run.drop(Drop.INVALID_NH)
+    if isinstance(nh, EncapNH):
+        if nh.vif == run.in_vif.id:
+            return run.drop(Drop.SAME_VIF)
+        out = run.t.vifs.get(nh.vif)
+        if out is None:
+            return run.drop(Drop.INVALID_NH)
+        header = nh.dst_mac + nh.src_mac + IP_TYPE
+        for piece in run.fit(packet, ip, out.mtu, vrf):
+            run.emit(nh.vif, header + piece)
+    elif isinstance(nh, TunnelNH):
+        if run.fabric_in:
+            return run.drop(Drop.NO_TRANSIT)
+        if label is None:
+            return run.drop(Drop.INVALID_NH)
+        tunnel_ip(run, vrf, nh, label, mac, packet, ip, ports)
+    elif isinstance(nh, ReceiveNH):
+        receive(run, vrf, packet, ip)
+    elif isinstance(nh, CompositeNH) and nh.ecmp and nh.members:
+        sport = entropy_port(vrf.id, ip.proto, ip.src, ip.dst, *ports)
+        member, member_label = nh.members[sport % len(nh.members)]
+        if run.rec is not None:
+            run.rec(Stage.ECMP, f"member {member} of {len(nh.members)}")
+        ip_nexthop(run, vrf, member, member_label, mac, packet, ip, ports, depth + 1)
+    elif isinstance(nh, ResolveNH):
+        run.punt(Punt.RESOLVE, vrf.id, packet)
+    elif isinstance(nh, DiscardNH):
+        run.drop(Drop.DISCARD)
+    else:
+        run.drop(Drop.INVALID_NH)
+
+
+def fit(run: Pass, packet: bytes, ip: IPv4, mtu: int, vrf: Vrf) -> list[bytes]:
+    """The packet as pieces of at most `mtu`: fragmented, or [] after ICMP frag-needed."""
+    if len(packet) <= mtu:
+        return [packet]
+    if ip.df:
+        if run.rec is not None:
+            run.rec(Stage.MTU, f"{len(packet)} > {mtu} with DF: ICMP fragmentation needed")
+        run.drop(Drop.FRAG_NEEDED)
+        vif = run.in_vif
+        src = vif.gateway_ip or vrf.link_local_gateway
+        if vif.kind is VifKind.VIRTUAL and src is not None:
+            run.emit(vif.id, replies.frag_needed(packet, ip, mtu, src, vif.mac, vrf.gateway_mac))
+        return []
+    try:
+        pieces = fragment(packet, mtu)
+    except ValueError:
+        run.drop(Drop.FRAGMENT_FAILED)
+        return []
+    if run.rec is not None:
+        run.rec(Stage.MTU, f"fragmented into {len(pieces)}")
+    return pieces
+
+
+def tunnel_ip(
+    run: Pass,
+    vrf: Vrf,
+    nh: TunnelNH,
+    label: int,
+    mac: bytes | None,
+    packet: bytes,
+    ip: IPv4,
+    ports: tuple[int, int],
+) -> None:
+    mtu = run.t.fabric.mtu - overhead(nh.encap, False)
+    sport = entropy_port(vrf.id, ip.proto, ip.src, ip.dst, *ports)
+    for piece in run.fit(packet, ip, mtu, vrf):
+        if nh.encap is Encap.VLAN:
+            fabric.vlan_to_node(run, nh.dst_ip, label, IP_TYPE + piece)
+        elif nh.encap is Encap.VXLAN:
+            inner = (mac or vrf.gateway_mac) + vrf.gateway_mac + IP_TYPE + piece
+            run.tunnel(nh, label, inner, sport)
+        else:
+            run.tunnel(nh, label, piece, sport)
+
+
+def receive(run: Pass, vrf: Vrf, packet: bytes, ip: IPv4) -> None:
+    """A packet to a gateway address: echo replies from the sender's own gateway only."""
+    vif = run.in_vif
+    if vif.kind is not VifKind.VIRTUAL:
+        return run.drop(Drop.RECEIVE_UNHANDLED)
+    own_gateway = ip.dst == vif.gateway_ip or ip.dst == vrf.link_local_gateway
+    # a fragment may end at its header; a whole ICMP packet has its 8 bytes (l4_ports)
+    if ip.proto == PROTO_ICMP and not ip.is_fragment and packet[ip.header_len] == 8:
+        if not own_gateway:
+            return run.drop(Drop.GATEWAY_OTHER_SUBNET)
+        if run.rec is not None:
+            run.rec(Stage.RECEIVE, f"echo reply from gateway {ip_to_str(ip.dst)}")
+        return run.emit(vif.id, replies.echo_reply(packet, ip, vif.mac, vrf.gateway_mac))
+    if ip.proto == PROTO_UDP and l4_ports(packet, ip)[1] == 53:
+        return run.punt(Punt.DNS, vrf.id, run.frame)
+    run.drop(Drop.RECEIVE_UNHANDLED)

@@ -25,8 +25,9 @@ from typing import Any
 
 from bench import overlay_measure as m
 from bench.overlay_ovs import ensure_installed
-from bench.overlay_paths import BASELINES, ENCAPS, baselines, openvpc_lab, sweep
+from bench.overlay_paths import BASELINES, ENCAPS, baselines, lab_name, openvpc_lab, sweep
 from bench.pipeline import machine
+from openvpc.lab import real
 
 DATAPATHS = ("python", "ebpf")
 ALL_PATHS = (*BASELINES, *(f"{d}-{e}" for d in DATAPATHS for e in ENCAPS))
@@ -91,7 +92,10 @@ def run(paths: Sequence[str], seconds: float, samples: int, pings: int) -> dict[
     started = datetime.datetime.now(datetime.UTC)
     load_before = os.getloadavg()
     raw: dict[str, dict[str, Any]] = {p: {} for p in paths}
-    sweep()  # a killed run's baseline namespaces and daemons
+    for leftover in sweep(directories=True):  # of a killed run
+        print(f"removed {leftover}, left by an earlier run", file=sys.stderr)
+    for datapath in DATAPATHS:
+        real.down(lab_name(datapath))  # likewise: a killed run's lab
     with ExitStack() as stack:
         if "ovs" in paths:
             ensure_installed()

@@ -57,9 +57,10 @@ def ip_netns_exec(ns: str, argv: Sequence[str]) -> list[str]:
     return ["ip", "netns", "exec", ns, *argv]
 
 
-def sweep() -> list[str]:
+def sweep(directories: bool = False) -> list[str]:
     """Remove every "ovbench-" namespace and kill what runs in it (a killed run's leftovers,
-    OVS daemons included); the names removed."""
+    OVS daemons included), and with `directories` the "ovbench-" temporary directories too
+    (only before a run: during one they are in use); the names removed."""
     removed = []
     for ns in netns.list_netns():
         if ns.startswith(PREFIX):
@@ -67,6 +68,10 @@ def sweep() -> list[str]:
                 _kill(pid)
             netns.remove_netns(ns)
             removed.append(ns)
+    if directories:
+        for stale in Path(tempfile.gettempdir()).glob(f"{PREFIX}*"):
+            shutil.rmtree(stale, ignore_errors=True)
+            removed.append(str(stale))
     return removed
 
 

@@ -15,6 +15,7 @@ import json
 import os
 import shlex
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -54,7 +55,7 @@ def _sample(ep: m.Endpoints, seconds: float, pings: int, into: dict[str, Any]) -
     for key, step in steps:
         try:
             value = step()
-        except (m.MeasureError, OSError, ValueError, KeyError) as exc:
+        except (m.MeasureError, OSError, ValueError, KeyError, subprocess.SubprocessError) as exc:
             into.setdefault("errors", []).append(f"{key}: {exc}")
             print(f"  {ep.name} {key}: FAILED {exc}", file=sys.stderr)
             continue

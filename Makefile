@@ -2,8 +2,12 @@
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# the eBPF datapath: every C source is one object; any header change rebuilds them all
+BPF_DIR := openvpc/vrouter/bpf
+BPF_OBJS := $(patsubst %.c,%.bpf.o,$(wildcard $(BPF_DIR)/*.c))
+BPF_CFLAGS := -O2 -g -target bpf -Wall -Werror -I/usr/include/$(shell uname -m)-linux-gnu
 
-.PHONY: demo test lint bench bench-overlay bench-apply clean sysdeps
+.PHONY: demo test lint bench bench-overlay bench-apply clean sysdeps bpf
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -11,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-demo: $(STAMP) sysdeps
+demo: $(STAMP) sysdeps bpf
 	$(VENV)/bin/openvpc demo
 
 lint: $(STAMP)
@@ -19,11 +23,17 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check openvpc tests bench
 	$(VENV)/bin/mypy
 
-# the real lab needs ping, iperf3, tshark, tcpdump, dhclient and ip, the TLS test openssl (Debian packages)
+bpf: $(BPF_OBJS)
+
+$(BPF_DIR)/%.bpf.o: $(BPF_DIR)/%.c $(wildcard $(BPF_DIR)/*.h) | sysdeps
+	clang $(BPF_CFLAGS) -c $< -o $@
+
+# the real lab needs ping, iperf3, tshark, tcpdump, dhclient and ip, the TLS test openssl, the eBPF
+# datapath clang, libbpf-dev (with libbpf1) and bpftool (Debian packages)
 sysdeps:
 	bash .ci/sysdeps
 
-test: $(STAMP) sysdeps lint
+test: $(STAMP) sysdeps bpf lint
 	$(VENV)/bin/pytest tests
 
 bench: $(STAMP)
@@ -40,4 +50,4 @@ bench-apply: $(STAMP)
 	$(PY) -m bench.apply
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis $(BPF_OBJS)

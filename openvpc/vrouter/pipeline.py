@@ -6,6 +6,7 @@ The stages live in `openvpc.vrouter.stages`; here are the entry points and the p
 """
 
 import struct
+from typing import Protocol
 
 from openvpc.model.forwarding import FlowKey, NatTuple
 from openvpc.packet.errors import Malformed
@@ -115,16 +116,93 @@ def install_flow(
     return out
 
 
+class Steps(Protocol):
+    """The steps a pass may take its own way: `PerFrame` takes them for one frame; the
+    super-frame path (superframe.py) composes steps that keep a super-frame whole."""
+
+    def drop(self, run: "Pass", reason: str) -> None: ...
+
+    def punt(self, run: "Pass", reason: Punt, vrf: int, frame: bytes, paid: bool) -> None: ...
+
+    def emit(self, run: "Pass", vif_id: int, data: bytes) -> None: ...
+
+    def flow_stage(
+        self, run: "Pass", vrf: Vrf, packet: bytes, ip: IPv4, ports: tuple[int, int]
+    ) -> NatTuple | None: ...
+
+    def touch(self, run: "Pass", flow: Flow, size: int, tcp_flags: int) -> None: ...
+
+    def fit(self, run: "Pass", packet: bytes, ip: IPv4, mtu: int, vrf: Vrf) -> list[bytes]: ...
+
+    def tunnel(self, run: "Pass", nh: TunnelNH, label: int, payload: bytes, sport: int) -> None: ...
+
+    def to_node(self, run: "Pass", node_ip: bytes, rest: bytes) -> None: ...
+
+
+class PerFrame:
+    """The steps of one frame: drops are counted, punts and frames emitted, and the flow
+    stage, MTU, tunnel and underlay are the stages' own."""
+
+    __slots__ = ()
+
+    def drop(self, run: "Pass", reason: str) -> None:
+        run.t.count_drop(reason, run.in_vif)
+        if run.rec is not None:
+            run.rec(Stage.DROP, reason)
+
+    def punt(self, run: "Pass", reason: Punt, vrf: int, frame: bytes, paid: bool) -> None:
+        if run.t.agent_vif is None:
+            run.drop(Drop.AGENT_ABSENT)
+            return
+        if not paid and not run.may_punt(vrf):
+            return
+        if run.rec is not None:
+            run.rec(Stage.PUNT, f"{reason.name.lower()} to agent")
+        run.emit(run.t.agent_vif, build_punt(reason, run.in_vif.id, vrf, frame))
+
+    def emit(self, run: "Pass", vif_id: int, data: bytes) -> None:
+        if run.rec is not None:
+            run.rec(Stage.TX, f"vif {vif_id} ({len(data)} bytes)")
+        run.out.append((vif_id, data))
+
+    def flow_stage(
+        self, run: "Pass", vrf: Vrf, packet: bytes, ip: IPv4, ports: tuple[int, int]
+    ) -> NatTuple | None:
+        return route.flow_stage(run, vrf, packet, ip, ports)
+
+    def touch(self, run: "Pass", flow: Flow, size: int, tcp_flags: int) -> None:
+        run.t.flows.touch(flow, run.now, size, tcp_flags)
+
+    def fit(self, run: "Pass", packet: bytes, ip: IPv4, mtu: int, vrf: Vrf) -> list[bytes]:
+        return route.fit(run, packet, ip, mtu, vrf)
+
+    def tunnel(self, run: "Pass", nh: TunnelNH, label: int, payload: bytes, sport: int) -> None:
+        fabric.tunnel(run, nh, label, payload, sport)
+
+    def to_node(self, run: "Pass", node_ip: bytes, rest: bytes) -> None:
+        fabric.to_node(run, node_ip, rest)
+
+
+PER_FRAME = PerFrame()
+
+
 class Pass:
     """One frame's way through the pipeline, shared by its stages; collects what to emit.
+    The steps a super-frame takes its own way go through `steps`.
 
     Every recorder call sits under `if self.rec is not None` so untraced frames format nothing.
     """
 
-    __slots__ = ("fabric_in", "frame", "in_vif", "now", "out", "overlay", "rec", "t")
+    __slots__ = ("fabric_in", "frame", "in_vif", "now", "out", "overlay", "rec", "steps", "t")
 
     def __init__(
-        self, tables: Tables, vif: Vif, frame: bytes, now: float, rec: Recorder | None
+        self,
+        tables: Tables,
+        vif: Vif,
+        frame: bytes,
+        now: float,
+        rec: Recorder | None,
+        steps: Steps = PER_FRAME,
     ) -> None:
         self.t = tables
         self.in_vif = vif
@@ -133,18 +211,9 @@ class Pass:
         self.fabric_in = vif.kind is VifKind.FABRIC
         self.now = now
         self.rec = rec
+        self.steps = steps
         self.out: list[Emit] = []
         self.overlay: str | None = None  # set by process_overlay: `frame` has no outer headers
-
-    def drop(self, reason: str) -> None:
-        self.t.count_drop(reason, self.in_vif)
-        if self.rec is not None:
-            self.rec(Stage.DROP, reason)
-
-    def emit(self, vif_id: int, data: bytes) -> None:
-        if self.rec is not None:
-            self.rec(Stage.TX, f"vif {vif_id} ({len(data)} bytes)")
-        self.out.append((vif_id, data))
 
     def source(self, vrf: int) -> Source:
         """Who pays for a punt or a HOLD entry: the VM's vif, or the fabric per VRF."""
@@ -157,37 +226,39 @@ class Pass:
         self.drop(Drop.PUNT_RATE_LIMITED)
         return False
 
-    def punt(self, reason: Punt, vrf: int, frame: bytes, paid: bool = False) -> None:
-        """Send `frame` to the agent; `paid` when the caller took the token already."""
-        if self.t.agent_vif is None:
-            self.drop(Drop.AGENT_ABSENT)
-            return
-        if not paid and not self.may_punt(vrf):
-            return
-        if self.rec is not None:
-            self.rec(Stage.PUNT, f"{reason.name.lower()} to agent")
-        self.emit(self.t.agent_vif, build_punt(reason, self.in_vif.id, vrf, frame))
-
     def held(self) -> tuple[bytes, int]:
         """What a flow holds to run again later: always a whole frame with its input vif."""
         if self.overlay is not None:
             return _outer_frame(self.t, self.overlay, self.frame), self.in_vif.id
         return self.frame, self.in_vif.id
 
+    # -- the steps, taken by `steps` -------------------------------------------------------
+    def drop(self, reason: str) -> None:
+        self.steps.drop(self, reason)
+
+    def punt(self, reason: Punt, vrf: int, frame: bytes, paid: bool = False) -> None:
+        """Send `frame` to the agent; `paid` when the caller took the token already."""
+        self.steps.punt(self, reason, vrf, frame, paid)
+
+    def emit(self, vif_id: int, data: bytes) -> None:
+        self.steps.emit(self, vif_id, data)
+
     def flow_stage(
         self, vrf: Vrf, packet: bytes, ip: IPv4, ports: tuple[int, int]
     ) -> NatTuple | None:
-        return route.flow_stage(self, vrf, packet, ip, ports)
+        """The flow table: None when the packet is held or dropped, else its tuple after NAT."""
+        return self.steps.flow_stage(self, vrf, packet, ip, ports)
 
     def touch(self, flow: Flow, size: int, tcp_flags: int) -> None:
         """Count a packet on the flow it hit (a super-frame counts each of its segments)."""
-        self.t.flows.touch(flow, self.now, size, tcp_flags)
+        self.steps.touch(self, flow, size, tcp_flags)
 
     def fit(self, packet: bytes, ip: IPv4, mtu: int, vrf: Vrf) -> list[bytes]:
-        return route.fit(self, packet, ip, mtu, vrf)
+        """The packet as pieces of at most `mtu` (see `route.fit`)."""
+        return self.steps.fit(self, packet, ip, mtu, vrf)
 
     def tunnel(self, nh: TunnelNH, label: int, payload: bytes, sport: int) -> None:
-        fabric.tunnel(self, nh, label, payload, sport)
+        self.steps.tunnel(self, nh, label, payload, sport)
 
     def to_node(self, node_ip: bytes, rest: bytes) -> None:
-        fabric.to_node(self, node_ip, rest)
+        self.steps.to_node(self, node_ip, rest)

@@ -19,7 +19,7 @@ from openvpc.vrouter.flow import Flow, FlowAction
 from openvpc.vrouter.gso import Coalesced, TcpSuper, coalesce, parse_super, parse_tcp4, segment
 from openvpc.vrouter.limits import MAX_SEGMENTS, MIN_MSS, max_segments
 from openvpc.vrouter.nexthop import TunnelNH
-from openvpc.vrouter.pipeline import Emit, Pass, process, process_overlay
+from openvpc.vrouter.pipeline import PER_FRAME, Emit, Pass, process, process_overlay
 from openvpc.vrouter.punt import Punt
 from openvpc.vrouter.stages import IP_TYPE, fabric, ingress
 from openvpc.vrouter.tables import Tables, Vif, VifKind, Vrf
@@ -35,14 +35,15 @@ class _Split(Exception):
     """The super-frame cannot be forwarded whole: forward its segments one by one."""
 
 
-class _SuperPass(Pass):
-    """A pass over a super-frame: stages that would act per segment raise `_Split` before
-    changing any table, flow counters wait for the commit, tunnels cut the frame up."""
+class _WholeSteps:
+    """The steps of a pass over a super-frame: those that would act per segment raise `_Split`
+    before changing any table, flow counters wait for the commit, tunnels cut the frame up.
+    The rest are the ordinary steps (`base`)."""
 
-    __slots__ = ("cutting", "ip_len", "largest", "mss", "touched", "whole")
+    __slots__ = ("base", "cutting", "ip_len", "largest", "mss", "touched", "whole")
 
-    def __init__(self, tables: Tables, vif: Vif, frame: bytes, now: float, sup: TcpSuper, mss: int):
-        super().__init__(tables, vif, frame, now, None)
+    def __init__(self, sup: TcpSuper, mss: int) -> None:
+        self.base = PER_FRAME
         self.mss = mss
         self.ip_len = sup.end - sup.l3  # the same all along: NAT and fragmenting split first
         self.largest = sup.payload - sup.l3 + min(mss, sup.payload_len)
@@ -50,35 +51,35 @@ class _SuperPass(Pass):
         self.whole: list[SuperEmit] = []
         self.cutting = False
 
-    def drop(self, reason: str) -> None:
+    def drop(self, run: Pass, reason: str) -> None:
         raise _Split
 
-    def punt(self, reason: Punt, vrf: int, frame: bytes, paid: bool = False) -> None:
+    def punt(self, run: Pass, reason: Punt, vrf: int, frame: bytes, paid: bool) -> None:
         raise _Split
 
-    def emit(self, vif_id: int, data: bytes) -> None:
+    def emit(self, run: Pass, vif_id: int, data: bytes) -> None:
         self.whole.append((vif_id, data, 0 if self.cutting else self.mss))
 
-    def fit(self, packet: bytes, ip: IPv4, mtu: int, vrf: Vrf) -> list[bytes]:
+    def fit(self, run: Pass, packet: bytes, ip: IPv4, mtu: int, vrf: Vrf) -> list[bytes]:
         if self.largest > mtu:
             raise _Split  # each segment is fragmented or answered with frag-needed
         return [packet]
 
     def flow_stage(
-        self, vrf: Vrf, packet: bytes, ip: IPv4, ports: tuple[int, int]
+        self, run: Pass, vrf: Vrf, packet: bytes, ip: IPv4, ports: tuple[int, int]
     ) -> NatTuple | None:
-        flow = self.t.flows.lookup((vrf.id, ip.proto, ip.src, ip.dst, ports[0], ports[1]))
+        flow = run.t.flows.lookup((vrf.id, ip.proto, ip.src, ip.dst, ports[0], ports[1]))
         if flow is None or flow.action is FlowAction.HOLD:
             raise _Split  # the flow is made and the packets held one by one
-        verdict = super().flow_stage(vrf, packet, ip, ports)
+        verdict = self.base.flow_stage(run, vrf, packet, ip, ports)
         if verdict is not None and verdict != (ip.src, ip.dst, *ports):
             raise _Split  # NAT recomputes the checksums a super-frame leaves partial
         return verdict
 
-    def touch(self, flow: Flow, size: int, tcp_flags: int) -> None:
+    def touch(self, run: Pass, flow: Flow, size: int, tcp_flags: int) -> None:
         self.touched.append(flow)
 
-    def tunnel(self, nh: TunnelNH, label: int, payload: bytes, sport: int) -> None:
+    def tunnel(self, run: Pass, nh: TunnelNH, label: int, payload: bytes, sport: int) -> None:
         """Each segment gets the outer header (IP packets and Ethernet frames alike). The
         outer header depends on the length only: the first and the last segment take the
         whole way, the ones between reuse the first one's."""
@@ -87,24 +88,24 @@ class _SuperPass(Pass):
         self.cutting = True
         try:
             start = len(self.whole)
-            super().tunnel(nh, label, pieces[0], sport)
+            self.base.tunnel(run, nh, label, pieces[0], sport)
             if len(pieces) > 1:
                 if len(self.whole) != start + 1:
                     raise _Split  # not one plain frame per segment: no header to reuse
                 vif, first, _ = self.whole[-1]
                 head = first[: len(first) - len(pieces[0])]
                 self.whole.extend((vif, head + piece, 0) for piece in pieces[1:-1])
-                super().tunnel(nh, label, pieces[-1], sport)
+                self.base.tunnel(run, nh, label, pieces[-1], sport)
         finally:
             self.cutting = False
 
-    def to_node(self, node_ip: bytes, rest: bytes) -> None:
-        t = self.t
+    def to_node(self, run: Pass, node_ip: bytes, rest: bytes) -> None:
+        t = run.t
         if not (t.fabric.kernel_routed and rest[:2] == IP_TYPE):
             gateway = t.underlay.lookup(node_ip)
             if gateway is None or (gateway or node_ip) not in t.neighbors:
                 raise _Split  # the first segment would wait for ARP, the next ones queue
-        super().to_node(node_ip, rest)
+        self.base.to_node(run, node_ip, rest)
 
 
 def process_super(
@@ -128,7 +129,8 @@ def process_super(
         return []
     if vif is None or vif.kind is VifKind.AGENT or sup.count(mss) == 1 or sup.end != len(frame):
         return _one_by_one(segment(frame, mss, sup), lambda f: process(tables, f, vif_id, now))
-    run = _SuperPass(tables, vif, frame, now, sup, mss)
+    steps = _WholeSteps(sup, mss)
+    run = Pass(tables, vif, frame, now, None, steps)
     try:
         if vif.kind is VifKind.VIRTUAL:
             ingress.from_vm(run, frame)
@@ -136,7 +138,7 @@ def process_super(
             fabric.from_fabric(run, frame)
     except (_Split, Malformed):
         return _one_by_one(segment(frame, mss, sup), lambda f: process(tables, f, vif_id, now))
-    return _commit(tables, run, vif, sup)
+    return _commit(tables, steps, vif, sup, now)
 
 
 def gso_refusal(vif: Vif | None, sup: TcpSuper, mss: int) -> Drop | None:
@@ -237,11 +239,11 @@ def process_overlay_super(
     vif = tables.vifs[tables.fabric.vif]
     try:
         sup = parse_tcp4(data, l3)
-        run = _SuperPass(tables, vif, data, now, sup, mss)
-        fabric.overlay_in(run, kind, data)
+        steps = _WholeSteps(sup, mss)
+        fabric.overlay_in(Pass(tables, vif, data, now, None, steps), kind, data)
     except (_Split, Malformed):
         return _one_by_one(parts, lambda p: process_overlay(tables, kind, p, now))
-    return _commit(tables, run, vif, sup)
+    return _commit(tables, steps, vif, sup, now)
 
 
 def _one_by_one(frames: Sequence[bytes], forward: Callable[[bytes], list[Emit]]) -> list[SuperEmit]:
@@ -249,17 +251,19 @@ def _one_by_one(frames: Sequence[bytes], forward: Callable[[bytes], list[Emit]])
     return [(vif, data, 0) for frame in frames for vif, data in forward(frame)]
 
 
-def _commit(tables: Tables, run: _SuperPass, vif: Vif, sup: TcpSuper) -> list[SuperEmit]:
+def _commit(
+    tables: Tables, steps: _WholeSteps, vif: Vif, sup: TcpSuper, now: float
+) -> list[SuperEmit]:
     """Count what the segments would have counted: receive, flows, transmit."""
-    mss = run.mss
+    mss = steps.mss
     count = sup.count(mss)
     vif.stats.rx_packets += count
     vif.stats.rx_bytes += count * sup.payload + sup.payload_len
-    for flow in run.touched:
+    for flow in steps.touched:
         # the segments' flags together are the super-frame's (cut into two or more)
-        tables.flows.touch(flow, run.now, sup.packet_bytes(mss), sup.flags)
+        tables.flows.touch(flow, now, sup.packet_bytes(mss), sup.flags)
         flow.packets += count - 1
-    for out_vif, data, out_mss in run.whole:
+    for out_vif, data, out_mss in steps.whole:
         out = tables.vifs.get(out_vif)
         if out is None:
             continue
@@ -269,4 +273,4 @@ def _commit(tables: Tables, run: _SuperPass, vif: Vif, sup: TcpSuper) -> list[Su
         else:
             out.stats.tx_packets += 1
             out.stats.tx_bytes += len(data)
-    return run.whole
+    return steps.whole

@@ -1,0 +1,1 @@
+"""The eBPF fast path's Python side: the libbpf binding, the map layout and the map writer."""

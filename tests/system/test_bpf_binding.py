@@ -293,6 +293,15 @@ def test_a_refused_program_raises_with_the_verifier_log_in_our_log(
     assert "R1 offset is outside of the packet" in caplog.text
 
 
+def test_what_is_not_an_object_is_refused_clearly(tmp_path: Path) -> None:
+    with pytest.raises(BpfError, match=r"open .*absent\.bpf\.o: No such file") as err:
+        BpfObject.open(tmp_path / "absent.bpf.o")
+    assert err.value.errno == 2
+    (tmp_path / "text.bpf.o").write_text("not ELF")
+    with pytest.raises(BpfError, match=r"text\.bpf\.o: BPF object format invalid"):
+        BpfObject.open(tmp_path / "text.bpf.o")
+
+
 def test_closed_object_refuses_use(built: dict[str, Path]) -> None:
     obj = BpfObject.open(built["sample"])
     obj.close()

@@ -42,8 +42,16 @@ class BpfError(OSError):
     """A libbpf call failed: errno and what we were doing."""
 
     def __init__(self, err: int, what: str) -> None:
-        super().__init__(err, f"{what}: {os.strerror(err)}")
+        super().__init__(err, f"{what}: {_strerror(err)}")
         self.what = what
+
+
+def _strerror(err: int) -> str:
+    if err < 4000:  # libbpf's own codes (LIBBPF_ERRNO__*) start at 4000
+        return os.strerror(err)
+    buf = ctypes.create_string_buffer(128)
+    _lib().strerror(err, buf, len(buf))
+    return buf.value.decode(errors="replace")
 
 
 class _OpenOpts(ctypes.Structure):
@@ -127,6 +135,7 @@ class _Lib:
         self.obj_info = fn("bpf_obj_get_info_by_fd", i32, i32, _P, ctypes.POINTER(u32))
         self.num_possible_cpus = fn("libbpf_num_possible_cpus", i32)
         self.set_print = fn("libbpf_set_print", _P, _PRINT_FN)
+        self.strerror = fn("libbpf_strerror", i32, i32, ctypes.c_char_p, sz)
         libc = ctypes.CDLL(None)
         self.vsnprintf = libc.vsnprintf
         self.vsnprintf.restype = i32

@@ -272,10 +272,17 @@ def vrouter(
     vif_punt_burst: int = typer.Option(
         limits.DEFAULT_VIF_PUNT_BURST, "--vif-punt-burst", help="burst above --vif-punt-rate"
     ),
+    datapath: str = typer.Option(
+        "python",
+        "--datapath",
+        help="ebpf: tc programs forward, this process is their slow path (VMs on veths); "
+        "python: this process forwards everything (VMs on TAPs)",
+    ),
 ) -> None:
     """Run a compute node's forwarding plane (vRouter) until SIGTERM or SIGINT."""
     import logging
 
+    from openvpc.model.vifnames import check_datapath
     from openvpc.vrouter.daemon import serve
 
     try:
@@ -286,10 +293,11 @@ def vrouter(
             vif_punt_rate,
             vif_punt_burst,
         )
+        chosen = check_datapath(datapath)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    raise typer.Exit(serve(control, fabric, secret_file, netns, node_limits))
+    raise typer.Exit(serve(control, fabric, secret_file, netns, node_limits, chosen))
 
 
 def _memory_bytes() -> int | None:

@@ -30,6 +30,7 @@ from openvpc.agent.vm_plan import (
     wanted_vms,
 )
 from openvpc.model.nodeconfig import NodeConfig, VmReport
+from openvpc.model.vifnames import DEFAULT_DATAPATH, Datapath
 
 log = logging.getLogger("openvpc.agent")
 
@@ -79,6 +80,8 @@ class VmManager:
         self._retry_at: dict[TapKey, float] = {}
         self._work = False
         self._refused: list[str] = []
+        # what the vRouter's hello said it runs: TAPs for python, veths for ebpf
+        self.datapath: Datapath = DEFAULT_DATAPATH
         self._adopt()
 
     # -- start ---------------------------------------------------------------------------
@@ -106,7 +109,7 @@ class VmManager:
         """Make or grow the VMs `config` names, before the vRouter is asked to attach them;
         one that cannot be made is logged (the vRouter then refuses its port, and the link
         retries the whole config later, calling this again)."""
-        wanted, refused = wanted_vms(config, self.prefix)
+        wanted, refused = wanted_vms(config, self.prefix, self.datapath)
         if refused != self._refused:
             for why in refused:
                 log.error("no VM made: %s", why)
@@ -121,7 +124,7 @@ class VmManager:
         """The vRouter now holds `config`: report its VMs ready (before the link's ack goes
         up with them), and wake the VM thread for DHCP and for removals (only what the
         controller dropped is removed; a config from the state file removes nothing)."""
-        wanted, _ = wanted_vms(config, self.prefix)
+        wanted, _ = wanted_vms(config, self.prefix, self.datapath)
         with self._cond:
             self._applied = wanted
             self._removable = from_controller

@@ -1,5 +1,6 @@
 """Which VMs the agent must make and remove: the VMs a NodeConfig asks for (one per network
-namespace, a TAP per port in it) against the VMs the agent made, and what it reports. Pure.
+namespace, a TAP or, for the eBPF datapath, a veth per port in it) against the VMs the agent
+made, and what it reports. Pure.
 
 The agent only ever names namespaces that carry its `--vm-netns-prefix` and pass the same
 checks as the service's; anything else in a config is refused here, never created.
@@ -10,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from openvpc.model.nodeconfig import NodeConfig, VmReport
+from openvpc.model.vifnames import DEFAULT_DATAPATH, Datapath
 
 _NETNS = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
@@ -18,11 +20,14 @@ _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 
 @dataclass(frozen=True, slots=True)
 class Tap:
-    """One VM interface: the TAP `ifname` carrying `mac`, for the port of `interface_id`."""
+    """One VM interface: `ifname` carrying `mac`, for the port of `interface_id`; a TAP, or
+    with `veth` a veth pair whose node side (`vifnames.node_side_name`) has MTU `mtu`."""
 
     ifname: str
     mac: str
     interface_id: str
+    veth: bool = False
+    mtu: int = 0  # veths only: a TAP's MTU is the VM's business (DHCP option 26)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +58,12 @@ def refusal(netns: str, ifname: str, mac: str, prefix: str) -> str | None:
     return None
 
 
-def wanted_vms(config: NodeConfig, prefix: str) -> tuple[dict[str, VmSpec], list[str]]:
-    """The VMs `config` asks for, by namespace, and why any of its ports has none."""
+def wanted_vms(
+    config: NodeConfig, prefix: str, datapath: Datapath = DEFAULT_DATAPATH
+) -> tuple[dict[str, VmSpec], list[str]]:
+    """The VMs `config` asks for, by namespace, and why any of its ports has none; their
+    interfaces are what `datapath` serves (a changed datapath replaces them)."""
+    veth = datapath == "ebpf"
     taps: dict[str, dict[str, Tap]] = {}
     refused = []
     for port in config.ports:
@@ -64,7 +73,9 @@ def wanted_vms(config: NodeConfig, prefix: str) -> tuple[dict[str, VmSpec], list
         if why is not None:
             refused.append(f"port {port.interface_id}: {why}")
             continue
-        taps.setdefault(port.netns, {})[port.ifname] = Tap(port.ifname, port.mac, port.interface_id)
+        taps.setdefault(port.netns, {})[port.ifname] = Tap(
+            port.ifname, port.mac, port.interface_id, veth, port.mtu if veth else 0
+        )
     wanted = {
         ns: VmSpec(ns, tuple(sorted(by_name.values(), key=lambda t: t.ifname)))
         for ns, by_name in taps.items()

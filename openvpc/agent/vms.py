@@ -1,5 +1,6 @@
 """The shell that makes and removes this node's VMs: a `Plug` (here network namespaces with a
-persistent TAP per interface; a QEMU plug could take its place) and the DHCP client that a
+persistent TAP per interface, or for the eBPF datapath a veth pair whose node side is in the
+agent's own namespace; a QEMU plug could take its place) and the DHCP client that a
 namespace VM runs once, hardened like every command in a VM (openvpc.lab.nsexec).
 
 Nothing here forks but the DHCP client; namespaces and links are made from the calling thread
@@ -14,6 +15,7 @@ from typing import IO, Protocol
 
 from openvpc.agent.vm_plan import Tap, VmSpec
 from openvpc.lab import netns, nsexec, supervise
+from openvpc.model.vifnames import node_side_name
 
 DHCLIENT_SCRIPT = "/sbin/dhclient-script"
 
@@ -53,7 +55,7 @@ class NetnsPlug:
                         netns.delete_link(want.netns, tap.ifname)
                 for tap in want.taps:
                     if tap not in have.taps:
-                        netns.add_tap(want.netns, tap.ifname, tap.mac)
+                        add_interface(want.netns, tap)
             except netns.NetnsError as e:
                 raise PlugError(f"VM {want.netns}: {e}") from e
         token = netns.netns_inode(want.netns)
@@ -68,7 +70,7 @@ class NetnsPlug:
             raise PlugError(str(e)) from e  # an existing one is not ours: left alone
         try:
             for tap in vm.taps:
-                netns.add_tap(vm.netns, tap.ifname, tap.mac)
+                add_interface(vm.netns, tap)
             # readable by anyone in the VM, whatever the agent's private umask
             own = nsexec.ETC_NETNS / vm.netns
             with contextlib.suppress(FileExistsError):
@@ -95,6 +97,14 @@ class NetnsPlug:
                 netns.delete_link(vm.netns, tap.ifname)
         netns.remove_netns(vm.netns)
         shutil.rmtree(nsexec.ETC_NETNS / vm.netns, ignore_errors=True)
+
+
+def add_interface(vm_ns: str, tap: Tap) -> None:
+    """The VM's interface: a persistent TAP, or a veth pair with its node side here."""
+    if tap.veth:
+        netns.add_vm_veth(vm_ns, tap.ifname, tap.mac, node_side_name(vm_ns, tap.ifname), tap.mtu)
+    else:
+        netns.add_tap(vm_ns, tap.ifname, tap.mac)
 
 
 def start_dhclient(vm: VmSpec, tap: Tap, log: Path | None) -> "subprocess.Popen[bytes]":

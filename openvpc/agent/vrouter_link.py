@@ -16,6 +16,7 @@ from openvpc.agent.reconcile import config_from_dump, parse_dump, reconcile
 from openvpc.agent.reporter import Reporter
 from openvpc.agent.vm_manager import VmManager
 from openvpc.model.nodeconfig import NodeConfig
+from openvpc.model.vifnames import DEFAULT_DATAPATH, check_datapath
 from openvpc.southbound.backoff import Backoff
 from openvpc.vrouter.control import ControlClient, ControlError
 
@@ -83,6 +84,11 @@ class VrouterLink:
             state = "a new vRouter" if self.boot_id is not None else "vRouter"
             log.info("%s boot %s at generation %s", state, boot_id, hello.get("generation"))
         self.boot_id = boot_id
+        if self.vms is not None:
+            try:
+                self.vms.datapath = check_datapath(str(hello.get("datapath", DEFAULT_DATAPATH)))
+            except ValueError as e:
+                raise ControlError(f"vrouter hello: {e}") from e
         self.client = vr
         seen = -1  # reconcile at once on every connect
         retry_at: float | None = None

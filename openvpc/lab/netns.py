@@ -276,6 +276,36 @@ def add_tap(ns: str, ifname: str, mac: str | None = None) -> None:
     set_up(ns, ifname)
 
 
+def add_vm_veth(vm_ns: str, ifname: str, mac: str, node_side: str, mtu: int) -> None:
+    """A veth pair: `ifname` with `mac` in `vm_ns`, `node_side` in this thread's namespace
+    (the node's), both up with `mtu`. A node side of that name left by a crash is replaced."""
+    with rtnl(None) as ipr:
+        stale = ipr.link_lookup(ifname=node_side)
+        if stale:
+            _call(f"delete stale {node_side}", None, ipr.link, "del", index=stale[0])
+    here = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        with rtnl(vm_ns) as ipr:
+            _call(
+                f"veth {ifname}",
+                vm_ns,
+                ipr.link,
+                "add",
+                ifname=ifname,
+                kind="veth",
+                address=mac,
+                mtu=mtu,
+                peer={"ifname": node_side, "net_ns_fd": here, "mtu": mtu},
+            )
+            index = _index(ipr, ifname, vm_ns)
+            _call(f"up {ifname}", vm_ns, ipr.link, "set", index=index, state="up")
+    finally:
+        os.close(here)
+    with rtnl(None) as ipr:
+        index = _index(ipr, node_side, None)
+        _call(f"up {node_side}", None, ipr.link, "set", index=index, state="up")
+
+
 def set_mac(ns: str, ifname: str, mac: str) -> None:
     with rtnl(ns) as ipr:
         _call(

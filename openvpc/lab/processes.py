@@ -84,7 +84,9 @@ def controller_spec(
     )
 
 
-def vrouter_spec(state_dir: Path, openvpc: tuple[str, ...], node: str, ns: str) -> ProcessSpec:
+def vrouter_spec(
+    state_dir: Path, openvpc: tuple[str, ...], node: str, ns: str, datapath: str = "python"
+) -> ProcessSpec:
     sock = vrouter_socket(state_dir, node)
     argv = (
         *openvpc,
@@ -97,6 +99,8 @@ def vrouter_spec(state_dir: Path, openvpc: tuple[str, ...], node: str, ns: str) 
         str(node_secret_file(state_dir, node)),
         "--netns",
         ns,
+        "--datapath",
+        datapath,
     )
     log = str(state_dir / f"vrouter-{node}.log")
     return ProcessSpec(VROUTER, node, argv, log, str(sock), status_file(state_dir, VROUTER, node))

@@ -190,6 +190,10 @@ def up(
     file is checked first (against a scratch store): a bad one creates nothing."""
     topo, plan = check_topology(path)
     name = check_name("lab", topo.name)
+    if topo.datapath == "ebpf":
+        why = ebpf_refusal()
+        if why is not None:
+            raise LabError(f"lab {name}: datapath ebpf: {why} (or use `datapath: python`)")
     state = _state(name, root)
     if state.exists():
         try:
@@ -246,11 +250,23 @@ def _up(
     write_secret_file(state, operator_secret_file(sdir), new_secret())
     _build(topo, plan, state, progress)
     progress(f"processes: controller (EC2 API on {api}), a vRouter and an agent per node")
-    _run_processes(state, plan.nodes, root, dhcp, api, topo.encap)
+    _run_processes(state, plan.nodes, root, dhcp, api, topo.encap, topo.datapath)
     if topo.tenants:
         progress("tenants: the file applied through the EC2 API, as a client would")
         _apply(name, root, topo, progress)
     state.add("ready")
+
+
+def ebpf_refusal() -> str | None:
+    """Why this machine cannot run the eBPF datapath (object not built, kernel unable), or
+    None when it can."""
+    from openvpc.vrouter.ebpf import objects
+
+    try:
+        objects.datapath_object()
+    except FileNotFoundError as exc:
+        return str(exc)
+    return objects.unsupported_reason()
 
 
 def free_port() -> int:
@@ -395,6 +411,7 @@ def _run_processes(
     dhcp: bool,
     api: str,
     encap: str,
+    datapath: str = "python",
 ) -> None:
     """The controller, then every node's vRouter and agent (which makes the node's VMs);
     wait until all agents applied what the controller compiled from the store."""
@@ -402,7 +419,7 @@ def _run_processes(
     openvpc = openvpc_command()
     _start(state, controller_spec(sdir, openvpc, api.removeprefix("http://"), encap))
     for p in nodes:
-        _start(state, vrouter_spec(sdir, openvpc, p.node, p.ns))
+        _start(state, vrouter_spec(sdir, openvpc, p.node, p.ns, datapath))
     prefix = vm_prefix(sdir.name)
     for p in nodes:
         _start(state, agent_spec(sdir, openvpc, p.node, p.ns, prefix, dhcp))

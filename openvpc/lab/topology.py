@@ -16,6 +16,7 @@ import yaml
 from openvpc.lab.yamlload import DuplicateKeyError, StrictLoader
 from openvpc.model.nodeconfig import EncapName, Mode
 from openvpc.model.resources import Instance, Interface
+from openvpc.model.vifnames import DATAPATHS, DEFAULT_DATAPATH, Datapath
 from openvpc.service import Service, ServiceError
 from openvpc.service.ipam import reserved
 from openvpc.service.routing import association_id
@@ -96,6 +97,7 @@ class Topology:
     fabric_mtu: int
     nodes: tuple[str, ...]
     tenants: tuple[TenantSpec, ...] = ()
+    datapath: Datapath = DEFAULT_DATAPATH  # every vRouter's forwarding plane
 
     def vms(self) -> Iterator[tuple[TenantSpec, VpcSpec, VmSpec]]:
         for tenant in self.tenants:
@@ -137,10 +139,13 @@ def loads_topology(text: str, source: str = "<topology>") -> Topology:
 
 def parse_topology(data: object) -> Topology:
     """Check a loaded YAML document and build the Topology; raises TopologyError."""
-    top = _mapping(data, "", {"name", "nodes"}, {"underlay", "encap", "fabric_mtu", "tenants"})
+    top = _mapping(
+        data, "", {"name", "nodes"}, {"underlay", "encap", "fabric_mtu", "tenants", "datapath"}
+    )
     name = _name(top["name"], "name", MAX_LAB_NAME)
     underlay = cast(Underlay, _choice(top.get("underlay", "l2"), "underlay", get_args(Underlay)))
     encap = _encap(top.get("encap", "vxlan"), "encap", underlay)
+    datapath = cast(Datapath, _choice(top.get("datapath", DEFAULT_DATAPATH), "datapath", DATAPATHS))
     mtu = top.get("fabric_mtu", 1500)
     lo, hi = FABRIC_MTU_RANGE
     if isinstance(mtu, bool) or not isinstance(mtu, int) or not lo <= mtu <= hi:
@@ -158,7 +163,7 @@ def parse_topology(data: object) -> Topology:
     _unique([t.name for t in tenants], "tenants", "tenant")
     vm_names = [vm.name for tenant in tenants for vpc in tenant.vpcs for vm in vpc.vms]
     _unique(vm_names, "tenants", "VM", " (VM names are global to the lab)")
-    return Topology(name, underlay, encap, mtu, nodes, tenants)
+    return Topology(name, underlay, encap, mtu, nodes, tenants, datapath)
 
 
 def _tenant(

@@ -8,7 +8,8 @@ secret; an observer (role "observer") may then only hello, dump, show and stats.
 
   hello {"role": "agent" | "observer", "secret": hex}
                                 -> {"boot_id": str, "generation": int | None, "role": str,
-                                    "refused": connections refused since start}
+                                    "refused": connections refused since start,
+                                    "datapath": "python" (VMs on TAPs) | "ebpf" (on veths)}
   batch {"ops": [...], "generation": int | None}
         each op {"op": "set", "kind": K, "obj": {...}} or {"op": "delete", "kind": K, "key": str}
         applied in order; the generation is recorded once all applied -> {"applied": n}

@@ -2,7 +2,11 @@
 the pure pipeline, and serving the agent's control channel. Time is `time.monotonic()`.
 
 What one readiness of a port yields (up to BATCH reads) is forwarded first and sent together:
-tunnel packets of one flow leave in one GSO send, TCP segments for one TAP are coalesced."""
+tunnel packets of one flow leave in one GSO send, TCP segments for one TAP are coalesced.
+
+With the eBPF datapath the programs forward and this process is their slow path: it reads
+what they pass up from pkt0, runs the same pipeline on it, and writes what goes to a VM back
+down pkt0 (fabric frames leave through its own sockets as ever); VMs are on veths, not TAPs."""
 
 import contextlib
 import json
@@ -14,13 +18,14 @@ import time
 import uuid
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyroute2 import netns as pyroute2_netns
 
 from openvpc.credentials import CredentialError, read_secret_file
 from openvpc.model.forwarding import AGENT_VIF, FABRIC_VIF
 from openvpc.model.nodeconfig import PortConfig
+from openvpc.model.vifnames import DEFAULT_DATAPATH, Datapath, node_side_name
 from openvpc.packet.errors import Malformed
 from openvpc.process import private_umask
 from openvpc.vrouter.channel import AgentChannel, ChannelError, Peer, Refusal
@@ -41,6 +46,9 @@ from openvpc.vrouter.superframe import (
     process_super,
 )
 from openvpc.vrouter.tables import Fabric
+
+if TYPE_CHECKING:
+    from openvpc.vrouter.ebpf.datapath import EbpfDatapath
 
 log = logging.getLogger("openvpc.vrouter")
 
@@ -90,6 +98,31 @@ class Taps:
             self.detach(vif)
 
 
+class Veths:
+    """The node-side veth of every VM vif (eBPF datapath; the `PortAttacher`): vif_in is
+    attached while the vif's port is set, to the device its name finds now."""
+
+    def __init__(self, fast: "EbpfDatapath") -> None:
+        self.fast = fast
+
+    def attach(self, port: PortConfig, apply: Callable[[], None]) -> None:
+        name = node_side_name(port.netns, port.ifname)
+        try:
+            ifindex = socket.if_nametoindex(name)
+        except OSError as e:
+            raise PortError(f"no veth {name} for {port.ifname} of {port.netns}") from e
+        apply()
+        self.fast.attach_vif(port.vif, ifindex)
+        log.info("vif %d: vif_in on %s (%s in %s)", port.vif, name, port.ifname, port.netns)
+
+    def detach(self, vif: int) -> None:
+        self.fast.detach_vif(vif)
+
+    def close(self) -> None:
+        for vif in list(self.fast.vif_links):
+            self.detach(vif)
+
+
 class Vrouter:
     """Everything one vRouter process owns; `run` until SIGTERM/SIGINT, then `close`."""
 
@@ -99,6 +132,7 @@ class Vrouter:
         fabric_ifname: str,
         secret: bytes,
         limits: NodeLimits = DEFAULT_LIMITS,
+        datapath: Datapath = DEFAULT_DATAPATH,
     ) -> None:
         link = fabric_link(fabric_ifname)
         self.stopping = False
@@ -111,16 +145,34 @@ class Vrouter:
         self.tables.add_underlay_route(link.network, link.prefix_len, None)
         self.boot_id = uuid.uuid4().hex
         self.taps = Taps(self)
-        self.handler = ControlHandler(self.programmer, self.boot_id, self.taps)
         self._wake_r, self._wake_w = socket.socketpair()
         self.fabric: FabricPorts | None = None
         self.channel: AgentChannel | None = None
+        self.fast: EbpfDatapath | None = None
+        self.veths: Veths | None = None
         try:
-            self.fabric = FabricPorts(link)
+            if datapath == "ebpf":
+                # loaded only here: the python datapath needs neither libbpf nor the object
+                from openvpc.vrouter.ebpf import datapath as ebpf
+
+                self.fast = ebpf.EbpfDatapath(link, limits.flow_capacity)
+                self.veths = Veths(self.fast)
+            self.fabric = FabricPorts(link, arp_only=self.fast is not None)
             self.channel = AgentChannel(control_path, secret, on_drop=self._peer_gone)
+            if self.fast is not None:
+                self.fast.start(self.tables)
         except BaseException:
             self.close()
             raise
+        self.handler = ControlHandler(
+            self.programmer,
+            self.boot_id,
+            self.veths or self.taps,
+            datapath,
+            None if self.fast is None else self.fast.stats,
+        )
+        if self.fast is not None and self.fast.pkt0 is not None:
+            self.watch(self.fast.pkt0.fd, self._on_pkt0)
         f = self.fabric
         self.watch(f.vxlan, lambda _: self._on_udp(f.vxlan, "vxlan"))
         self.watch(f.mpls, lambda _: self._on_udp(f.mpls, "mpls"))
@@ -131,8 +183,9 @@ class Vrouter:
             s.setblocking(False)
         self.watch(self._wake_r, self._on_wake)
         log.info(
-            "vrouter %s: fabric %s %s/%d mtu %d, control %s",
+            "vrouter %s (%s datapath): fabric %s %s/%d mtu %d, control %s",
             self.boot_id[:8],
+            datapath,
             link.ifname,
             socket.inet_ntoa(link.ip),
             link.prefix_len,
@@ -164,11 +217,23 @@ class Vrouter:
                 if self.now >= next_age:
                     if self.channel is not None:
                         self.channel.expire(self.now)
-                    self.tables.expire(self.now)
+                    self._age()
                     self.send(retry_pending(self.tables))
                     next_age = self.now + AGE_INTERVAL
         finally:
             signal.set_wakeup_fd(old_wakeup)
+
+    def _age(self) -> None:
+        """An aging pass; the fast path's flow counters are folded in first, so that flows
+        busy there only stay, and what aged out leaves the fast path too."""
+        if self.fast is not None:
+            try:
+                self.fast.fold_flows(self.tables.flows)
+            except OSError:
+                self._internal_error()
+        self.tables.expire(self.now)
+        if self.fast is not None:
+            self.fast.sync_flows(self.tables.flows)
 
     def _on_wake(self, mask: int) -> None:
         with contextlib.suppress(BlockingIOError):
@@ -209,6 +274,28 @@ class Vrouter:
                     continue
                 for frame in frames:
                     out.extend((vif, f, 0) for vif, f in process(t, frame, tap.vif, self.now))
+        finally:
+            self.deliver(out)
+
+    def _on_pkt0(self, mask: int) -> None:
+        """What the fast path passed up: the pipeline runs on it from the vif it came in on."""
+        assert self.fast is not None and self.fast.pkt0 is not None
+        pkt0 = self.fast.pkt0
+        t = self.tables
+        out: list[SuperEmit] = []
+        try:
+            for _ in range(BATCH):
+                try:
+                    got = pkt0.read()
+                except Malformed as e:
+                    t.count_drop(e.reason, None)
+                    continue
+                if got is None:
+                    return
+                if got.mss:
+                    out.extend(process_super(t, got.frame, got.vif, got.mss, self.now))
+                else:
+                    out.extend((v, f, 0) for v, f in process(t, got.frame, got.vif, self.now))
         finally:
             self.deliver(out)
 
@@ -319,6 +406,9 @@ class Vrouter:
         if vif == FABRIC_VIF:
             assert self.fabric is not None
             ok = self.fabric.send(data, mss)
+        elif self.fast is not None:
+            pkt0 = self.fast.pkt0
+            ok = pkt0 is not None and pkt0.write(vif, data, mss)
         else:
             tap = self.taps.by_vif.get(vif)
             ok = tap is not None and tap.fd >= 0 and tap.write(data, mss)
@@ -414,6 +504,10 @@ class Vrouter:
             reply, emits = self.handler.handle(request, self.now)
             if not reply["ok"]:
                 log.warning("request refused: %s", reply["error"])
+            if self.fast is not None and op == "batch":
+                self.fast.sync(self.tables)  # a refused batch may have applied some ops
+            elif self.fast is not None and op == "flow":
+                self.fast.sync_flows(self.tables.flows)  # a verdict changes flows only
         if op == "hello" and reply["ok"]:
             # who we think the caller is, and how many strangers were turned away
             extra = {"role": peer.role, "refused": self.channel.refused}
@@ -424,6 +518,10 @@ class Vrouter:
     # -- shutdown ----------------------------------------------------------------------------
     def close(self) -> None:
         self.taps.close()
+        if self.veths is not None:
+            self.veths.close()
+        if self.fast is not None:
+            self.fast.close()
         if self.channel is not None:
             self.channel.close()
         if self.fabric is not None:
@@ -443,6 +541,7 @@ def serve(
     secret_file: str,
     netns: str | None = None,
     limits: NodeLimits = DEFAULT_LIMITS,
+    datapath: Datapath = DEFAULT_DATAPATH,
 ) -> int:
     """The `openvpc vrouter` command: 0 after a clean stop, 1 when the setup fails."""
     vrouter: Vrouter | None = None
@@ -465,7 +564,7 @@ def serve(
                 pyroute2_netns.setns(netns, flags=0)
             except OSError as e:
                 raise PortError(f"cannot enter network namespace {netns!r}: {e}") from e
-        vrouter = Vrouter(control, fabric, secret, limits)
+        vrouter = Vrouter(control, fabric, secret, limits, datapath)
     except (ChannelError, CredentialError, OSError) as e:
         log.error("vrouter: %s", e)
         return 1

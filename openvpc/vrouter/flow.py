@@ -77,6 +77,9 @@ class FlowTable:
         self.holds: dict[Source, int] = {}  # HOLD entries per source
         self.created = 0
         self.deleted = 0
+        # keys whose entry was made, changed or removed since a mirror (the eBPF flow map)
+        # last drained it; None while nothing mirrors the table
+        self.dirty: set[FlowKey] | None = None
 
     def lookup(self, key: FlowKey) -> Flow | None:
         return self.flows.get(key)
@@ -158,6 +161,8 @@ class FlowTable:
                 self._add(flow)
             self._unhold(flow)
             flow.action, flow.reverse, flow.nat = action, rk, n
+            if self.dirty is not None:
+                self.dirty.add(k)
             released.extend(flow.held)
             flow.held = []
         return released
@@ -172,6 +177,8 @@ class FlowTable:
             del self.per_vrf[key[0]]
         self._unhold(flow)
         self.deleted += 1
+        if self.dirty is not None:
+            self.dirty.add(key)
         if flow.reverse is not None and flow.reverse in self.flows:
             self.remove(flow.reverse)
         return True

@@ -33,11 +33,18 @@ class ControlHandler:
     """One per vRouter process: `handle` turns a request into a reply and frames to send."""
 
     def __init__(
-        self, programmer: Programmer, boot_id: str, ports: PortAttacher | None = None
+        self,
+        programmer: Programmer,
+        boot_id: str,
+        ports: PortAttacher | None = None,
+        datapath: str = "python",
+        fast_stats: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.programmer = programmer
         self.boot_id = boot_id
         self.ports = ports
+        self.datapath = datapath  # told in the hello: the agent plugs VMs to suit it
+        self.fast_stats = fast_stats  # the eBPF programs' counters, reported with ours
 
     def handle(self, request: Any, now: float) -> tuple[Reply, list[Emit]]:
         """The reply (with the request's id) and whatever released held packets to emit."""
@@ -48,7 +55,11 @@ class ControlHandler:
                 raise RequestError("a request is a JSON object")
             op = request.get("op")
             if op == "hello":
-                result: Any = {"boot_id": self.boot_id, "generation": self.programmer.generation}
+                result: Any = {
+                    "boot_id": self.boot_id,
+                    "generation": self.programmer.generation,
+                    "datapath": self.datapath,
+                }
             elif op == "batch":
                 result = self.batch(request.get("ops"), request.get("generation"))
             elif op == "dump":
@@ -57,14 +68,24 @@ class ControlHandler:
                 emits = self.flow(request, now)
                 result = {"released": len(emits)}
             elif op == "show":
-                result = {"text": dump_all(self.programmer.tables)}
+                result = {"text": dump_all(self.programmer.tables) + self._fast_text()}
             elif op == "stats":
                 result = stats(self.programmer.tables)
+                if self.fast_stats is not None:
+                    result = {**result, "ebpf": self.fast_stats()}
             else:
                 raise RequestError(f"unknown op {op!r}")
-        except (RequestError, ValueError, TypeError, KeyError) as e:
+        except (RequestError, ValueError, TypeError, KeyError, OSError) as e:
             return {"id": rid, "ok": False, "error": str(e) or type(e).__name__}, []
         return {"id": rid, "ok": True, "result": result}, emits
+
+    def _fast_text(self) -> str:
+        if self.fast_stats is None:
+            return ""
+        lines = ["", "eBPF fast path"]
+        for section, values in self.fast_stats().items():
+            lines.append(f"  {section}: {values}")
+        return "\n".join(lines) + "\n"
 
     # -- ops ---------------------------------------------------------------------------------
     def batch(self, ops: Any, generation: Any) -> dict[str, int]:

@@ -1,7 +1,8 @@
-"""The vRouter's real ports: VM TAPs (opened inside their namespace, with vnet headers and TSO)
-and the fabric: UDP sockets for VXLAN and MPLSoUDP (with GRO), raw IP for GRE and for sending,
-UDP GSO for runs of tunnel packets, AF_PACKET with vnet headers for 802.1Q frames (TSO super-
-frames whole) and ARP. Non-blocking; reads return None when nothing is waiting."""
+"""The vRouter's real ports: VM TAPs (opened inside their namespace, with vnet headers and TSO),
+pkt0 (the eBPF fast path's TAP to this process), and the fabric: UDP sockets for VXLAN and
+MPLSoUDP (with GRO), raw IP for GRE and for sending, UDP GSO for runs of tunnel packets,
+AF_PACKET with vnet headers for 802.1Q frames (TSO super-frames whole) and ARP. Non-blocking;
+reads return None when nothing is waiting."""
 
 import contextlib
 import ctypes
@@ -14,11 +15,12 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from pyroute2 import IPRoute
+from pyroute2 import IPRoute, NetlinkError
 from pyroute2 import netns as pyroute2_netns
 
 from openvpc.packet.errors import Malformed
 from openvpc.packet.ethernet import ETH_P_8021Q, VLAN_LEN, mac_from_str
+from openvpc.vrouter.ebpf.slowhdr import SlowFrame, from_pkt0, to_pkt0
 from openvpc.vrouter.offload import (
     F_NEEDS_CSUM,
     GSO_ECN,
@@ -150,6 +152,64 @@ class TapPort:
             self.fd = -1
 
 
+# -- pkt0 -----------------------------------------------------------------------------------
+PKT0 = "pkt0"
+PKT0_MTU = 65535 - 14  # a TAP's largest (64 KB less its Ethernet header)
+
+
+class Pkt0Port:
+    """pkt0: a TAP this process creates in its namespace (not persistent: it vanishes with our
+    fd, so with us), up, with vnet headers and CSUM|TSO4 offloads so that super-frames cross
+    it whole. The fast path redirects what it passes up to its egress; what we write is
+    received on its ingress, where `slow_in` takes it."""
+
+    def __init__(self, ifname: str = PKT0) -> None:
+        self.ifname = ifname
+        with IPRoute() as ipr:
+            if ipr.link_lookup(ifname=ifname):
+                raise PortError(f"{ifname} exists already: another vRouter in this namespace?")
+        self.fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR
+            fcntl.ioctl(self.fd, TUNSETIFF, struct.pack("16sH", ifname.encode(), flags))
+            fcntl.ioctl(self.fd, TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_LEN))
+            fcntl.ioctl(self.fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4)
+            # the kernel's own IPv6 chatter would only be frames without a slow_hdr
+            with (
+                contextlib.suppress(OSError),
+                open(f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6", "w") as f,
+            ):
+                f.write("1")
+            with IPRoute() as ipr:
+                self.ifindex = int(ipr.link_lookup(ifname=ifname)[0])
+                ipr.link("set", index=self.ifindex, mtu=PKT0_MTU, state="up")
+        except (OSError, IndexError, NetlinkError) as e:
+            self.close()
+            raise PortError(f"cannot make {ifname}: {e}") from e
+
+    def read(self) -> SlowFrame | None:
+        """The next frame the fast path sent up, or None when nothing is waiting; Malformed
+        for one without a usable header."""
+        try:
+            data = os.read(self.fd, TAP_READ_SIZE + 64)
+        except BlockingIOError:
+            return None
+        return from_pkt0(data)
+
+    def write(self, vif: int, frame: bytes, mss: int = 0) -> bool:
+        """Send `frame` out of `vif` through the fast path (`mss`: a TCP super-frame whole)."""
+        try:
+            os.writev(self.fd, to_pkt0(vif, frame, mss))
+        except (OSError, Malformed):
+            return False
+        return True
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
 # -- the fabric -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class FabricLink:
@@ -212,6 +272,20 @@ FABRIC_FILTER = _bpf(
 )
 
 
+# with the eBPF fast path (which sees the tagged frames and passes up, through pkt0, those it
+# does not handle) only ARP: a tagged frame taken here too would be forwarded twice
+FABRIC_ARP_FILTER = _bpf(
+    (0x20, 0, 0, _SKF_AD + SKF_AD_PKTTYPE),  # ld pkttype
+    (0x15, 5, 0, PACKET_OUTGOING),  # jeq outgoing -> reject
+    (0x20, 0, 0, _SKF_AD + SKF_AD_VLAN_TAG_PRESENT),  # ld vlan_tag_present
+    (0x15, 0, 3, 0),  # tagged -> reject
+    (0x28, 0, 0, 12),  # ldh [12]
+    (0x15, 0, 1, 0x0806),  # ARP -> accept, else reject
+    (0x06, 0, 0, 0x40000),  # accept
+    (0x06, 0, 0, 0),  # reject
+)
+
+
 def attach_filter(sock: socket.socket, program: bytes) -> None:
     """SO_ATTACH_FILTER with a classic BPF program (8-byte instructions)."""
     buf = ctypes.create_string_buffer(program)
@@ -243,9 +317,10 @@ def _buffers(sock: socket.socket) -> None:
 
 class FabricPorts:
     """The underlay sockets of one vRouter, all non-blocking. The GSO sockets are made on first
-    use, in the caller's network namespace: the vRouter's own, the fabric's."""
+    use, in the caller's network namespace: the vRouter's own, the fabric's. With `arp_only`
+    (the eBPF datapath) the link socket takes ARP only."""
 
-    def __init__(self, link: FabricLink) -> None:
+    def __init__(self, link: FabricLink, arp_only: bool = False) -> None:
         self.link = link
         self.sockets: list[socket.socket] = []
         # UDP sockets bound to a flow's entropy source port, for GSO sends (None: not bindable)
@@ -259,7 +334,7 @@ class FabricPorts:
             )
             # created unbound (it receives nothing) so the filter is on before the first frame
             self.packet = self._add(socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0))
-            attach_filter(self.packet, FABRIC_FILTER)
+            attach_filter(self.packet, FABRIC_ARP_FILTER if arp_only else FABRIC_FILTER)
             self.packet.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
             self.packet.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
             self.packet.bind((link.ifname, ETH_P_ALL))

@@ -60,7 +60,11 @@ def ask(h: ControlHandler, op: str, **fields: Any) -> dict[str, Any]:
 
 def test_hello_batch_dump_round_trip() -> None:
     h = new_handler()
-    assert ask(h, "hello")["result"] == {"boot_id": "boot-1", "generation": None}
+    assert ask(h, "hello")["result"] == {
+        "boot_id": "boot-1",
+        "generation": None,
+        "datapath": "python",
+    }
     assert ask(h, "batch", ops=set_ops(OBJECTS), generation=3)["result"] == {"applied": 7}
     assert ask(h, "hello")["result"]["generation"] == 3
     dump = ask(h, "dump")["result"]

@@ -297,3 +297,10 @@ def test_a_topology_is_plain_data() -> None:
     assert isinstance(topo, Topology)
     assert parse_topology(base()) == topo
     assert hash(topo) == hash(parse_topology(base()))
+
+
+def test_the_datapath_defaults_to_python_and_is_checked() -> None:
+    assert parse_topology(base()).datapath == "python"
+    assert parse_topology({**base(), "datapath": "ebpf"}).datapath == "ebpf"
+    with pytest.raises(TopologyError, match=r"^datapath: expected one of python, ebpf, got 'xdp'"):
+        parse_topology({**base(), "datapath": "xdp"})

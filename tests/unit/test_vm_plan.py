@@ -146,3 +146,18 @@ def test_ready_means_made_and_on_the_vrouter_with_the_lease_once_bound() -> None
         VmReport("eni-2", a, "eth0", "10.0.1.3/24", "i-2", "vm2"),
     )
     assert report([], on_vrouter, {}) == ()
+
+
+def test_the_ebpf_datapath_plugs_veths_with_the_vm_mtu() -> None:
+    ns = PREFIX + "web"
+    wanted, _ = wanted_vms(_config(_port(2, ns)), PREFIX, "ebpf")
+    assert wanted[ns].taps == (replace(_tap(2), veth=True, mtu=PORT1.mtu),)
+
+
+def test_a_changed_datapath_replaces_the_interfaces() -> None:
+    ns = PREFIX + "web"
+    made = {ns: VmSpec(ns, (_tap(2),))}
+    wanted, _ = wanted_vms(_config(_port(2, ns)), PREFIX, "ebpf")
+    # the TAP of the same name goes and the veth comes in one change of the VM
+    assert before_apply(wanted, made) == [(wanted[ns], made[ns])]
+    assert after_apply(wanted, {ns: wanted[ns]}) == ([], [])

@@ -206,7 +206,11 @@ enum verdict_kind { V_DROP = 1, V_TX = 2, V_SLOW = 3, V_PASS = 4 /* to the kerne
 struct verdict {
 	__u32 kind; /* enum verdict_kind */
 	__u32 vif; /* V_TX: the output vif; V_SLOW: the input vif */
-	__u32 reason; /* V_DROP: drop id; V_SLOW: enum slow_reason */
+	__u32 reason; /* V_DROP: drop id; V_SLOW: enum slow_reason; V_TX: VERDICT_TAGGED | VLAN id
+			 when the frame leaves with an 802.1Q tag in skb metadata (bpf_skb_vlan_push:
+			 not in BPF_PROG_TEST_RUN's output data), else 0 */
 } OV_PACKED;
+
+#define VERDICT_TAGGED 0x10000
 
 #endif

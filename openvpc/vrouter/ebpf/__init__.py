@@ -1,1 +1,1 @@
-"""The eBPF fast path's Python side: the libbpf binding, the map layout and the map writer."""
+"""The eBPF fast path's Python side: map layouts, encoders, the libbpf binding and the shell."""

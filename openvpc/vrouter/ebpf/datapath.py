@@ -1,0 +1,214 @@
+"""The eBPF datapath of one vRouter process: the loaded object, pkt0, the tcx links (fabric_in
+on the fabric, slow_in on pkt0, vif_in on every VM's node-side veth), the map sync after each
+table change, the flow mirror and the fast path's counters. Nothing is pinned: every link and
+map goes with this process's file descriptors."""
+
+import logging
+import struct
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from openvpc.model.forwarding import FABRIC_VIF, FlowKey
+from openvpc.vrouter.ebpf import layout as L
+from openvpc.vrouter.ebpf.drops import DROP_NAMES
+from openvpc.vrouter.ebpf.encode import (
+    Device,
+    MapImage,
+    diff_images,
+    encode_flow,
+    encode_flow_key,
+    encode_tables,
+)
+from openvpc.vrouter.ebpf.layout import SlowReason
+from openvpc.vrouter.ebpf.libbpf import BpfMap, BpfObject, TcxLink
+from openvpc.vrouter.ebpf.objects import datapath_object
+from openvpc.vrouter.flow import FlowTable
+from openvpc.vrouter.ports import FabricLink, Pkt0Port
+from openvpc.vrouter.tables import Tables
+
+log = logging.getLogger("openvpc.vrouter")
+
+_U64 = 8
+_NS = 1e-9
+
+
+class EbpfDatapath:
+    """Owns the fast path of one vRouter; `close` detaches and frees everything."""
+
+    def __init__(self, fabric: FabricLink, flow_capacity: int, path: Path | None = None) -> None:
+        self.fabric = fabric
+        self.obj: BpfObject | None = None
+        self.pkt0: Pkt0Port | None = None
+        self.links: list[TcxLink] = []
+        self.vif_links: dict[int, TcxLink] = {}  # vif -> vif_in on its node-side veth
+        self.devices: dict[int, Device] = {}
+        self.image: MapImage = {}
+        # what the fast path's counters of each mirrored flow were when last folded in
+        self.folded: dict[FlowKey, tuple[int, int]] = {}
+        try:
+            self.obj = BpfObject.open(
+                path or datapath_object(), max_entries={L.MAP_FLOWS: flow_capacity}
+            )
+            self.pkt0 = Pkt0Port()
+            self.maps = {name: self.obj.map(name) for name in _MAPS}
+        except BaseException:
+            self.close()
+            raise
+
+    def start(self, tables: Tables) -> None:
+        """Write the tables, then attach the programs that take traffic from outside."""
+        assert self.obj is not None and self.pkt0 is not None
+        self.sync(tables)
+        self.links.append(TcxLink.attach(self.obj.program("slow_in"), self.pkt0.ifindex, "ingress"))
+        self.links.append(
+            TcxLink.attach(self.obj.program("fabric_in"), self.fabric.index, "ingress")
+        )
+        log.info(
+            "ebpf datapath: fabric_in on %s, slow_in on %s (ifindex %d)",
+            self.fabric.ifname,
+            self.pkt0.ifname,
+            self.pkt0.ifindex,
+        )
+
+    # -- vifs ---------------------------------------------------------------------------
+    def attach_vif(self, vif: int, ifindex: int) -> None:
+        """vif_in at the ingress of `vif`'s node-side veth (again if the device changed)."""
+        assert self.obj is not None
+        old = self.vif_links.get(vif)
+        if old is not None and old.ifindex == ifindex and old.fd is not None:
+            return
+        link = TcxLink.attach(self.obj.program("vif_in"), ifindex, "ingress")
+        self.detach_vif(vif)
+        self.vif_links[vif] = link
+        self.devices[vif] = Device(ifindex, True)
+
+    def detach_vif(self, vif: int) -> None:
+        link = self.vif_links.pop(vif, None)
+        self.devices.pop(vif, None)
+        if link is not None:
+            link.close()
+
+    # -- maps ---------------------------------------------------------------------------
+    def sync(self, tables: Tables) -> None:
+        """Make the table maps what `tables` says now (only the differences are written),
+        then mirror the flows that changed."""
+        assert self.pkt0 is not None
+        image = encode_tables(tables, self.devices, self.pkt0.ifindex, self.fabric.index)
+        for name, diff in diff_images(self.image, image).items():
+            m = self.maps[name]
+            for key in diff.delete:
+                m.delete(key)
+            for key, value in diff.update.items():
+                m.update(key, value)
+        self.image = image
+        self.sync_flows(tables.flows)
+
+    def sync_flows(self, flows: FlowTable) -> None:
+        """Write the decided flows the table changed into ov_flows; delete removed ones and
+        those that are no longer decided (the fast path never holds)."""
+        if flows.dirty is None:
+            flows.dirty = set()
+            dirty: Iterable[FlowKey] = list(flows.flows)
+        else:
+            dirty = list(flows.dirty)
+            flows.dirty.clear()
+        m = self.maps[L.MAP_FLOWS]
+        for key in dirty:
+            flow = flows.lookup(key)
+            entry = None if flow is None else encode_flow(flow)
+            if entry is None:
+                if key in self.folded or flow is None:
+                    m.delete(encode_flow_key(key))
+                self.folded.pop(key, None)
+                continue
+            try:
+                m.update(*entry)
+            except OSError as e:  # E2BIG: the map is full (the Python table bounds it first)
+                log.warning("ov_flows: cannot mirror a flow: %s", e)
+                continue
+            self.folded[key] = (0, 0)
+
+    def fold_flows(self, flows: FlowTable) -> None:
+        """Before an aging pass: add what the fast path counted since the last fold to the
+        Python flows, so that flows busy only on the fast path do not age out."""
+        m = self.maps[L.MAP_FLOWS]
+        offsets = L.FLOW.offsets
+        for key, (packets_before, bytes_before) in list(self.folded.items()):
+            flow = flows.lookup(key)
+            value = m.lookup(encode_flow_key(key)) if flow is not None else None
+            if flow is None or value is None:
+                continue
+            packets, nbytes, last_ns = _COUNTERS.unpack_from(value, 0)
+            if packets == packets_before:
+                continue
+            flow.packets += packets - packets_before
+            flow.octets += nbytes - bytes_before
+            flow.last_used = max(flow.last_used, last_ns * _NS)
+            flow.tcp_flags |= value[offsets["tcp_flags"]]
+            self.folded[key] = (packets, nbytes)
+
+    # -- counters -----------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """The programs' counters: drops by reason, per-vif packets, slow-path reasons."""
+        drops = _percpu_sums(self.maps[L.MAP_DROPS], range(len(DROP_NAMES)))
+        slow = _percpu_sums(self.maps[L.MAP_SLOW], range(len(SlowReason)))
+        vifs: dict[str, dict[str, int]] = {}
+        names = tuple(L.VIF_STATS.offsets)
+        for vif in sorted({*self.devices, FABRIC_VIF}):
+            per_cpu = self.maps[L.MAP_VIF_STATS].lookup_percpu(L.u32(vif))
+            if per_cpu is None:
+                continue
+            totals = [0] * len(names)
+            for value in per_cpu:
+                for i, n in enumerate(L.VIF_STATS.struct.unpack_from(value, 0)):
+                    totals[i] += n
+            if any(totals):
+                vifs[str(vif)] = dict(zip(names, totals, strict=True))
+        return {
+            "drops": {DROP_NAMES[i]: n for i, n in drops.items() if n},
+            "slow": {SlowReason(i).name.lower(): n for i, n in slow.items() if n},
+            "vifs": vifs,
+            "flows": len(self.folded),
+            "attached": {str(v): link.ifindex for v, link in sorted(self.vif_links.items())},
+        }
+
+    def close(self) -> None:
+        for link in [*self.vif_links.values(), *self.links]:
+            link.close()
+        self.vif_links.clear()
+        self.links.clear()
+        if self.pkt0 is not None:
+            self.pkt0.close()
+        if self.obj is not None:
+            self.obj.close()
+            self.obj = None
+
+
+_COUNTERS = struct.Struct("=QQQ")  # packets, bytes, last_used: the head of struct flow
+_MAPS = (
+    L.MAP_VIFS,
+    L.MAP_IFINDEX,
+    L.MAP_ALLOWED_IPS,
+    L.MAP_VRFS,
+    L.MAP_IP_FIB,
+    L.MAP_MAC_FIB,
+    L.MAP_NEXTHOPS,
+    L.MAP_LABELS,
+    L.MAP_VNIS,
+    L.MAP_VLANS,
+    L.MAP_NODE,
+    L.MAP_FLOWS,
+    L.MAP_DROPS,
+    L.MAP_VIF_STATS,
+    L.MAP_SLOW,
+)
+
+
+def _percpu_sums(m: BpfMap, ids: Iterable[int]) -> dict[int, int]:
+    """Per id of a PERCPU_ARRAY of u64: the sum over CPUs."""
+    out: dict[int, int] = {}
+    for i in ids:
+        values = m.lookup_percpu(L.u32(i))
+        out[i] = sum(int.from_bytes(v[:_U64], "little") for v in values or ())
+    return out

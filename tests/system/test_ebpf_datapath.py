@@ -1,0 +1,101 @@
+"""The eBPF datapath shell on a real loaded object in a scratch namespace: the table maps are
+written from the Python tables, decided flows are mirrored into ov_flows (and leave with
+their Python flow), fast-path hits are folded into the Python flows before aging (so a flow
+busy only there stays), and close() leaves no pkt0, link or program behind."""
+
+import json
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from openvpc.lab import netns
+from openvpc.lab.real import ebpf_refusal
+from openvpc.model.forwarding import FABRIC_VIF, FlowKey
+from openvpc.vrouter.ebpf import layout as L
+from openvpc.vrouter.ebpf.datapath import EbpfDatapath
+from openvpc.vrouter.ebpf.encode import encode_flow_key
+from openvpc.vrouter.flow import FlowAction
+from openvpc.vrouter.pipeline import install_flow
+from openvpc.vrouter.ports import PKT0, fabric_link
+from openvpc.vrouter.program import build_tables
+from openvpc.vrouter.tables import Fabric, Tables
+
+KEY: FlowKey = (5, 6, socket.inet_aton("10.0.1.3"), socket.inet_aton("10.0.1.4"), 40000, 80)
+REVERSE: FlowKey = (5, 6, KEY[3], KEY[2], 80, 40000)
+
+
+@pytest.fixture
+def node() -> Iterator[str]:
+    why = ebpf_refusal()
+    if why is not None:
+        pytest.skip(f"no eBPF datapath here: {why}")
+    name = f"integ-dp-{uuid.uuid4().hex[:6]}"
+    netns.create_netns(name)
+    try:
+        with netns.rtnl(name) as ipr:
+            # no dummy devices on this kernel: a veth pair whose other end idles
+            ipr.link("add", ifname="fabric0", kind="veth", peer={"ifname": "under0"})
+            index = ipr.link_lookup(ifname="fabric0")[0]
+            ipr.addr("add", index=index, address="172.16.9.10", prefixlen=24)
+            ipr.link("set", index=index, state="up")
+        yield name
+    finally:
+        netns.remove_netns(name)
+
+
+def _tables(link_ip: bytes, mac: bytes, mtu: int) -> Tables:
+    fabric = Fabric(FABRIC_VIF, link_ip, mac, mtu, kernel_routed=True)
+    return build_tables(fabric, []).tables
+
+
+def _prog_ids() -> set[int]:
+    shown = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True)
+    return {p["id"] for p in json.loads(shown.stdout or "[]")}
+
+
+def test_maps_flows_folding_and_close(node: str) -> None:
+    with netns.inside(node):
+        link = fabric_link("fabric0")
+        tables = _tables(link.ip, link.mac, link.mtu)
+        dp = EbpfDatapath(link, 1024)
+        try:
+            dp.start(tables)
+            node_map = dp.maps[L.MAP_NODE].lookup(L.u32(0))
+            assert node_map is not None and node_map == dp.image[L.MAP_NODE][L.u32(0)]
+            assert len(dp.links) == 2
+            # a decided flow and its reverse reach ov_flows
+            install_flow(tables, KEY, FlowAction.FORWARD, time.monotonic(), REVERSE)
+            dp.sync_flows(tables.flows)
+            flows = dp.maps[L.MAP_FLOWS]
+            assert {encode_flow_key(KEY), encode_flow_key(REVERSE)} == set(flows.keys())
+            # the fast path counts hits: as the program would, into the entry
+            value = bytearray(flows.lookup(encode_flow_key(KEY)) or b"")
+            later = time.monotonic() + 100
+            value[:16] = (7).to_bytes(8, "little") + (700).to_bytes(8, "little")
+            value[16:24] = round(later * 1e9).to_bytes(8, "little")
+            value[L.FLOW.offsets["tcp_flags"]] = 0x10
+            flows.update(encode_flow_key(KEY), bytes(value))
+            dp.fold_flows(tables.flows)
+            flow = tables.flows.lookup(KEY)
+            assert flow is not None
+            assert (flow.packets, flow.octets, flow.tcp_flags) == (7, 700, 0x10)
+            assert flow.last_used == pytest.approx(later, abs=1e-6)
+            dp.fold_flows(tables.flows)  # nothing new: nothing added twice
+            assert (flow.packets, flow.octets) == (7, 700)
+            # aging before `later` keeps it: the fast path used it
+            tables.expire(later - 1)
+            assert tables.flows.lookup(KEY) is not None
+            # a flow Python removes leaves the fast path too
+            tables.flows.remove(KEY)
+            dp.sync_flows(tables.flows)
+            assert list(flows.keys()) == []
+        finally:
+            before = _prog_ids()
+            dp.close()
+        assert not netns.link_exists(None, PKT0)
+        gone = before - _prog_ids()
+        assert len(gone) >= 3, "the object's programs outlived close()"

@@ -1,6 +1,6 @@
 """End-to-end overlay benchmark (issue 9): VM to VM across two nodes on the same kind of
 underlay (veths to one bridge, MTU 1500), in one run, for the baselines (Linux bridge + kernel
-VXLAN, the same bridges with 802.1Q, Open vSwitch userspace VXLAN) and openvpc's python and
+VXLAN, the same bridges without a tunnel, Open vSwitch userspace VXLAN) and openvpc's python and
 ebpf datapaths for every encapsulation: iperf3 TCP with 1 and 4 streams, 64-byte UDP
 packets/s at the receiver, ping RTT p50/p99 and new TCP connections/s through first-packet
 policy. Samples are interleaved: each round measures every path once.

@@ -1,7 +1,7 @@
 """The paths the overlay benchmark compares, each built as a context manager that yields its
 Endpoints and removes everything it made: the baselines (Linux bridge + kernel VXLAN, the same
-bridges with 802.1Q over the underlay, Open vSwitch's userspace VXLAN) on an underlay built like
-the lab's l2 one, and openvpc labs (one per datapath, one tenant per encapsulation).
+bridges plainly bridged over the underlay, Open vSwitch's userspace VXLAN) on an underlay built
+like the lab's l2 one, and openvpc labs (one per datapath, one tenant per encapsulation).
 
 Baseline namespaces are named "ovbench-..." (`sweep` removes leftovers of a killed run); labs
 are named "bench<datapath>" and torn down by the lab's own `down`.

@@ -57,7 +57,7 @@ INLINE int tunnel_l2(struct pkt *p, struct nexthop *nh, __u32 label)
 	if (frame_eth(p, eth))
 		return send_up(p, SLOW_OTHER);
 	p->out_label = label;
-	p->out_sport = entropy_port_l2(p->vrf_id, eth);
+	p->out_sport = entropy_port_l2(p->vrf_id, (const struct eth_bytes *)eth);
 	return encap_out(p, nh, 1, NULL);
 }
 
@@ -83,7 +83,7 @@ INLINE int l2_nexthop(struct pkt *p, __u32 nh_id, __u32 label)
 			return send_up(p, SLOW_NEXTHOP);
 		if (frame_eth(p, eth))
 			return send_up(p, SLOW_OTHER);
-		sport = entropy_port_l2(p->vrf_id, eth);
+		sport = entropy_port_l2(p->vrf_id, (const struct eth_bytes *)eth);
 		idx = member_index(sport, nh->n_members);
 		nh_id = nh->members[idx].nh;
 		if (nh->members[idx].label != NO_LABEL) /* else the route's own */

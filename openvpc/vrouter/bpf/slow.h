@@ -10,12 +10,12 @@
 #define MAX_REFILL_US 100000000ULL /* 100 s: any bucket is full again long before */
 
 /* One token from the source's bucket (full on first use, as ratelimit.PuntLimiter). */
-INLINE int take_token(struct pkt *p)
+INLINE int take_token(struct node *node, __u32 in_vif, __u32 vrf_id)
 {
-	struct punt_key key = { .vif = p->in_vif, .vrf = p->vrf_id };
+	struct punt_key key = { .vif = in_vif, .vrf = vrf_id };
 	__u64 now = bpf_ktime_get_ns();
-	__u64 burst = (__u64)p->node->punt_burst * MILLI;
-	__u64 rate = p->node->punt_rate_milli;
+	__u64 burst = (__u64)node->punt_burst * MILLI;
+	__u64 rate = node->punt_rate_milli;
 	struct punt_bucket *b = bpf_map_lookup_elem(&ov_punt_tokens, &key);
 	__u64 tokens, us;
 
@@ -67,31 +67,43 @@ INLINE int vlan_tag_into_data(struct __sk_buff *skb)
 	return 0;
 }
 
-/* Send the frame up; the caller has not changed it. */
-NOINLINE int send_up(struct pkt *p, __u32 reason)
+/* Send the frame up: TC_ACT_REDIRECT, or -1 - the drop id when it cannot go up. A global
+ * function: the verifier checks it once instead of at each of the forty places a frame goes
+ * up from; so it gets ids, not struct pkt (whose pointers a global function cannot take). */
+__noinline int slow_out(struct __sk_buff *skb, __u32 in_vif, __u32 vrf_id, __u32 reason)
 {
-	struct __sk_buff *skb = p->skb;
-	__u32 pkt0 = p->node->pkt0_ifindex;
+	__u32 zero = 0;
+	struct node *node = bpf_map_lookup_elem(&ov_node, &zero);
 	struct slow_hdr *h;
+	__u32 pkt0;
 
-	if (!pkt0)
-		return drop(p, DROP_NO_AGENT_VIF);
-	if (!take_token(p))
-		return drop(p, DROP_PUNT_RATE_LIMITED);
+	if (!node || !node->pkt0_ifindex)
+		return -1 - DROP_NO_AGENT_VIF;
+	pkt0 = node->pkt0_ifindex;
+	if (!take_token(node, in_vif, vrf_id))
+		return -1 - DROP_PUNT_RATE_LIMITED;
 	if (skb->vlan_present && vlan_tag_into_data(skb))
-		return drop(p, DROP_TX_FAILED);
+		return -1 - DROP_TX_FAILED;
 	if (bpf_skb_change_head(skb, sizeof(struct slow_hdr), 0))
-		return drop(p, DROP_TX_FAILED);
+		return -1 - DROP_TX_FAILED;
 	h = pkt_ptr(skb, 0, sizeof(*h));
 	if (!h)
-		return drop(p, DROP_TX_FAILED);
+		return -1 - DROP_TX_FAILED;
 	__builtin_memset(h, 0, sizeof(*h));
 	h->proto = bpf_htons(SLOW_ETH_P);
-	h->vif = bpf_htonl(p->in_vif);
+	h->vif = bpf_htonl(in_vif);
 	h->reason = bpf_htons((__u16)reason);
 	count_slow(reason);
-	set_verdict(V_SLOW, p->in_vif, reason);
+	set_verdict(V_SLOW, in_vif, reason);
 	return bpf_redirect(pkt0, 0);
+}
+
+/* Send the frame up; the caller has not changed it. */
+INLINE int send_up(struct pkt *p, __u32 reason)
+{
+	int rc = slow_out(p->skb, p->in_vif, p->vrf_id, reason);
+
+	return rc >= 0 ? rc : drop(p, -1 - rc);
 }
 
 /* What the pipeline punts to the agent: dropped there when no agent vif exists. */

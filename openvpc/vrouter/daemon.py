@@ -226,14 +226,20 @@ class Vrouter:
     def _age(self) -> None:
         """An aging pass; the fast path's flow counters are folded in first, so that flows
         busy there only stay, and what aged out leaves the fast path too."""
-        if self.fast is not None:
-            try:
-                self.fast.fold_flows(self.tables.flows)
-            except OSError:
-                self._internal_error()
+        self._fold()
         self.tables.expire(self.now)
         if self.fast is not None:
             self.fast.sync_flows(self.tables.flows)
+
+    def _fold(self) -> None:
+        """Bring the fast path's counters (flows, drops, vifs) into the tables."""
+        if self.fast is None:
+            return
+        try:
+            self.fast.fold_flows(self.tables.flows)
+            self.fast.fold_counters(self.tables)
+        except OSError:
+            self._internal_error()
 
     def _on_wake(self, mask: int) -> None:
         with contextlib.suppress(BlockingIOError):
@@ -502,8 +508,7 @@ class Vrouter:
             reply = {"id": rid, "ok": False, "error": f"an observer may not {str(op)[:32]}"}
         else:
             if self.fast is not None and op in ("show", "stats"):
-                # what the fast path counted since the last aging pass shows at once
-                self.fast.fold_flows(self.tables.flows)
+                self._fold()  # what the fast path counted since the last aging pass shows
             reply, emits = self.handler.handle(request, self.now)
             if not reply["ok"]:
                 log.warning("request refused: %s", reply["error"])

@@ -46,6 +46,9 @@ class EbpfDatapath:
         self.image: MapImage = {}
         # what the fast path's counters of each mirrored flow were when last folded in
         self.folded: dict[FlowKey, tuple[int, int]] = {}
+        # ... and what the drop and vif counters were (the tables hold both paths' sums)
+        self.folded_drops: dict[int, int] = {}
+        self.folded_vifs: dict[int, tuple[int, ...]] = {}
         try:
             self.obj = BpfObject.open(
                 path or datapath_object(), max_entries={L.MAP_FLOWS: flow_capacity}
@@ -59,10 +62,6 @@ class EbpfDatapath:
     def start(self, tables: Tables) -> None:
         """Write the tables, then attach the programs that take traffic from outside."""
         assert self.obj is not None and self.pkt0 is not None
-        # bpf_fib_lookup answers "forwarding disabled" for a device that does not forward,
-        # and the fast path needs its answer to find an underlay neighbour's MAC
-        with open(f"/proc/sys/net/ipv4/conf/{self.fabric.ifname}/forwarding", "w") as f:
-            f.write("1")
         self.sync(tables)
         self.links.append(TcxLink.attach(self.obj.program("slow_in"), self.pkt0.ifindex, "ingress"))
         self.links.append(
@@ -153,6 +152,30 @@ class EbpfDatapath:
             self.folded[key] = (packets, nbytes)
 
     # -- counters -----------------------------------------------------------------------
+    def fold_counters(self, tables: Tables) -> None:
+        """Add what the programs counted since the last fold (drops by reason, each vif's
+        packets, bytes and drops) to the tables' counters, which then hold both paths'."""
+        drops = _percpu_sums(self.maps[L.MAP_DROPS], range(len(DROP_NAMES)))
+        for i, n in drops.items():
+            seen = self.folded_drops.get(i, 0)
+            if n > seen:
+                tables.drops[DROP_NAMES[i]] += n - seen
+                self.folded_drops[i] = n
+        for vif_id, vif in tables.vifs.items():
+            if vif_id >= L.MAX_VIFS:
+                continue
+            per_cpu = self.maps[L.MAP_VIF_STATS].lookup_percpu(L.u32(vif_id))
+            totals = [0] * len(_VIF_COUNTERS)
+            for value in per_cpu or ():
+                for i, n in enumerate(L.VIF_STATS.struct.unpack_from(value, 0)):
+                    totals[i] += n
+            seen_vif = self.folded_vifs.get(vif_id, (0,) * len(_VIF_COUNTERS))
+            if tuple(totals) == seen_vif:
+                continue
+            for name, now, before in zip(_VIF_COUNTERS, totals, seen_vif, strict=True):
+                setattr(vif.stats, name, getattr(vif.stats, name) + max(0, now - before))
+            self.folded_vifs[vif_id] = tuple(totals)
+
     def stats(self) -> dict[str, Any]:
         """The programs' counters: drops by reason, per-vif packets, slow-path reasons."""
         drops = _percpu_sums(self.maps[L.MAP_DROPS], range(len(DROP_NAMES)))
@@ -189,6 +212,7 @@ class EbpfDatapath:
             self.obj = None
 
 
+_VIF_COUNTERS = tuple(L.VIF_STATS.offsets)  # rx_packets ... drops, as VifStats names them
 _COUNTERS = struct.Struct("=QQQ")  # packets, bytes, last_used: the head of struct flow
 _MAPS = (
     L.MAP_VIFS,

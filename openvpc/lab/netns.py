@@ -276,9 +276,15 @@ def add_tap(ns: str, ifname: str, mac: str | None = None) -> None:
     set_up(ns, ifname)
 
 
+NODE_SIDE_MTU = 65535  # a veth's largest: the node side never drops what the VM sends
+
+
 def add_vm_veth(vm_ns: str, ifname: str, mac: str, node_side: str, mtu: int) -> None:
-    """A veth pair: `ifname` with `mac` in `vm_ns`, `node_side` in this thread's namespace
-    (the node's), both up with `mtu`. A node side of that name left by a crash is replaced."""
+    """A veth pair: `ifname` with `mac` and `mtu` in `vm_ns`, `node_side` in this thread's
+    namespace (the node's), both up. A node side of that name left by a crash is replaced.
+    The node side takes any size (NODE_SIDE_MTU): a veth drops frames longer than its peer's
+    MTU, so a VM that sends more than its overlay MTU must still reach the fast path, which
+    passes it up for ICMP fragmentation-needed (as a TAP would)."""
     with rtnl(None) as ipr:
         stale = ipr.link_lookup(ifname=node_side)
         if stale:
@@ -295,7 +301,7 @@ def add_vm_veth(vm_ns: str, ifname: str, mac: str, node_side: str, mtu: int) -> 
                 kind="veth",
                 address=mac,
                 mtu=mtu,
-                peer={"ifname": node_side, "net_ns_fd": here, "mtu": mtu},
+                peer={"ifname": node_side, "net_ns_fd": here, "mtu": NODE_SIDE_MTU},
             )
             index = _index(ipr, ifname, vm_ns)
             _call(f"up {ifname}", vm_ns, ipr.link, "set", index=index, state="up")

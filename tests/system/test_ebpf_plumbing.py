@@ -17,6 +17,7 @@ import pytest
 from openvpc.agent.vm_plan import Tap, VmSpec
 from openvpc.agent.vms import NetnsPlug
 from openvpc.lab import netns
+from openvpc.lab.netns import NODE_SIDE_MTU
 from openvpc.model.vifnames import node_side_name
 from openvpc.vrouter.ebpf.layout import SlowReason
 from openvpc.vrouter.ebpf.slowhdr import SlowFrame, slow_hdr
@@ -70,7 +71,7 @@ def test_the_plug_makes_and_removes_a_vm_veth(node_ns: str) -> None:
             side = node_side_name(vm_ns, "eth0")
             found = _link(None, side)
             assert found is not None and (found["mtu"], found["up"], found["kind"]) == (
-                1450,
+                NODE_SIDE_MTU,
                 True,
                 "veth",
             )

@@ -21,7 +21,8 @@ _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 @dataclass(frozen=True, slots=True)
 class Tap:
     """One VM interface: `ifname` carrying `mac`, for the port of `interface_id`; a TAP, or
-    with `veth` a veth pair whose node side (`vifnames.node_side_name`) has MTU `mtu`."""
+    with `veth` a veth pair whose VM side has MTU `mtu` (its node side, `vifnames.node_side_name`,
+    takes any size)."""
 
     ifname: str
     mac: str

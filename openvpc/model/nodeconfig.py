@@ -71,14 +71,18 @@ class MacRouteConfig:
 
 @dataclass(frozen=True, slots=True)
 class PortConfig:
-    """A VM interface plugged into this node's vRouter, and what the agent's proxies serve it."""
+    """A VM interface plugged into this node's vRouter, and what the agent's proxies serve it.
+    Where it is: `ifname` in namespace `netns` (the lab's VM: a TAP, or with the eBPF datapath
+    the VM end of a veth whose node end is `vifnames.node_side_name`). With `netns` ""
+    (`vifnames.NODE_NETNS`) `ifname` is a device in the node's own namespace, e.g. a TAP whose
+    fd QEMU holds, served there directly."""
 
     vif: int  # this node's vif id, stable across generations
     interface_id: str  # "eni-..."
     instance_id: str  # "i-..."
     name: str  # the VM's configured name
-    netns: str  # the network namespace the TAP lives in (the lab's VM)
-    ifname: str  # the TAP's name inside that namespace
+    netns: str  # the network namespace the VM's interface lives in; "": the node's own
+    ifname: str  # the interface's name inside that namespace
     vrf: int
     mac: str
     ip: str

@@ -6,7 +6,8 @@ tunnel packets of one flow leave in one GSO send, TCP segments for one TAP are c
 
 With the eBPF datapath the programs forward and this process is their slow path: it reads
 what they pass up from pkt0, runs the same pipeline on it, and writes what goes to a VM back
-down pkt0 (fabric frames leave through its own sockets as ever); VMs are on veths, not TAPs."""
+down pkt0 (fabric frames leave through its own sockets as ever). VMs are on veths (delivered
+to with redirect_peer) or on TAPs in the node's namespace (a port with netns "", as QEMU's)."""
 
 import contextlib
 import json
@@ -25,7 +26,7 @@ from pyroute2 import netns as pyroute2_netns
 from openvpc.credentials import CredentialError, read_secret_file
 from openvpc.model.forwarding import AGENT_VIF, FABRIC_VIF
 from openvpc.model.nodeconfig import PortConfig
-from openvpc.model.vifnames import DEFAULT_DATAPATH, Datapath, node_side_name
+from openvpc.model.vifnames import DEFAULT_DATAPATH, Datapath, node_device_name
 from openvpc.packet.errors import Malformed
 from openvpc.process import private_umask
 from openvpc.vrouter.channel import AgentChannel, ChannelError, Peer, Refusal
@@ -37,7 +38,7 @@ from openvpc.vrouter.limits import DEFAULT_LIMITS, NodeLimits
 from openvpc.vrouter.neighbors import retry_pending
 from openvpc.vrouter.offload import frames_from_tap, tap_super
 from openvpc.vrouter.pipeline import Emit, process
-from openvpc.vrouter.ports import FabricPorts, PortError, TapPort, fabric_link
+from openvpc.vrouter.ports import FabricPorts, PortError, TapPort, fabric_link, node_device
 from openvpc.vrouter.program import build_tables
 from openvpc.vrouter.superframe import (
     SuperEmit,
@@ -98,22 +99,31 @@ class Taps:
             self.detach(vif)
 
 
-class Veths:
-    """The node-side veth of every VM vif (eBPF datapath; the `PortAttacher`): vif_in is
-    attached while the vif's port is set, to the device its name finds now."""
+class NodeDevices:
+    """The node-namespace device of every VM vif (eBPF datapath; the `PortAttacher`): vif_in
+    is attached while the vif's port is set, to the device its name finds now: the node end
+    of the VM's veth, or with the port's netns "" the port's own device (a TAP QEMU holds)."""
 
     def __init__(self, fast: "EbpfDatapath") -> None:
         self.fast = fast
 
     def attach(self, port: PortConfig, apply: Callable[[], None]) -> None:
-        name = node_side_name(port.netns, port.ifname)
+        name = node_device_name(port.netns, port.ifname)
         try:
-            ifindex = socket.if_nametoindex(name)
-        except OSError as e:
-            raise PortError(f"no veth {name} for {port.ifname} of {port.netns}") from e
+            device = node_device(name)
+        except PortError as e:
+            raise PortError(f"{port.ifname} of {port.netns or 'the node'}: {e}") from e
         apply()
-        self.fast.attach_vif(port.vif, ifindex)
-        log.info("vif %d: vif_in on %s (%s in %s)", port.vif, name, port.ifname, port.netns)
+        self.fast.attach_vif(port.vif, device.ifindex, peer=device.veth)
+        kind = "veth" if device.veth else "TAP"
+        log.info(
+            "vif %d: vif_in on %s %s (%s in %s)",
+            port.vif,
+            kind,
+            name,
+            port.ifname,
+            port.netns or "the node",
+        )
 
     def detach(self, vif: int) -> None:
         self.fast.detach_vif(vif)
@@ -149,14 +159,14 @@ class Vrouter:
         self.fabric: FabricPorts | None = None
         self.channel: AgentChannel | None = None
         self.fast: EbpfDatapath | None = None
-        self.veths: Veths | None = None
+        self.node_devices: NodeDevices | None = None
         try:
             if datapath == "ebpf":
                 # loaded only here: the python datapath needs neither libbpf nor the object
                 from openvpc.vrouter.ebpf import datapath as ebpf
 
                 self.fast = ebpf.EbpfDatapath(link, limits.flow_capacity)
-                self.veths = Veths(self.fast)
+                self.node_devices = NodeDevices(self.fast)
             self.fabric = FabricPorts(link, arp_only=self.fast is not None)
             self.channel = AgentChannel(control_path, secret, on_drop=self._peer_gone)
             if self.fast is not None:
@@ -167,7 +177,7 @@ class Vrouter:
         self.handler = ControlHandler(
             self.programmer,
             self.boot_id,
-            self.veths or self.taps,
+            self.node_devices or self.taps,
             datapath,
             None if self.fast is None else self.fast.stats,
         )
@@ -526,8 +536,8 @@ class Vrouter:
     # -- shutdown ----------------------------------------------------------------------------
     def close(self) -> None:
         self.taps.close()
-        if self.veths is not None:
-            self.veths.close()
+        if self.node_devices is not None:
+            self.node_devices.close()
         if self.fast is not None:
             self.fast.close()
         if self.channel is not None:

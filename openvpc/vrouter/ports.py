@@ -102,7 +102,8 @@ def _in_netns(name: str) -> Iterator[None]:
 
 
 class TapPort:
-    """A persistent TAP of the lab, attached with IFF_VNET_HDR and CSUM|TSO4 offloads."""
+    """A persistent TAP of the lab, attached with IFF_VNET_HDR and CSUM|TSO4 offloads; in
+    `netns`, or with netns "" in this process's own namespace."""
 
     def __init__(self, vif: int, netns: str, ifname: str) -> None:
         self.vif = vif
@@ -113,7 +114,7 @@ class TapPort:
     def _open(self) -> int:
         if not 0 < len(self.ifname.encode()) < 16:
             raise PortError(f"bad interface name {self.ifname!r}")
-        with _in_netns(self.netns):
+        with _in_netns(self.netns) if self.netns else contextlib.nullcontext():
             # TUNSETIFF would create a TAP that does not exist: only attach to the lab's own
             try:
                 socket.if_nametoindex(self.ifname)
@@ -150,6 +151,37 @@ class TapPort:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+# -- a VM's device in the node's namespace (eBPF datapath) ---------------------------------
+@dataclass(frozen=True, slots=True)
+class NodeDevice:
+    """The device vif_in sits on: a veth's node end (delivered to with bpf_redirect_peer,
+    straight into the VM's namespace) or a TAP (to its egress, which its fd holder reads)."""
+
+    ifindex: int
+    veth: bool
+
+
+def node_device(ifname: str) -> NodeDevice:
+    """`ifname` in this namespace, by the kind the kernel says it is; PortError when it is
+    missing or is neither a veth nor a TAP (a TUN has no Ethernet to deliver)."""
+    with IPRoute() as ipr:
+        try:
+            found = ipr.link_lookup(ifname=ifname)
+            links = ipr.get_links(found[0]) if found else []
+        except NetlinkError as e:
+            raise PortError(f"cannot look up {ifname}: {e}") from e
+    if not links:
+        raise PortError(f"no device {ifname}")
+    info = links[0].get_attr("IFLA_LINKINFO")
+    kind = None if info is None else info.get_attr("IFLA_INFO_KIND")
+    data = None if info is None else info.get_attr("IFLA_INFO_DATA")
+    if kind == "veth":
+        return NodeDevice(int(links[0]["index"]), True)
+    if kind == "tun" and data is not None and data.get_attr("IFLA_TUN_TYPE") == IFF_TAP:
+        return NodeDevice(int(links[0]["index"]), False)
+    raise PortError(f"{ifname} is a {kind or 'device'} device, not a veth or a TAP")
 
 
 # -- pkt0 -----------------------------------------------------------------------------------

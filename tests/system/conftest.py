@@ -2,14 +2,19 @@
 
 `lab` is a factory: `lab(topology_dict)` writes the dict to a YAML file with a unique lab
 name, runs `up`, and returns a `LabHandle`; every lab it made is brought down afterwards, and
-then the test fails if any namespace, interface, process or file of ours is left behind.
+then the test fails if any namespace, interface, process, file or pinned BPF object of ours is
+left behind. `tcx_programs` lists the programs attached at tcx in a namespace (eBPF tests).
 """
 
+import ctypes
 import hashlib
+import json
 import os
+import platform
 import re
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,6 +29,7 @@ import pytest
 import yaml
 from botocore.config import Config
 
+from openvpc.lab import netns as lab_netns
 from openvpc.lab import real, tenants
 from openvpc.lab.naming import NETNS_DIR, RUN_ROOT
 from openvpc.lab.nsexec import ETC_NETNS
@@ -79,6 +85,7 @@ class HostSnapshot:
     run_dirs: frozenset[str]
     etc_netns: frozenset[str]
     processes: frozenset[tuple[int, str]]
+    pinned: frozenset[str]
     resolv_conf: str
 
     @classmethod
@@ -89,19 +96,23 @@ class HostSnapshot:
             run_dirs=frozenset(_listdir(RUN_ROOT)) | _exists(RUN_ROOT),
             etc_netns=frozenset(_listdir(ETC_NETNS)) | _exists(ETC_NETNS),
             processes=frozenset(_our_kind_of_processes()),
+            pinned=frozenset(_pinned(BPFFS)),
             resolv_conf=hashlib.sha256(Path("/etc/resolv.conf").read_bytes()).hexdigest(),
         )
 
     def leaks_since(self, before: "HostSnapshot", labs: Sequence[str]) -> list[str]:
         """What appeared since `before`: namespaces, directories and processes are counted
         only when they carry one of `labs`' names (other work may run on the machine), host
-        interfaces always (a lab creates none in the host namespace). /run/openvpc and
-        /etc/netns themselves are shared by labs that overlap in time, so they are not
-        counted here."""
+        interfaces always (a lab creates none in the host namespace), pinned BPF objects when
+        they carry a lab's name or look like ours (nothing of ours is ever pinned: links and
+        maps live by the vRouter's fds). /run/openvpc and /etc/netns themselves are shared by
+        labs that overlap in time, so they are not counted here."""
         found = []
-        for field in ("netns", "links", "run_dirs", "etc_netns", "processes"):
+        for field in ("netns", "links", "run_dirs", "etc_netns", "processes", "pinned"):
             extra = getattr(self, field) - getattr(before, field)
-            if field != "links":
+            if field == "pinned":
+                extra = {x for x in extra if _PINNED_OURS.search(x) or any(n in x for n in labs)}
+            elif field != "links":
                 extra = {x for x in extra if any(name in str(x) for name in labs)}
             if extra:
                 found.append(f"{field}: {sorted(extra)}")
@@ -122,6 +133,21 @@ def _exists(path: Path) -> frozenset[str]:
 
 
 _OURS = re.compile(r"openvpc|dhclient|iperf3|tcpdump|tshark")
+BPFFS = Path("/sys/fs/bpf")
+_PINNED_OURS = re.compile(r"openvpc|ov_|ovv|vif_in|fabric_in|slow_in")
+_PINNED_MAX = 10_000  # entries walked under bpffs: a bound, not an expectation
+
+
+def _pinned(root: Path) -> list[str]:
+    """Every path pinned under the BPF filesystem (none when it is not mounted)."""
+    if not os.path.ismount(root):
+        return []
+    found: list[str] = []
+    for top, dirs, files in os.walk(root):
+        found.extend(os.path.join(top, name) for name in (*dirs, *files))
+        if len(found) > _PINNED_MAX:
+            break
+    return found
 
 
 def _our_kind_of_processes() -> list[tuple[int, str]]:
@@ -319,3 +345,46 @@ def wait_for_line(proc: "subprocess.Popen[str]", text: str, timeout: float = 15.
         if chunk == b"\n" and text.encode() in seen.rsplit(b"\n", 2)[-2]:
             return seen.decode(errors="replace")
     raise AssertionError(f"no line with {text!r} within {timeout:.0f} s: {seen!r:.300}")
+
+
+# -- what is attached at tcx (the eBPF datapath) -------------------------------------------
+_SYS_BPF = {"x86_64": 321, "aarch64": 280}
+_BPF_PROG_QUERY = 16
+_BPF_TCX = {"ingress": 46, "egress": 47}  # BPF_TCX_INGRESS, BPF_TCX_EGRESS
+_QUERY_MAX = 64
+
+
+def _tcx_query(ifindex: int, attach_type: int) -> list[int]:
+    """The ids of the programs attached at one tcx hook of a device of this thread's
+    namespace: the kernel's own answer (BPF_PROG_QUERY), not the vRouter's."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    ids = (ctypes.c_uint32 * _QUERY_MAX)()
+    attr = (ctypes.c_uint8 * 64)()  # union bpf_attr's query: target, type, flags, ids, count
+    ctypes.memmove(attr, (ctypes.c_uint32 * 2)(ifindex, attach_type), 8)
+    ctypes.memmove(ctypes.addressof(attr) + 16, (ctypes.c_uint64 * 1)(ctypes.addressof(ids)), 8)
+    ctypes.memmove(ctypes.addressof(attr) + 24, (ctypes.c_uint32 * 1)(_QUERY_MAX), 4)
+    if libc.syscall(_SYS_BPF[platform.machine()], _BPF_PROG_QUERY, attr, len(attr)) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"BPF_PROG_QUERY on ifindex {ifindex}: {os.strerror(err)}")
+    count = int.from_bytes(bytes(attr[24:28]), "little")
+    return list(ids[: min(count, _QUERY_MAX)])
+
+
+def tcx_programs(ns: str | None) -> dict[str, dict[str, list[str]]]:
+    """The programs attached at tcx in namespace `ns` (None: this one), by device and
+    direction, by name (bpftool names the ids: bpftool 7.1 itself shows tcx links without
+    their device). Devices with nothing attached are left out."""
+    shown = subprocess.run(
+        ["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=True
+    )
+    names = {int(p["id"]): str(p.get("name", "?")) for p in json.loads(shown.stdout or "[]")}
+    found: dict[str, dict[str, list[str]]] = {}
+    with lab_netns.inside(ns):
+        for ifindex, ifname in socket.if_nameindex():
+            for direction, attach_type in _BPF_TCX.items():
+                progs = _tcx_query(ifindex, attach_type)
+                if progs:
+                    found.setdefault(ifname, {})[direction] = [
+                        names.get(i, f"id {i}") for i in progs
+                    ]
+    return found

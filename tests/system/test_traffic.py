@@ -1,8 +1,11 @@
 """Real traffic between VMs on two compute nodes, for every encapsulation on both underlays.
 
-One lab per underlay (module-scoped, so each comes up once): one tenant per encapsulation,
-all with the same 10.0.0.0/16 and the same three subnets (web and app reach each other; db's
-route table blackholes web). Real dhclient, ping, TCP, iperf3, tcpdump and tshark.
+One lab per underlay and datapath (module-scoped, so each comes up once): one tenant per
+encapsulation, all with the same 10.0.0.0/16 and the same three subnets (web and app reach
+each other; db's route table blackholes web). Real dhclient, ping, TCP, iperf3, tcpdump and
+tshark. The main cross-node tests (the connectivity matrix, bulk TCP, PMTU) run on both
+datapaths (`dp_world`); the rest on the default datapath only (`world`), so the other one keeps
+a smaller set whichever is the default.
 """
 
 import ipaddress
@@ -22,7 +25,9 @@ from conftest import HostSnapshot, LabHandle, Labs, wait_for_line
 from openvpc.compiler.compile import compile_node, mtu_for, subnet_tables
 from openvpc.lab import netns, nsexec
 from openvpc.lab.kernel_vtep import DEVICE, KernelVtep, add_kernel_vtep
+from openvpc.lab.real import ebpf_refusal
 from openvpc.model.resources import Snapshot
+from openvpc.model.vifnames import DEFAULT_DATAPATH
 from openvpc.tools.matrix import expected_probes, run_probes
 from openvpc.tools.showcase import Responders
 
@@ -30,6 +35,7 @@ ENCAPS = {"l2": ("vxlan", "mplsoudp", "mplsogre", "vlan"), "l3": ("vxlan", "mpls
 LETTER = {"vxlan": "x", "mplsoudp": "u", "mplsogre": "g", "vlan": "v"}
 VIP = "10.0.1.100"
 PY = sys.executable
+WORLDS = [(underlay, dp) for dp in ("ebpf", "python") for underlay in ("l2", "l3")]
 
 
 def tenant(encap: str) -> dict[str, Any]:
@@ -68,6 +74,7 @@ def tenant(encap: str) -> dict[str, Any]:
 @dataclass
 class World:
     underlay: str
+    datapath: str
     lab: LabHandle
     snapshot: Snapshot
 
@@ -89,27 +96,39 @@ class World:
         return next(i.name for i in self.snapshot.instances if i.id == instance)
 
 
-@pytest.fixture(scope="module", params=["l2", "l3"])
-def world(
+@pytest.fixture(scope="module", params=WORLDS, ids=[f"{u}-{dp}" for u, dp in WORLDS])
+def dp_world(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[World]:
-    underlay: str = request.param
-    labs = Labs(tmp_path_factory.mktemp(underlay), HostSnapshot.take(), prefix="w")
+    """A lab on one underlay with one datapath: for the tests that run on both."""
+    underlay, dp = request.param
+    if dp == "ebpf" and (why := ebpf_refusal()) is not None:
+        pytest.skip(f"no eBPF datapath here: {why}")
+    labs = Labs(tmp_path_factory.mktemp(f"{underlay}-{dp}"), HostSnapshot.take(), prefix="w")
     try:
         lab = labs.make(
             {
                 "underlay": underlay,
                 "encap": "vxlan",
                 "fabric_mtu": 1500,
+                "datapath": dp,
                 "nodes": ["node1", "node2"],
                 "tenants": [tenant(e) for e in ENCAPS[underlay]],
             }
         )
         with Responders(lab.started):
-            yield World(underlay, lab, lab.store_snapshot())
+            yield World(underlay, dp, lab, lab.store_snapshot())
     finally:
         problems = labs.close()
         assert not problems, "; ".join(problems)
+
+
+@pytest.fixture
+def world(dp_world: World) -> World:
+    """The same labs, for the tests that run on the default datapath only."""
+    if dp_world.datapath != DEFAULT_DATAPATH:
+        pytest.skip(f"on the default datapath ({DEFAULT_DATAPATH}) only")
+    return dp_world
 
 
 def encaps(world: World) -> tuple[str, ...]:
@@ -117,8 +136,8 @@ def encaps(world: World) -> tuple[str, ...]:
 
 
 @pytest.fixture(params=["vxlan", "mplsoudp", "mplsogre", "vlan"])
-def encap(request: pytest.FixtureRequest, world: World) -> str:
-    if request.param not in encaps(world):
+def encap(request: pytest.FixtureRequest, dp_world: World) -> str:
+    if request.param not in encaps(dp_world):
         pytest.skip("VLAN needs the l2 underlay")
     return str(request.param)
 
@@ -142,7 +161,9 @@ def test_dhcp_gives_each_vm_its_address_mtu_and_dns(world: World) -> None:
         assert answer[:2] == [world.ip(f"{x}3"), f"{x}3.ec2.internal"]
 
 
-def test_connectivity_matrix_route_tables_and_tenant_isolation(world: World) -> None:
+def test_connectivity_matrix_route_tables_and_tenant_isolation(dp_world: World) -> None:
+    world = dp_world
+
     def run(vm: str, argv: list[str]) -> tuple[int, str]:
         out = world.run(vm, argv, timeout=15)
         return out.returncode, out.stdout
@@ -154,7 +175,8 @@ def test_connectivity_matrix_route_tables_and_tenant_isolation(world: World) -> 
     assert sum(1 for r in results if not r.probe.expect) >= 4 * len(encaps(world))
 
 
-def test_ten_megabytes_cross_node_intact(world: World, encap: str) -> None:
+def test_ten_megabytes_cross_node_intact(dp_world: World, encap: str) -> None:
+    world = dp_world
     x = LETTER[encap]
     sink = world.popen(f"{x}2", [PY, "-m", "openvpc.tools.probe", "sink", "7100"])
     try:
@@ -195,8 +217,9 @@ def test_gateways_ttl_and_broadcast(world: World, encap: str) -> None:
 
 
 def test_df_packet_over_overlay_mtu_gets_frag_needed_and_tcp_still_works(
-    world: World, encap: str
+    dp_world: World, encap: str
 ) -> None:
+    world = dp_world
     if encap == "vlan":
         pytest.skip("VLAN adds no overhead: the overlay MTU is the fabric's")
     x = LETTER[encap]

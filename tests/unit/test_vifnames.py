@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from openvpc.model.vifnames import check_datapath, node_side_name
+from openvpc.model.vifnames import NODE_NETNS, check_datapath, node_device_name, node_side_name
 
 
 def test_a_node_side_name_fits_ifnamsiz_and_is_stable() -> None:
@@ -25,3 +25,8 @@ def test_datapaths() -> None:
     assert check_datapath("ebpf") == "ebpf"
     with pytest.raises(ValueError, match="unknown datapath 'dpdk'"):
         check_datapath("dpdk")
+
+
+def test_a_port_in_the_node_namespace_names_its_own_device() -> None:
+    assert node_device_name(NODE_NETNS, "tap-qemu0") == "tap-qemu0"
+    assert node_device_name("ov-lab-v-web", "eth0") == node_side_name("ov-lab-v-web", "eth0")

@@ -1,5 +1,5 @@
 """The eBPF datapath of one vRouter process: the loaded object, pkt0, the tcx links (fabric_in
-on the fabric, slow_in on pkt0, vif_in on every VM's node-side veth), the map sync after each
+on the fabric, slow_in on pkt0, vif_in on every VM's node-side veth or TAP), the map sync after each
 table change, the flow mirror and the fast path's counters. Nothing is pinned: every link and
 map goes with this process's file descriptors."""
 
@@ -41,7 +41,7 @@ class EbpfDatapath:
         self.obj: BpfObject | None = None
         self.pkt0: Pkt0Port | None = None
         self.links: list[TcxLink] = []
-        self.vif_links: dict[int, TcxLink] = {}  # vif -> vif_in on its node-side veth
+        self.vif_links: dict[int, TcxLink] = {}  # vif -> vif_in on its node-side device
         self.devices: dict[int, Device] = {}
         self.image: MapImage = {}
         # what the fast path's counters of each mirrored flow were when last folded in
@@ -75,16 +75,18 @@ class EbpfDatapath:
         )
 
     # -- vifs ---------------------------------------------------------------------------
-    def attach_vif(self, vif: int, ifindex: int) -> None:
-        """vif_in at the ingress of `vif`'s node-side veth (again if the device changed)."""
+    def attach_vif(self, vif: int, ifindex: int, peer: bool = True) -> None:
+        """vif_in at the ingress of `vif`'s node-side device (again if the device changed);
+        with `peer` (a veth) deliveries go by redirect_peer, else to the device's egress."""
         assert self.obj is not None
         old = self.vif_links.get(vif)
         if old is not None and old.ifindex == ifindex and old.fd is not None:
+            self.devices[vif] = Device(ifindex, peer)
             return
         link = TcxLink.attach(self.obj.program("vif_in"), ifindex, "ingress")
         self.detach_vif(vif)
         self.vif_links[vif] = link
-        self.devices[vif] = Device(ifindex, True)
+        self.devices[vif] = Device(ifindex, peer)
 
     def detach_vif(self, vif: int) -> None:
         link = self.vif_links.pop(vif, None)

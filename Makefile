@@ -39,8 +39,11 @@ test: $(STAMP) sysdeps bpf lint
 bench: $(STAMP)
 	$(PY) -m bench.pipeline
 
-bench-overlay: $(STAMP) sysdeps
-	$(PY) -m bench.overlay
+# every path, 5 interleaved samples of 5 s (root; about half an hour; installs Open vSwitch when
+# missing) and the table into bench/RESULTS.md; a smoke run: BENCH_ARGS="--seconds 1 --samples 1
+# --paths kernel,python-vxlan"
+bench-overlay: $(STAMP) sysdeps bpf
+	$(PY) -m bench.overlay --record $(BENCH_ARGS)
 
 # applying topologies of 100, 500 and 1,000 VMs to a store (no namespaces, no root)
 bench-apply: $(STAMP)

@@ -1,184 +1,277 @@
-"""End-to-end overlay benchmark: iperf3 throughput and ping RTT between VMs on two compute
-nodes of a real lab, for each encapsulation, next to the Linux kernel's own VXLAN between two
-namespaces on the same underlay bridge, measured in the same run.
+"""End-to-end overlay benchmark (issue 9): VM to VM across two nodes on the same kind of
+underlay (veths to one bridge, MTU 1500), in one run, for the baselines (Linux bridge + kernel
+VXLAN, the same bridges without a tunnel, Open vSwitch userspace VXLAN) and openvpc's python and
+ebpf datapaths for every encapsulation: iperf3 TCP with 1 and 4 streams, 64-byte UDP
+packets/s at the receiver, ping RTT p50/p99 and new TCP connections/s through first-packet
+policy. Samples are interleaved: each round measures every path once.
 
-Run as root: `python -m bench.overlay [--seconds N] [--json FILE]` (`make bench-overlay`).
+Run as root: `python -m bench.overlay [--seconds N] [--samples N] [--paths a,b] [--record]`
+(`make bench-overlay`). Everything it makes is removed at the end, also on Ctrl-C or SIGTERM.
 """
 
 import argparse
+import datetime
 import json
-import re
+import os
+import shlex
+import signal
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
-import yaml
-
+from bench import overlay_measure as m
+from bench.overlay_ovs import ensure_installed
+from bench.overlay_paths import BASELINES, ENCAPS, baselines, lab_name, openvpc_lab, sweep
 from bench.pipeline import machine
-from openvpc.lab import netns, real
-from openvpc.lab.kernel_vtep import KernelVtep, add_kernel_vtep
-from openvpc.lab.naming import underlay_netns
+from openvpc.lab import real
 
-LAB = "bench"
-ENCAPS = ("vxlan", "mplsoudp", "mplsogre", "vlan")
-VM_PREFIX = {"vxlan": "vx", "mplsoudp": "mu", "mplsogre": "mg", "vlan": "vl"}
-KERNEL_VNI = 4242
-
-
-def topology(encaps: tuple[str, ...]) -> dict[str, Any]:
-    """One tenant per encapsulation, one VM on each node (a1 on node1, a2 on node2...)."""
-    return {
-        "name": LAB,
-        "underlay": "l2",
-        "encap": "vxlan",
-        "fabric_mtu": 1500,
-        "nodes": ["node1", "node2"],
-        "tenants": [
-            {
-                "name": encap,
-                "vpcs": [
-                    {
-                        "name": "bench",
-                        "cidr": "10.0.0.0/16",
-                        "encap": encap,
-                        "subnets": [{"name": "s", "cidr": "10.0.1.0/24"}],
-                        "vms": [
-                            {"name": f"{VM_PREFIX[encap]}1", "subnet": "s", "node": "node1"},
-                            {"name": f"{VM_PREFIX[encap]}2", "subnet": "s", "node": "node2"},
-                        ],
-                    }
-                ],
-            }
-            for encap in encaps
-        ],
-    }
+DATAPATHS = ("python", "ebpf")
+ALL_PATHS = (*BASELINES, *(f"{d}-{e}" for d in DATAPATHS for e in ENCAPS))
+METRICS = ("tcp1_gbps", "tcp4_gbps", "udp64_pps", "conns_per_s")
+RESULTS_DIR = Path(__file__).with_name("results")
+RESULTS_MD = Path(__file__).with_name("RESULTS.md")
+BEGIN, END = "<!-- bench-overlay:begin -->", "<!-- bench-overlay:end -->"
 
 
-def _run(argv: list[str], timeout: float = 120) -> str:
-    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=True).stdout
+def reference(path: str) -> str:
+    """The baseline a path is compared with: the bridges without VXLAN for VLAN."""
+    return "kernel-vlan" if path.endswith("-vlan") else "kernel"
 
 
-def _netns(ns: str, argv: list[str], timeout: float = 120) -> str:
-    return _run(["ip", "netns", "exec", ns, *argv], timeout)
-
-
-def measure(ns_client: str, ns_server: str, server_ip: str, seconds: int) -> dict[str, float]:
-    """iperf3 TCP (one stream) client -> server, then 50 pings; Gbit/s and ms."""
-    server = subprocess.Popen(
-        ["ip", "netns", "exec", ns_server, "iperf3", "-s", "-p", "5299"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    client = ["ip", "netns", "exec", ns_client, "iperf3", "-c", server_ip, "-p", "5299"]
-    report: dict[str, Any] = {}
-    try:
-        for _ in range(20):  # until the server listens and a whole test has run
-            out = subprocess.run(
-                [*client, "-t", str(seconds), "-J"],
-                capture_output=True,
-                text=True,
-                timeout=seconds + 60,
-                check=False,
-            )
-            try:
-                report = json.loads(out.stdout)
-            except ValueError:
-                report = {}
-            if "sum_sent" in report.get("end", {}):
-                break
-            time.sleep(0.3)
-        else:
-            raise RuntimeError(
-                f"iperf3 {ns_client} -> {server_ip}: {report.get('error', out.stderr)}"
-            )
-    finally:
-        server.kill()
-        server.wait()
-    end = report["end"]
-    ping = _netns(ns_client, ["ping", "-n", "-q", "-c", "50", "-i", "0.02", server_ip])
-    rtt = re.search(r"= ([\d.]+)/([\d.]+)/([\d.]+)", ping)
-    assert rtt is not None, ping
-    return {
-        "gbps_sent": end["sum_sent"]["bits_per_second"] / 1e9,
-        "gbps_received": end["sum_received"]["bits_per_second"] / 1e9,
-        "retransmits": float(end["sum_sent"].get("retransmits", 0)),
-        "rtt_avg_ms": float(rtt.group(2)),
-        "rtt_max_ms": float(rtt.group(3)),
-    }
-
-
-@contextmanager
-def kernel_vxlan_pair(bridge_ns: str) -> Iterator[tuple[str, str, str]]:
-    """Two namespaces on the lab's underlay bridge, joined by kernel VXLAN devices."""
-    names = [f"ov-{LAB}-kv1", f"ov-{LAB}-kv2"]
-    underlay = ["192.168.0.201", "192.168.0.202"]
-    overlay = ["10.99.0.1", "10.99.0.2"]
-    try:
-        for i, ns in enumerate(names):
-            add_kernel_vtep(
-                KernelVtep(
-                    ns,
-                    bridge_ns,
-                    f"kvb{i}",
-                    f"{underlay[i]}/24",
-                    KERNEL_VNI,
-                    underlay[1 - i],
-                    f"{overlay[i]}/24",
-                )
-            )
-        yield names[0], names[1], overlay[1]
-    finally:
-        for ns in names:
-            netns.remove_netns(ns)
-
-
-def run(seconds: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "bench.yaml"
-        path.write_text(yaml.safe_dump(topology(ENCAPS), sort_keys=False))
-        real.down(LAB)
-        st = real.up(path)
+def _sample(ep: m.Endpoints, seconds: float, pings: int, into: dict[str, Any]) -> None:
+    """One round of every metric on one path; a failed measurement is recorded, not fatal."""
+    steps: list[tuple[str, Callable[[], Any]]] = [
+        ("tcp1_gbps", lambda: m.tcp_gbps(ep, seconds, 1)),
+        ("tcp4_gbps", lambda: m.tcp_gbps(ep, seconds, 4)),
+        ("udp64_pps", lambda: m.udp_pps(ep, seconds)),
+        ("rtt_ms", lambda: m.ping_rtts(ep, pings)),
+        ("conns", lambda: m.conns_per_s(ep, seconds)),
+    ]
+    for key, step in steps:
         try:
-            results: dict[str, dict[str, float]] = {}
-            ns = {vm.name: vm.netns for vm in st.vms}
-            ips = {vm.name: (vm.ip or "").split("/")[0] for vm in st.vms}
-            with kernel_vxlan_pair(underlay_netns(LAB, "sw")) as (a, b, b_ip):
-                results["kernel vxlan (baseline)"] = measure(a, b, b_ip, seconds)
-            for encap in ENCAPS:
-                client, server = f"{VM_PREFIX[encap]}1", f"{VM_PREFIX[encap]}2"
-                results[f"openvpc {encap}"] = measure(ns[client], ns[server], ips[server], seconds)
-        finally:
-            real.down(LAB)
-    return {"machine": machine(), "seconds": seconds, "results": results}
+            value = step()
+        except (m.MeasureError, OSError, ValueError, KeyError, subprocess.SubprocessError) as exc:
+            into.setdefault("errors", []).append(f"{key}: {exc}")
+            print(f"  {ep.name} {key}: FAILED {exc}", file=sys.stderr)
+            continue
+        if key == "rtt_ms":
+            into.setdefault("rtt_ms", []).append(value)  # one list per sample
+        elif key == "conns":
+            into.setdefault("conns_per_s", []).append(value["conns_per_s"])
+            into.setdefault("conn_failures", []).append(value["failures"])
+        else:
+            into.setdefault(key, []).append(value)
+
+
+def summarize(raw: dict[str, Any], pings: int) -> dict[str, Any]:
+    """Per path: the median (min, max, n) of each metric and the RTT p50/p99 of all pings."""
+    out: dict[str, Any] = {}
+    for metric in METRICS:
+        if raw.get(metric):
+            out[metric] = m.summary(raw[metric])
+    if raw.get("rtt_ms"):
+        rtts = [rtt for sample in raw["rtt_ms"] for rtt in sample]
+        out["rtt_ms"] = {
+            "p50": m.percentile(rtts, 50),
+            "p99": m.percentile(rtts, 99),
+            "n": float(len(rtts)),
+            "lost": float(pings * len(raw["rtt_ms"]) - len(rtts)),
+        }
+    if raw.get("conn_failures"):
+        out["conn_failures"] = sum(raw["conn_failures"])
+    if raw.get("errors"):
+        out["errors"] = raw["errors"]
+    return out
+
+
+def run(paths: Sequence[str], seconds: float, samples: int, pings: int) -> dict[str, Any]:
+    started = datetime.datetime.now(datetime.UTC)
+    load_before = os.getloadavg()
+    raw: dict[str, dict[str, Any]] = {p: {} for p in paths}
+    for leftover in sweep(directories=True):  # of a killed run
+        print(f"removed {leftover}, left by an earlier run", file=sys.stderr)
+    for datapath in DATAPATHS:
+        real.down(lab_name(datapath))  # likewise: a killed run's lab
+    with ExitStack() as stack:
+        if "ovs" in paths:
+            ensure_installed()
+        endpoints = dict(stack.enter_context(baselines(paths)))
+        for datapath in DATAPATHS:
+            encaps = [e for e in ENCAPS if f"{datapath}-{e}" in paths]
+            if encaps:
+                print(f"lab for datapath {datapath}: {', '.join(encaps)}", file=sys.stderr)
+                endpoints.update(stack.enter_context(openvpc_lab(datapath, encaps)))
+        for path in paths:
+            ep = endpoints[path]
+            m.wait_reachable(ep)
+            server = m.start_conn_server(ep)
+            stack.callback(_stop, server)
+        for n in range(samples):
+            for path in paths:
+                print(f"sample {n + 1}/{samples}: {path}", file=sys.stderr)
+                _sample(endpoints[path], seconds, pings, raw[path])
+    return {
+        "date": started.isoformat(timespec="seconds"),
+        "duration_s": round((datetime.datetime.now(datetime.UTC) - started).total_seconds()),
+        "command": shlex.join(["python", "-m", "bench.overlay", *sys.argv[1:]]),
+        "machine": machine(),
+        "load_average": {"before": load_before, "after": os.getloadavg()},
+        "seconds": seconds,
+        "samples": samples,
+        "pings": pings,
+        "paths": {p: summarize(raw[p], pings) for p in paths},
+        "raw": {p: compact(raw[p]) for p in paths},
+    }
+
+
+def compact(raw: dict[str, Any]) -> dict[str, Any]:
+    """The samples for the JSON file, with each sample's pings as its p50 and p99 only."""
+    out = {k: v for k, v in raw.items() if k != "rtt_ms"}
+    if raw.get("rtt_ms"):
+        out["rtt_p50_ms"] = [m.percentile(sample, 50) for sample in raw["rtt_ms"]]
+        out["rtt_p99_ms"] = [m.percentile(sample, 99) for sample in raw["rtt_ms"]]
+    return out
+
+
+def _stop(proc: Any) -> None:
+    proc.kill()
+    proc.wait()
+
+
+# -- the report ------------------------------------------------------------------------------
+def _ratio(value: float | None, ref: float | None) -> str:
+    return "" if value is None or not ref else f"{value / ref:.2f}x"
+
+
+def _get(summary: dict[str, Any], metric: str, field: str = "median") -> float | None:
+    entry = summary.get(metric)
+    return None if entry is None else float(entry[field])
 
 
 def table(report: dict[str, Any]) -> str:
+    """Markdown: medians per path, ratios against the reference baseline (and added RTT)."""
+    paths: dict[str, Any] = report["paths"]
     lines = [
-        "| path | Gbit/s sent | Gbit/s received | retransmits | RTT avg ms | RTT max ms |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| path | vs | TCP 1 Gbit/s | x | TCP 4 Gbit/s | x | UDP 64 B kpps | x "
+        "| RTT p50 ms | +us | RTT p99 ms | conn/s | x |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, r in report["results"].items():
-        lines.append(
-            f"| {name} | {r['gbps_sent']:.3f} | {r['gbps_received']:.3f} |"
-            f" {r['retransmits']:.0f} | {r['rtt_avg_ms']:.3f} | {r['rtt_max_ms']:.3f} |"
-        )
+    for path, s in paths.items():
+        ref_name = reference(path) if path not in BASELINES else "kernel"
+        ref = paths.get(ref_name, {})
+        own = path == ref_name
+        cells = [path, "" if own else ref_name]
+        for metric, scale, fmt in (
+            ("tcp1_gbps", 1.0, "{:.2f}"),
+            ("tcp4_gbps", 1.0, "{:.2f}"),
+            ("udp64_pps", 1e-3, "{:.1f}"),
+        ):
+            value = _get(s, metric)
+            cells.append("-" if value is None else fmt.format(value * scale))
+            cells.append("" if own else _ratio(value, _get(ref, metric)))
+        p50, ref50 = _get(s, "rtt_ms", "p50"), _get(ref, "rtt_ms", "p50")
+        p99 = _get(s, "rtt_ms", "p99")
+        cells.append("-" if p50 is None else f"{p50:.3f}")
+        cells.append("" if own or p50 is None or ref50 is None else f"{(p50 - ref50) * 1e3:+.0f}")
+        cells.append("-" if p99 is None else f"{p99:.3f}")
+        conns = _get(s, "conns_per_s")
+        cells.append("-" if conns is None else f"{conns:.0f}")
+        cells.append("" if own else _ratio(conns, _get(ref, "conns_per_s")))
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+def _loads(loads: Sequence[float]) -> str:
+    return "/".join(f"{x:.2f}" for x in loads)
+
+
+def section(report: dict[str, Any], json_path: Path) -> str:
+    mach = report["machine"]
+    errors = [f"- {p}: {e}" for p, s in report["paths"].items() for e in s.get("errors", [])]
+    return "\n".join(
+        [
+            BEGIN,
+            "### Issue 9 overlay run (`bench/overlay.py`, written by `--record`)",
+            "",
+            f"- date: {report['date']} ({report['duration_s']} s); load average (1, 5, 15 min)"
+            f" {_loads(report['load_average']['before'])} before,"
+            f" {_loads(report['load_average']['after'])} after",
+            f"- command: `{report['command']}`",
+            f"- machine: `{mach['uname']}`, CPU `{mach['cpu']}`, {mach['nproc']} cores,"
+            f" {mach['python']}",
+            f"- {report['samples']} interleaved samples of {report['seconds']} s per metric"
+            f" (medians); RTT over {report['pings']} pings 2 ms apart per sample; JSON:"
+            f" `{json_path.as_posix()}`",
+            "",
+            table(report),
+            "",
+            *(["Failed measurements:", "", *errors, ""] if errors else []),
+            END,
+        ]
+    )
+
+
+def record(report: dict[str, Any], json_path: Path, results_md: Path = RESULTS_MD) -> None:
+    """Put this run's section into RESULTS.md, replacing an earlier run's."""
+    text = results_md.read_text()
+    new = section(report, json_path)
+    if BEGIN in text and END in text:
+        head, _, rest = text.partition(BEGIN)
+        _, _, tail = rest.partition(END)
+        text = head + new + tail
+    else:
+        anchor = "## End to end: VM to VM across two compute nodes"
+        head, found, tail = text.partition(anchor)
+        text = head + new + "\n\n" + found + tail if found else text + "\n" + new + "\n"
+    results_md.write_text(text)
+
+
+def _parse_paths(text: str) -> list[str]:
+    paths = [p.strip() for p in text.split(",") if p.strip()]
+    unknown = [p for p in paths if p not in ALL_PATHS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown paths {unknown}; known: {', '.join(ALL_PATHS)}")
+    return paths
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")  # unwinds through every cleanup
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--json", type=Path)
+    parser = argparse.ArgumentParser(prog="python -m bench.overlay", description=__doc__)
+    parser.add_argument("--seconds", type=float, default=5, help="per TCP/UDP/conn test")
+    parser.add_argument("--samples", type=int, default=5, help="interleaved rounds")
+    parser.add_argument("--pings", type=int, default=1000, help="pings per sample, 2 ms apart")
+    parser.add_argument(
+        "--paths", type=_parse_paths, default=list(ALL_PATHS), help=",".join(ALL_PATHS)
+    )
+    parser.add_argument("--json", type=Path, help="default bench/results/overlay-<date>.json")
+    parser.add_argument("--record", action="store_true", help="write the table into RESULTS.md")
     args = parser.parse_args(argv)
-    report = run(args.seconds)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _terminate)
+    try:
+        report = run(args.paths, args.seconds, args.samples, args.pings)
+    except KeyboardInterrupt as exc:
+        print(f"interrupted ({exc or 'Ctrl-C'}); everything made was removed", file=sys.stderr)
+        return 130
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    json_path = args.json or RESULTS_DIR / f"overlay-{stamp}.json"
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(report, indent=2) + "\n")
     print(table(report))
-    if args.json:
-        args.json.write_text(json.dumps(report, indent=2))
+    print(f"JSON: {json_path}")
+    if args.record:
+        shown = (
+            json_path.relative_to(Path.cwd()) if json_path.is_relative_to(Path.cwd()) else json_path
+        )
+        record(report, shown)
     return 0
 
 

@@ -276,15 +276,14 @@ def add_tap(ns: str, ifname: str, mac: str | None = None) -> None:
     set_up(ns, ifname)
 
 
-NODE_SIDE_MTU = 65535  # a veth's largest: the node side never drops what the VM sends
+NODE_SIDE_MTU = 65535  # a veth's largest
 
 
 def add_vm_veth(vm_ns: str, ifname: str, mac: str, node_side: str, mtu: int) -> None:
     """A veth pair: `ifname` with `mac` and `mtu` in `vm_ns`, `node_side` in this thread's
-    namespace (the node's), both up. A node side of that name left by a crash is replaced.
-    The node side takes any size (NODE_SIDE_MTU): a veth drops frames longer than its peer's
-    MTU, so a VM that sends more than its overlay MTU must still reach the fast path, which
-    passes it up for ICMP fragmentation-needed (as a TAP would)."""
+    namespace (the node's), both up. The node side takes any frame (NODE_SIDE_MTU): what a VM
+    sends beyond its MTU must reach the vRouter, which answers ICMP fragmentation-needed,
+    rather than die in the veth. A node side of that name left by a crash is replaced."""
     with rtnl(None) as ipr:
         stale = ipr.link_lookup(ifname=node_side)
         if stale:

@@ -59,10 +59,11 @@ from openvpc.lab.supervisor import STOP_GRACE
 from openvpc.lab.topology import Topology, TopologyError, load_topology
 from openvpc.lab.underlay import NodePlacement, UnderlayPlan, build_underlay
 from openvpc.model.resources import Snapshot
+from openvpc.model.vifnames import Datapath
 
 log = logging.getLogger("openvpc.lab")
 
-START_TIMEOUT = 15.0  # a process's socket appears within this
+START_TIMEOUT = 30.0  # a process's socket appears within this (eBPF: after the verifier)
 SYNC_TIMEOUT = 30.0  # every agent has acked the compiled generation within this
 VM_TIMEOUT = 45.0  # the agents report every VM ready (with a lease) within this
 SUPERVISOR_GRACE = STOP_GRACE + 2.0  # a supervisor stops its daemon first
@@ -190,10 +191,7 @@ def up(
     file is checked first (against a scratch store): a bad one creates nothing."""
     topo, plan = check_topology(path)
     name = check_name("lab", topo.name)
-    if topo.datapath == "ebpf":
-        why = ebpf_refusal()
-        if why is not None:
-            raise LabError(f"lab {name}: datapath ebpf: {why} (or use `datapath: python`)")
+    datapath = choose_datapath(name, topo.datapath, progress)
     state = _state(name, root)
     if state.exists():
         try:
@@ -206,7 +204,7 @@ def up(
         progress(f"lab {name}: cleaning up what a previous run left behind")
         down(name, root)
     try:
-        _up(topo, plan, Path(path), root, state, dhcp, progress)
+        _up(topo, plan, Path(path), root, state, dhcp, datapath, progress)
     except BaseException as exc:
         tails = _log_tails(state)
         down(name, root)
@@ -223,6 +221,7 @@ def _up(
     root: Path,
     state: StateFile,
     dhcp: bool,
+    datapath: Datapath,
     progress: Callable[[str], None],
 ) -> None:
     name = topo.name
@@ -245,16 +244,31 @@ def _up(
         "api": api,
         "region": DEFAULT_REGION,
         "dhcp": dhcp,
+        "datapath": datapath,
     }
     StateFile.create(state.path, meta, *first)
     write_secret_file(state, operator_secret_file(sdir), new_secret())
     _build(topo, plan, state, progress)
     progress(f"processes: controller (EC2 API on {api}), a vRouter and an agent per node")
-    _run_processes(state, plan.nodes, root, dhcp, api, topo.encap, topo.datapath)
+    _run_processes(state, plan.nodes, root, dhcp, api, topo.encap, datapath)
     if topo.tenants:
         progress("tenants: the file applied through the EC2 API, as a client would")
         _apply(name, root, topo, progress)
     state.add("ready")
+
+
+def choose_datapath(lab: str, wanted: str, progress: Callable[[str], None]) -> Datapath:
+    """The vRouters' datapath: ebpf where this machine can run it when the file says auto
+    (or nothing), python otherwise; an explicit ebpf that cannot run is refused."""
+    if wanted == "python":
+        return "python"
+    why = ebpf_refusal()
+    if why is None:
+        return "ebpf"
+    if wanted == "ebpf":
+        raise LabError(f"lab {lab}: datapath ebpf: {why} (or use `datapath: python`)")
+    progress(f"datapath: python, since the eBPF one cannot run here: {why}")
+    return "python"
 
 
 def ebpf_refusal() -> str | None:

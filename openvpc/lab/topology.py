@@ -16,12 +16,14 @@ import yaml
 from openvpc.lab.yamlload import DuplicateKeyError, StrictLoader
 from openvpc.model.nodeconfig import EncapName, Mode
 from openvpc.model.resources import Instance, Interface
-from openvpc.model.vifnames import DATAPATHS, DEFAULT_DATAPATH, Datapath
+from openvpc.model.vifnames import DATAPATHS
 from openvpc.service import Service, ServiceError
 from openvpc.service.ipam import reserved
 from openvpc.service.routing import association_id
 
 Underlay = Literal["l2", "l3"]
+LabDatapath = Literal["auto", "python", "ebpf"]
+LAB_DATAPATHS = ("auto", *DATAPATHS)
 MAIN = "main"
 LOCAL = "local"
 BLACKHOLE = "blackhole"
@@ -97,7 +99,8 @@ class Topology:
     fabric_mtu: int
     nodes: tuple[str, ...]
     tenants: tuple[TenantSpec, ...] = ()
-    datapath: Datapath = DEFAULT_DATAPATH  # every vRouter's forwarding plane
+    # every vRouter's forwarding plane; auto: ebpf where this machine can run it
+    datapath: LabDatapath = "auto"
 
     def vms(self) -> Iterator[tuple[TenantSpec, VpcSpec, VmSpec]]:
         for tenant in self.tenants:
@@ -145,7 +148,7 @@ def parse_topology(data: object) -> Topology:
     name = _name(top["name"], "name", MAX_LAB_NAME)
     underlay = cast(Underlay, _choice(top.get("underlay", "l2"), "underlay", get_args(Underlay)))
     encap = _encap(top.get("encap", "vxlan"), "encap", underlay)
-    datapath = cast(Datapath, _choice(top.get("datapath", DEFAULT_DATAPATH), "datapath", DATAPATHS))
+    datapath = cast(LabDatapath, _choice(top.get("datapath", "auto"), "datapath", LAB_DATAPATHS))
     mtu = top.get("fabric_mtu", 1500)
     lo, hi = FABRIC_MTU_RANGE
     if isinstance(mtu, bool) or not isinstance(mtu, int) or not lo <= mtu <= hi:

@@ -511,6 +511,9 @@ class Vrouter:
         elif peer.role != ROLE_AGENT and op not in OBSERVER_OPS:
             reply = {"id": rid, "ok": False, "error": f"an observer may not {str(op)[:32]}"}
         else:
+            if self.fast is not None and op in ("show", "stats"):
+                # what the fast path counted since the last aging pass shows at once
+                self.fast.fold_flows(self.tables.flows)
             reply, emits = self.handler.handle(request, self.now)
             if not reply["ok"]:
                 log.warning("request refused: %s", reply["error"])

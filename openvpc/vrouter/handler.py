@@ -72,7 +72,7 @@ class ControlHandler:
             elif op == "stats":
                 result = stats(self.programmer.tables)
                 if self.fast_stats is not None:
-                    result = {**result, "ebpf": self.fast_stats()}
+                    result = with_fast_path(result, self.fast_stats())
             else:
                 raise RequestError(f"unknown op {op!r}")
         except (RequestError, ValueError, TypeError, KeyError, OSError) as e:
@@ -177,3 +177,19 @@ def _describe(op: Any) -> str:
         return f"set {kind} {object_key(decode_object(kind, op.get('obj')))!r}"
     except ValueError:
         return f"{op.get('op')} {kind}"
+
+
+def with_fast_path(slow: dict[str, Any], fast: dict[str, Any]) -> dict[str, Any]:
+    """The `stats` reply of a vRouter with a fast path: drops and vif counters are the sums
+    of both paths (what a VM or a tenant cost the node, wherever it was counted); the fast
+    path's own share stays under "ebpf"."""
+    drops = dict(slow["drops"])
+    for reason, n in fast.get("drops", {}).items():
+        drops[reason] = drops.get(reason, 0) + n
+    vifs = {vif: dict(counters) for vif, counters in slow["vifs"].items()}
+    for vif, counters in fast.get("vifs", {}).items():
+        mine = vifs.get(vif)
+        if mine is not None:
+            for name in ("rx_packets", "tx_packets", "drops"):
+                mine[name] = mine.get(name, 0) + counters.get(name, 0)
+    return {**slow, "drops": dict(sorted(drops.items())), "vifs": vifs, "ebpf": fast}

@@ -73,6 +73,8 @@ def scratch_net(scenario: Scenario) -> Iterator[Net]:
                 lladdr = ":".join(mac[i : i + 2] for i in range(0, 12, 2))
                 ipr.neigh("add", dst=ip, lladdr=lladdr, ifindex=fabric, state=NUD_PERMANENT)
             pkt0 = veth("eqpkt0", "eqpkt0p")  # this kernel has no dummy devices
+        # bpf_fib_lookup answers (neighbour known or not) only where the device forwards
+        netns.write_sysctl(name, "net.ipv4.conf.eqfab.forwarding", "1")
         yield Net(name, devices, fabric, pkt0)
     finally:
         netns.remove_netns(name)

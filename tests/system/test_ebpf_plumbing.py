@@ -70,6 +70,7 @@ def test_the_plug_makes_and_removes_a_vm_veth(node_ns: str) -> None:
             }
             side = node_side_name(vm_ns, "eth0")
             found = _link(None, side)
+            # the node side takes what the VM sends beyond its MTU (ICMP frag-needed)
             assert found is not None and (found["mtu"], found["up"], found["kind"]) == (
                 NODE_SIDE_MTU,
                 True,

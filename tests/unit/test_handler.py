@@ -16,7 +16,7 @@ from openvpc.model.nodeconfig import (
     object_kind,
 )
 from openvpc.packet.ipv4 import ip_to_bytes
-from openvpc.vrouter.handler import ControlHandler
+from openvpc.vrouter.handler import ControlHandler, with_fast_path
 from openvpc.vrouter.pipeline import process
 from openvpc.vrouter.program import build_tables
 from openvpc.vrouter.punt import Punt, parse_punt
@@ -128,3 +128,27 @@ def test_flow_op_releases_the_held_packet() -> None:
     )
     assert reply == {"id": 2, "ok": True, "result": {"released": 1}}
     assert [vif for vif, _ in emits] == [3] and Ether(emits[0][1])[IP].dst == "10.0.1.6"
+
+
+def test_stats_with_a_fast_path_sum_both_paths_and_keep_the_fast_share() -> None:
+    slow: dict[str, Any] = {
+        "drops": {"no_route": 2, "flow_hold_limit": 5},
+        "flows": {"entries": 1},
+        "vifs": {"2": {"name": "v1", "vrf": 1, "rx_packets": 3, "tx_packets": 1, "drops": 5}},
+    }
+    fast: dict[str, Any] = {
+        "drops": {"punt_rate_limited": 7, "no_route": 1},
+        "vifs": {"2": {"rx_packets": 10, "rx_bytes": 999, "tx_packets": 4, "drops": 7}},
+        "slow": {"flow": 3},
+    }
+    merged = with_fast_path(slow, fast)
+    assert merged["drops"] == {"flow_hold_limit": 5, "no_route": 3, "punt_rate_limited": 7}
+    assert merged["vifs"]["2"] == {
+        "name": "v1",
+        "vrf": 1,
+        "rx_packets": 13,
+        "tx_packets": 5,
+        "drops": 12,
+    }
+    assert merged["flows"] == {"entries": 1} and merged["ebpf"] is fast
+    assert slow["drops"]["no_route"] == 2  # the inputs are left alone

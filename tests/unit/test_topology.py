@@ -299,8 +299,11 @@ def test_a_topology_is_plain_data() -> None:
     assert hash(topo) == hash(parse_topology(base()))
 
 
-def test_the_datapath_defaults_to_python_and_is_checked() -> None:
-    assert parse_topology(base()).datapath == "python"
+def test_the_datapath_defaults_to_auto_and_is_checked() -> None:
+    assert parse_topology(base()).datapath == "auto"
     assert parse_topology({**base(), "datapath": "ebpf"}).datapath == "ebpf"
-    with pytest.raises(TopologyError, match=r"^datapath: expected one of python, ebpf, got 'xdp'"):
+    assert parse_topology({**base(), "datapath": "python"}).datapath == "python"
+    with pytest.raises(
+        TopologyError, match=r"^datapath: expected one of auto, python, ebpf, got 'xdp'"
+    ):
         parse_topology({**base(), "datapath": "xdp"})

@@ -14,10 +14,10 @@ static const __u8 BROADCAST_MAC[6] = { 0xff, 0xff, 0xff, 0xff, 0xff, 0xff };
 /* The 14 Ethernet bytes the pipeline hashes: the frame's, without a fabric 802.1Q tag. */
 INLINE int frame_eth(struct pkt *p, __u8 *eth)
 {
-	__u8 *d = pkt_ptr(p->skb, p->l2_off & 0x1ff, 18);
+	__u8 *d = pkt_ptr(p->skb, p->l2_off, 18);
 
 	if (!d) {
-		d = pkt_ptr(p->skb, p->l2_off & 0x1ff, ETH_HLEN_);
+		d = pkt_ptr(p->skb, p->l2_off, ETH_HLEN_);
 		if (!d || p->vlan_in_data)
 			return -1;
 	}

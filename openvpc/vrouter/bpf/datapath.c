@@ -40,7 +40,7 @@ INLINE int parse_eth(struct pkt *p, int *rc)
 		*rc = drop(p, DROP_SHORT_ETHERNET);
 		return 0;
 	}
-	e = pkt_ptr(p->skb, p->l2_off & 0x1ff, ETH_HLEN_);
+	e = pkt_ptr(p->skb, p->l2_off, ETH_HLEN_);
 	if (!e) {
 		*rc = send_up(p, SLOW_OTHER);
 		return 0;
@@ -218,7 +218,7 @@ INLINE int mpls_in(struct pkt *p, __u32 off, __u32 end)
 
 	if (end < off + MPLS_HLEN)
 		return drop(p, DROP_SHORT_MPLS);
-	m = pkt_ptr(p->skb, off & 0x1ff, MPLS_HLEN);
+	m = pkt_ptr(p->skb, off, MPLS_HLEN);
 	if (!m)
 		return send_up(p, SLOW_OTHER);
 	word = ((__u32)m[0] << 24) | ((__u32)m[1] << 16) | ((__u32)m[2] << 8) | m[3];
@@ -247,7 +247,7 @@ INLINE int vxlan_in(struct pkt *p, __u32 off, __u32 end)
 
 	if (end < off + VXLAN_HLEN)
 		return drop(p, DROP_SHORT_VXLAN);
-	v = pkt_ptr(p->skb, off & 0x1ff, VXLAN_HLEN);
+	v = pkt_ptr(p->skb, off, VXLAN_HLEN);
 	if (!v)
 		return send_up(p, SLOW_OTHER);
 	if (!(v[0] & 0x08))
@@ -332,7 +332,7 @@ INLINE int from_fabric(struct pkt *p)
 			return drop(p, DROP_OUTER_FRAGMENT);
 		if (end < p4 + GRE_HLEN)
 			return drop(p, DROP_SHORT_GRE);
-		l4 = pkt_ptr(skb, p4 & 0x1ff, GRE_HLEN);
+		l4 = pkt_ptr(skb, p4, GRE_HLEN);
 		if (!l4)
 			return send_up(p, SLOW_OTHER);
 		gflags = ((__u16)l4[0] << 8) | l4[1];
@@ -359,7 +359,7 @@ INLINE int from_fabric(struct pkt *p)
 			return pass_to_kernel(p);
 		return drop(p, DROP_SHORT_UDP);
 	}
-	l4 = pkt_ptr(skb, p4 & 0x1ff, UDP_HLEN);
+	l4 = pkt_ptr(skb, p4, UDP_HLEN);
 	if (!l4)
 		return send_up(p, SLOW_OTHER);
 	dport = ((__u32)l4[2] << 8) | l4[3];

@@ -148,7 +148,7 @@ NOINLINE int deliver_frame(struct pkt *p, __u32 out_vif, struct vif *out)
 	int rc;
 
 	if (off) {
-		eth = pkt_ptr(skb, off & 0x1ff, ETH_HLEN_);
+		eth = pkt_ptr(skb, off, ETH_HLEN_);
 		if (!eth)
 			return send_up(p, SLOW_OTHER);
 		__builtin_memcpy(inner, eth, ETH_HLEN_);

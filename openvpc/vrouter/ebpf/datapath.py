@@ -59,6 +59,10 @@ class EbpfDatapath:
     def start(self, tables: Tables) -> None:
         """Write the tables, then attach the programs that take traffic from outside."""
         assert self.obj is not None and self.pkt0 is not None
+        # bpf_fib_lookup answers "forwarding disabled" for a device that does not forward,
+        # and the fast path needs its answer to find an underlay neighbour's MAC
+        with open(f"/proc/sys/net/ipv4/conf/{self.fabric.ifname}/forwarding", "w") as f:
+            f.write("1")
         self.sync(tables)
         self.links.append(TcxLink.attach(self.obj.program("slow_in"), self.pkt0.ifindex, "ingress"))
         self.links.append(

@@ -13,6 +13,7 @@ from openvpc.model.forwarding import FABRIC_VIF, FlowKey
 from openvpc.vrouter.ebpf import layout as L
 from openvpc.vrouter.ebpf.drops import DROP_NAMES
 from openvpc.vrouter.ebpf.encode import (
+    TABLE_MAPS,
     Device,
     MapImage,
     diff_images,
@@ -216,23 +217,7 @@ class EbpfDatapath:
 
 _VIF_COUNTERS = tuple(L.VIF_STATS.offsets)  # rx_packets ... drops, as VifStats names them
 _COUNTERS = struct.Struct("=QQQ")  # packets, bytes, last_used: the head of struct flow
-_MAPS = (
-    L.MAP_VIFS,
-    L.MAP_IFINDEX,
-    L.MAP_ALLOWED_IPS,
-    L.MAP_VRFS,
-    L.MAP_IP_FIB,
-    L.MAP_MAC_FIB,
-    L.MAP_NEXTHOPS,
-    L.MAP_LABELS,
-    L.MAP_VNIS,
-    L.MAP_VLANS,
-    L.MAP_NODE,
-    L.MAP_FLOWS,
-    L.MAP_DROPS,
-    L.MAP_VIF_STATS,
-    L.MAP_SLOW,
-)
+_MAPS = (*TABLE_MAPS, L.MAP_FLOWS, L.MAP_DROPS, L.MAP_VIF_STATS, L.MAP_SLOW)
 
 
 def _percpu_sums(m: BpfMap, ids: Iterable[int]) -> dict[int, int]:

@@ -12,12 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import HostSnapshot, LabHandle, Labs
+from conftest import HostSnapshot, LabHandle, Labs, vrouter_stats
 
-from openvpc.credentials import read_secret_file
-from openvpc.lab.processes import node_secret_file, vrouter_socket
 from openvpc.lab.real import ebpf_refusal
-from openvpc.vrouter.control import ROLE_OBSERVER, ControlClient, ControlError
+from openvpc.vrouter.control import ControlError
 
 ENCAPS = ("vxlan", "mplsoudp", "mplsogre")
 
@@ -85,18 +83,6 @@ def ebpf_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabHandle]:
         assert not problems, "; ".join(problems)
 
 
-def stats(h: LabHandle, node: str) -> dict[str, Any]:
-    state_dir = Path(h.status().state_dir)
-    client = ControlClient(str(vrouter_socket(state_dir, node)), lambda _: None, timeout=5.0)
-    try:
-        client.hello(read_secret_file(node_secret_file(state_dir, node)), ROLE_OBSERVER)
-        result = client.request("stats")
-    finally:
-        client.close()
-    assert isinstance(result, dict)
-    return result
-
-
 def owned(pid: int) -> dict[str, set[int]]:
     """The BPF links, programs and maps a process holds, by id (from its fds' fdinfo)."""
     found: dict[str, set[int]] = {"link": set(), "prog": set(), "map": set()}
@@ -161,9 +147,9 @@ def test_vms_on_two_nodes_ping_and_talk_tcp_through_the_fast_path(
 ) -> None:
     h = ebpf_lab
     assert h.ping(f"a{i}", h.ip(f"b{i}"), count=3), "no ping across the fabric"
-    before = {n: stats(h, n) for n in ("a", "b")}
+    before = {n: vrouter_stats(h, n) for n in ("a", "b")}
     tcp_exchange(h, f"a{i}", f"b{i}")
-    after = {n: stats(h, n) for n in ("a", "b")}
+    after = {n: vrouter_stats(h, n) for n in ("a", "b")}
     for n in ("a", "b"):
         fast = fast_vif_packets(after[n]) - fast_vif_packets(before[n])
         slow = slow_packets(after[n]) - slow_packets(before[n])
@@ -184,9 +170,9 @@ def test_vlan_on_an_l2_underlay_goes_through_the_fast_path(tmp_path: Path) -> No
     try:
         h = labs.make(topology)
         assert h.ping("a4", h.ip("b4"), count=3)
-        before = {n: stats(h, n) for n in ("a", "b")}
+        before = {n: vrouter_stats(h, n) for n in ("a", "b")}
         tcp_exchange(h, "a4", "b4")
-        after = {n: stats(h, n) for n in ("a", "b")}
+        after = {n: vrouter_stats(h, n) for n in ("a", "b")}
         for n in ("a", "b"):
             fast = fast_vif_packets(after[n]) - fast_vif_packets(before[n])
             slow = slow_packets(after[n]) - slow_packets(before[n])
@@ -219,7 +205,7 @@ def test_a_killed_vrouter_leaves_nothing_attached_and_its_successor_forwards(
     deadline = time.monotonic() + 30
     while True:
         try:
-            if len(stats(h, "a")["ebpf"]["attached"]) == 3:
+            if len(vrouter_stats(h, "a")["ebpf"]["attached"]) == 3:
                 break
         except (OSError, ControlError):
             pass  # its control socket is not there yet

@@ -11,16 +11,12 @@ import os
 import subprocess
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import LabFactory, LabHandle
+from conftest import LabFactory, LabHandle, vrouter_stats
 
-from openvpc.credentials import read_secret_file
 from openvpc.lab import nsexec
-from openvpc.lab.processes import node_secret_file, vrouter_socket
-from openvpc.vrouter.control import ROLE_OBSERVER, ControlClient
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (network namespaces)")
 
@@ -140,21 +136,6 @@ while time.monotonic() < end and ok + failed < most:
 print(ok, failed, flush=True)
 """
 FAIRNESS_DROPS = ("flow_hold_limit", "punt_rate_limited", "flow_vrf_quota_exceeded")
-
-
-def vrouter_stats(h: LabHandle, node: str) -> dict[str, Any]:
-    """The vRouter's counters (the `stats` op), read by an observer on its control channel
-    with the node's secret (an observer never displaces the agent)."""
-    state_dir = Path(h.status().state_dir)
-    client = ControlClient(str(vrouter_socket(state_dir, node)), lambda _: None, timeout=5.0)
-    try:
-        client.hello(read_secret_file(node_secret_file(state_dir, node)), ROLE_OBSERVER)
-        result = client.request("stats")
-    finally:
-        client.close()
-    if not isinstance(result, dict):
-        raise AssertionError(f"stats reply is not an object: {result!r:.80}")
-    return result
 
 
 def delta(before: dict[str, Any], after: dict[str, Any], reason: str) -> int:

@@ -167,34 +167,31 @@ class EbpfDatapath:
         for vif_id, vif in tables.vifs.items():
             if vif_id >= L.MAX_VIFS:
                 continue
-            per_cpu = self.maps[L.MAP_VIF_STATS].lookup_percpu(L.u32(vif_id))
-            totals = [0] * len(_VIF_COUNTERS)
-            for value in per_cpu or ():
-                for i, n in enumerate(L.VIF_STATS.struct.unpack_from(value, 0)):
-                    totals[i] += n
+            totals = self._vif_totals(vif_id)
             seen_vif = self.folded_vifs.get(vif_id, (0,) * len(_VIF_COUNTERS))
-            if tuple(totals) == seen_vif:
+            if totals == seen_vif:
                 continue
             for name, now, before in zip(_VIF_COUNTERS, totals, seen_vif, strict=True):
                 setattr(vif.stats, name, getattr(vif.stats, name) + max(0, now - before))
-            self.folded_vifs[vif_id] = tuple(totals)
+            self.folded_vifs[vif_id] = totals
+
+    def _vif_totals(self, vif_id: int) -> tuple[int, ...]:
+        """One vif's counters in ov_vif_stats, summed over CPUs, in _VIF_COUNTERS order."""
+        totals = [0] * len(_VIF_COUNTERS)
+        for value in self.maps[L.MAP_VIF_STATS].lookup_percpu(L.u32(vif_id)) or ():
+            for i, n in enumerate(L.VIF_STATS.struct.unpack_from(value, 0)):
+                totals[i] += n
+        return tuple(totals)
 
     def stats(self) -> dict[str, Any]:
         """The programs' counters: drops by reason, per-vif packets, slow-path reasons."""
         drops = _percpu_sums(self.maps[L.MAP_DROPS], range(len(DROP_NAMES)))
         slow = _percpu_sums(self.maps[L.MAP_SLOW], range(len(SlowReason)))
         vifs: dict[str, dict[str, int]] = {}
-        names = tuple(L.VIF_STATS.offsets)
         for vif in sorted({*self.devices, FABRIC_VIF}):
-            per_cpu = self.maps[L.MAP_VIF_STATS].lookup_percpu(L.u32(vif))
-            if per_cpu is None:
-                continue
-            totals = [0] * len(names)
-            for value in per_cpu:
-                for i, n in enumerate(L.VIF_STATS.struct.unpack_from(value, 0)):
-                    totals[i] += n
+            totals = self._vif_totals(vif)
             if any(totals):
-                vifs[str(vif)] = dict(zip(names, totals, strict=True))
+                vifs[str(vif)] = dict(zip(_VIF_COUNTERS, totals, strict=True))
         return {
             "drops": {DROP_NAMES[i]: n for i, n in drops.items() if n},
             "slow": {SlowReason(i).name.lower(): n for i, n in slow.items() if n},

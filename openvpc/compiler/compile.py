@@ -264,6 +264,7 @@ class _NodeCompiler:
             domain=vpc.domain,
             hostname=hostname(iface.ip),
             mtu=mtu_for(x.snapshot.fabric_mtu, vpc),
+            agent_decides=False,  # the vRouter decides first packets (no agent round trip)
             source_check=iface.source_check,
             allowed_ips=(*iface.secondary_ips, *iface.allowed_addresses),
             learn_ips=iface.allowed_addresses,

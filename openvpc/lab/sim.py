@@ -76,6 +76,7 @@ class VmPort:
     subnet: Subnet
     vif: int
     policy: bool
+    agent_decides: bool
 
 
 @dataclass
@@ -212,7 +213,10 @@ class SimLab:
         ip: str,
         mac: str | None = None,
         policy: bool = False,
+        agent_decides: bool = True,
     ) -> VmEndpoint:
+        """A VM on `node`; with `policy` its flows go through the flow table, their first
+        packets to the agent (`agent_decides`) or decided by the vRouter itself."""
         addr = ipaddress.IPv4Address(ip)
         subnet = next(s for s in vpc.subnets if addr in s.cidr)
         vif = 2 + sum(1 for p in self.ports.values() if p.node == node)
@@ -223,7 +227,7 @@ class SimLab:
         )
         gateway = LINK_LOCAL_GATEWAY if vpc.link_local else subnet.gateway
         vm = VmEndpoint(name, mac_bytes, addr.packed, subnet.cidr.prefixlen, gateway)
-        self.ports[name] = VmPort(vm, node, vpc, subnet, vif, policy)
+        self.ports[name] = VmPort(vm, node, vpc, subnet, vif, policy, agent_decides)
         self._link((node, vif), (name, 0))
         return vm
 
@@ -236,8 +240,11 @@ class SimLab:
         configs = compile_all(self.snapshot())
         for node in self.nodes.values():
             config = configs[node.name]
-            policy = {p.vif: p.policy for p in self.ports.values() if p.node == node.name}
-            ports = tuple(replace(p, policy=policy[p.vif]) for p in config.ports)
+            mine = {p.vif: p for p in self.ports.values() if p.node == node.name}
+            ports = tuple(
+                replace(p, policy=mine[p.vif].policy, agent_decides=mine[p.vif].agent_decides)
+                for p in config.ports
+            )
             Programmer(node.tables).load(vrouter_objects(replace(config, ports=ports)))
 
     def snapshot(self) -> Snapshot:

@@ -92,7 +92,10 @@ class PortConfig:
     domain: str  # DHCP option 15 and the DNS search domain
     hostname: str  # DHCP option 12, e.g. "ip-10-0-1-5"
     mtu: int  # overlay MTU: DHCP option 26
-    policy: bool = True  # first packets of new flows go to the agent
+    policy: bool = True  # IP packets from or to it go through the flow table
+    # who decides a new flow's first packet: the agent (held until it answers), or, when False,
+    # the vRouter itself from the port's rules, fast path included (no round trip)
+    agent_decides: bool = True
     source_check: bool = True
     allowed_ips: tuple[str, ...] = ()  # extra source addresses (VIPs it may use)
     learn_ips: tuple[str, ...] = ()  # addresses it may claim by gratuitous ARP

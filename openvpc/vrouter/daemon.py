@@ -55,6 +55,10 @@ log = logging.getLogger("openvpc.vrouter")
 
 BATCH = 64  # reads per readiness of one fd, so that no port starves the others
 AGE_INTERVAL = 1.0  # seconds between flow-table aging passes
+# a fold walks every fast-path flow: a large table is walked less often, at most every
+# FOLD_MAX_INTERVAL seconds (the shortest idle timeout of a decided flow is DROP_TIMEOUT)
+FOLD_PER_SECOND = 50_000
+FOLD_MAX_INTERVAL = 4.0
 INTERNAL_ERROR = "internal_error"
 Callback = Callable[[int], None]
 _IP_HDR = b"\x08\x00"
@@ -147,6 +151,7 @@ class Vrouter:
         link = fabric_link(fabric_ifname)
         self.stopping = False
         self.now = time.monotonic()
+        self.next_fold = self.now
         self.internal_errors = 0
         self.sel = selectors.DefaultSelector()
         fabric = Fabric(FABRIC_VIF, link.ip, link.mac, link.mtu, kernel_routed=True)
@@ -236,17 +241,20 @@ class Vrouter:
     def _age(self) -> None:
         """An aging pass; the fast path's flow counters are folded in first, so that flows
         busy there only stay, and what aged out leaves the fast path too."""
-        self._fold()
+        if self.now >= self.next_fold:
+            self._fold()
+            walk = len(self.tables.flows.flows) / FOLD_PER_SECOND
+            self.next_fold = self.now + min(FOLD_MAX_INTERVAL, max(AGE_INTERVAL, walk))
         self.tables.expire(self.now)
         if self.fast is not None:
-            self.fast.sync_flows(self.tables.flows)
+            self.fast.sync_flows(self.tables)
 
     def _fold(self) -> None:
         """Bring the fast path's counters (flows, drops, vifs) into the tables."""
         if self.fast is None:
             return
         try:
-            self.fast.fold_flows(self.tables.flows)
+            self.fast.fold_flows(self.tables)
             self.fast.fold_counters(self.tables)
         except OSError:
             self._internal_error()
@@ -313,6 +321,8 @@ class Vrouter:
                 else:
                     out.extend((v, f, 0) for v, f in process(t, got.frame, got.vif, self.now))
         finally:
+            if t.flows.dirty:  # flows the pipeline decided: the fast path takes them over now
+                self.fast.sync_flows(t)
             self.deliver(out)
 
     def _on_udp(self, sock: socket.socket, kind: str) -> None:
@@ -525,7 +535,7 @@ class Vrouter:
             if self.fast is not None and op == "batch":
                 self.fast.sync(self.tables)  # a refused batch may have applied some ops
             elif self.fast is not None and op == "flow":
-                self.fast.sync_flows(self.tables.flows)  # a verdict changes flows only
+                self.fast.sync_flows(self.tables)  # a verdict changes flows only
         if op == "hello" and reply["ok"]:
             # who we think the caller is, and how many strangers were turned away
             extra = {"role": peer.role, "refused": self.channel.refused}

@@ -53,13 +53,17 @@ def _opt(value: int | None) -> str:
 def _vif_flags(vif: Vif) -> str:
     if vif.kind is not VifKind.VIRTUAL:
         return "-"
-    flags = ("P" if vif.policy else "") + ("Sc" if vif.source_check else "")
+    flags = ("P" if vif.policy else "") + ("Ag" if vif.policy and vif.agent_decides else "")
+    flags += "Sc" if vif.source_check else ""
     return (flags + ("Aa" if vif.allowed_ips else "")) or "-"
 
 
 def dump_vifs(t: Tables) -> str:
     """Every vif with its VRF, addresses, MTU, flags and counters (like `vif --list`)."""
-    legend = "Flags: P=policy (flow table), Sc=source/destination check, Aa=allowed addresses"
+    legend = (
+        "Flags: P=policy (flow table), Ag=first packets to the agent, "
+        "Sc=source/destination check, Aa=allowed addresses"
+    )
     rows = []
     for vif in sorted(t.vifs.values(), key=lambda v: v.id):
         ip = "-" if vif.ip is None else f"{ip_to_str(vif.ip)}/{vif.prefix_len}"

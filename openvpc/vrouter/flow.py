@@ -167,6 +167,13 @@ class FlowTable:
             flow.held = []
         return released
 
+    def adopt(self, key: FlowKey, action: FlowAction, last_used: float, reverse: FlowKey) -> Flow:
+        """A flow the fast path made and admitted itself: known from now on (aged, counted,
+        shown) without being mirrored back."""
+        flow = Flow(key, action, last_used, last_used, reverse)
+        self._add(flow)
+        return flow
+
     def remove(self, key: FlowKey) -> bool:
         """Remove a flow and its reverse."""
         flow = self.flows.pop(key, None)

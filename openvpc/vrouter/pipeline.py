@@ -127,7 +127,7 @@ class Steps(Protocol):
     def emit(self, run: "Pass", vif_id: int, data: bytes) -> None: ...
 
     def flow_stage(
-        self, run: "Pass", vrf: Vrf, packet: bytes, ip: IPv4, ports: tuple[int, int]
+        self, run: "Pass", vrf: Vrf, packet: bytes, ip: IPv4, ports: tuple[int, int], nh: int
     ) -> NatTuple | None: ...
 
     def touch(self, run: "Pass", flow: Flow, size: int, tcp_flags: int) -> None: ...
@@ -166,9 +166,9 @@ class PerFrame:
         run.out.append((vif_id, data))
 
     def flow_stage(
-        self, run: "Pass", vrf: Vrf, packet: bytes, ip: IPv4, ports: tuple[int, int]
+        self, run: "Pass", vrf: Vrf, packet: bytes, ip: IPv4, ports: tuple[int, int], nh: int
     ) -> NatTuple | None:
-        return route.flow_stage(run, vrf, packet, ip, ports)
+        return route.flow_stage(run, vrf, packet, ip, ports, nh)
 
     def touch(self, run: "Pass", flow: Flow, size: int, tcp_flags: int) -> None:
         run.t.flows.touch(flow, run.now, size, tcp_flags)
@@ -244,10 +244,11 @@ class Pass:
         self.steps.emit(self, vif_id, data)
 
     def flow_stage(
-        self, vrf: Vrf, packet: bytes, ip: IPv4, ports: tuple[int, int]
+        self, vrf: Vrf, packet: bytes, ip: IPv4, ports: tuple[int, int], nh: int
     ) -> NatTuple | None:
-        """The flow table: None when the packet is held or dropped, else its tuple after NAT."""
-        return self.steps.flow_stage(self, vrf, packet, ip, ports)
+        """The flow table (`nh`: where the route goes): None when the packet is held or
+        dropped, else its tuple after NAT."""
+        return self.steps.flow_stage(self, vrf, packet, ip, ports, nh)
 
     def touch(self, flow: Flow, size: int, tcp_flags: int) -> None:
         """Count a packet on the flow it hit (a super-frame counts each of its segments)."""

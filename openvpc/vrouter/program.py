@@ -281,6 +281,7 @@ class Programmer:
             gateway_ip=_ip(cfg.gateway, what),
             mtu=cfg.mtu,
             policy=cfg.policy,
+            agent_decides=cfg.agent_decides,
             source_check=cfg.source_check,
             allowed_ips=frozenset(_host(a, what) for a in cfg.allowed_ips),
         )

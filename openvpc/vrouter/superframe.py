@@ -21,7 +21,7 @@ from openvpc.vrouter.limits import MAX_SEGMENTS, MIN_MSS, max_segments
 from openvpc.vrouter.nexthop import TunnelNH
 from openvpc.vrouter.pipeline import PER_FRAME, Emit, Pass, process, process_overlay
 from openvpc.vrouter.punt import Punt
-from openvpc.vrouter.stages import IP_TYPE, fabric, ingress
+from openvpc.vrouter.stages import IP_TYPE, fabric, ingress, route
 from openvpc.vrouter.tables import Tables, Vif, VifKind, Vrf
 
 # (output vif, frame, mss): a frame with mss > 0 is a super-frame to cut into mss segments
@@ -66,12 +66,13 @@ class _WholeSteps:
         return [packet]
 
     def flow_stage(
-        self, run: Pass, vrf: Vrf, packet: bytes, ip: IPv4, ports: tuple[int, int]
+        self, run: Pass, vrf: Vrf, packet: bytes, ip: IPv4, ports: tuple[int, int], nh: int
     ) -> NatTuple | None:
         flow = run.t.flows.lookup((vrf.id, ip.proto, ip.src, ip.dst, ports[0], ports[1]))
-        if flow is None or flow.action is FlowAction.HOLD:
+        held = flow.action is FlowAction.HOLD if flow else route.agent_decides(run, nh)
+        if held:
             raise _Split  # the flow is made and the packets held one by one
-        verdict = self.base.flow_stage(run, vrf, packet, ip, ports)
+        verdict = self.base.flow_stage(run, vrf, packet, ip, ports, nh)
         if verdict is not None and verdict != (ip.src, ip.dst, *ports):
             raise _Split  # NAT recomputes the checksums a super-frame leaves partial
         return verdict

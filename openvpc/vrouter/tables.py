@@ -46,6 +46,8 @@ class Vif:
     gateway_ip: bytes | None = None
     mtu: int = 1500
     policy: bool = False  # IP packets from this vif go through the flow table
+    agent_decides: bool = True  # a new flow's first packet waits for the agent, else the
+    # vRouter decides it from the port's rules
     source_check: bool = True  # Amazon's source/destination check
     allowed_ips: frozenset[bytes] = frozenset()  # extra source addresses (VIPs)
     stats: VifStats = field(default_factory=VifStats)

@@ -210,3 +210,52 @@ def test_flows_are_per_vrf() -> None:
     lab.run()
     assert blue_b.received == []  # red's flow does not let blue's identical packet through
     assert [h.vrf for h, _ in flow_misses(node1)] == [header.vrf, node1.vrf_of["blue/prod"]]
+
+
+def decided_lab() -> tuple[SimLab, Vpc, VmEndpoint, VmEndpoint]:
+    """Both ends with policy on two vRouters that decide new flows themselves."""
+    lab = SimLab(2, auto_allow=False)  # an agent that would never answer
+    vpc = lab.add_vpc("acme", "prod", ["10.1.1.0/24"])
+    a = lab.add_vm(vpc, "a", "node1", "10.1.1.10", policy=True, agent_decides=False)
+    b = lab.add_vm(vpc, "b", "node2", "10.1.1.20", policy=True, agent_decides=False)
+    lab.build()
+    return lab, vpc, a, b
+
+
+def test_a_vrouter_that_decides_makes_both_directions_without_the_agent() -> None:
+    lab, vpc, a, b = decided_lab()
+    for seq in (1, 2):
+        a.ping(b.ip, ident=PING_ID, seq=seq)
+        lab.run()
+    b.tcp_syn(a.ip, 5555, 22)
+    lab.run()
+    assert seqs(b, "echo_request") == [1, 2]
+    assert seqs(a, "echo_reply") == [1, 2]
+    assert [r.detail[:2] for r in b.got("tcp_rst")] == [(22, 5555)]
+    for node in lab.nodes.values():
+        assert flow_misses(node) == []  # nothing waited for the agent
+        flows = node.tables.flows
+        forward, back = (
+            flows.lookup(ping_key(node, vpc, a, b)),
+            flows.lookup(ping_key(node, vpc, b, a)),
+        )
+        assert forward is not None and back is not None
+        assert (forward.action, back.action) == (FlowAction.FORWARD, FlowAction.FORWARD)
+        assert (forward.packets, back.packets) == (2, 2)  # the first packet counted too
+        assert forward.reverse == back.key and back.reverse == forward.key
+        assert len(flows.flows) == 4  # the ping's and the TCP connection's, both ways
+        assert node.tables.flows.holds == {}
+
+
+def test_a_vrouter_that_decides_keeps_to_the_vrfs_quota() -> None:
+    lab, _, a, b = decided_lab()
+    node1 = lab.nodes["node1"]
+    node1.tables.flows.vrf_quota = 2  # one flow and its reverse
+    a.ping(b.ip, ident=PING_ID)
+    lab.run()
+    a.ping(b.ip, ident=PING_ID + 1)
+    lab.run()
+    assert seqs(a, "echo_reply") == [1]
+    assert node1.tables.drops[Drop.FLOW_QUOTA] == 1
+    assert flow_misses(node1) == []
+    assert node1.tables.vifs[lab.ports["a"].vif].stats.drops == 1

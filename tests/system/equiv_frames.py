@@ -188,11 +188,12 @@ class Generator:
         ttl1 = packet[8] == 1 and any(s[0] == vm.vrf and s[6] for s in VRF_SPECS)
         to_self = t.vm is vm
         needs_flow = vm.policy or (t.vm is not None and t.vm.policy)
+        made = needs_flow and not _agent_decides(vm, t.vm)  # the fast path makes TCP/UDP flows
         must = (
             t.fast
             and not to_self
             and not ttl1
-            and (installed or not needs_flow)
+            and (installed or not needs_flow or (made and proto != PROTO_ICMP))
             and self.fits(t, len(packet), False)
         )
         nat = (vm.vrf, proto, vm.ip, t.ip, sport, dport) in self.nat_flows
@@ -203,7 +204,7 @@ class Generator:
         elif installed:
             cls = f"vm_routed_flow_{t.kind}"
         elif needs_flow:
-            cls = f"vm_routed_flow_miss_{t.kind}"
+            cls = f"vm_routed_flow_{'made' if made else 'miss'}_{t.kind}"
         else:
             cls = f"vm_routed_{t.kind}"
         return Frame(cls + ("_ttl1" if ttl1 else ""), VIF, vm.vif, frame, must)
@@ -415,17 +416,17 @@ class Generator:
             label = l2_label(vrf) if l2_inside else l3_label(vrf)
             body = inner_eth if l2_inside else packet
             frame = self.outer(encap, build_mpls(label, 64) + body)
-        needs_flow = vm.policy
+        needs_flow = vm.policy and kind == "local"
+        made = needs_flow and not vm.agent_decides and not installed
         must = (
             kind == "local"
             and encap != "vlan"
             and vm.attached
-            and (installed or not needs_flow)
+            and (installed or not needs_flow or (made and proto != PROTO_ICMP))
             and len(packet) <= vm.mtu
         )
-        return Frame(
-            f"fabric_{encap}_{kind}" + ("_l2" if l2_inside else ""), FABRIC, 0, frame, must
-        )
+        cls = f"fabric_{encap}_{kind}" + ("_l2" if l2_inside else "") + ("_made" if made else "")
+        return Frame(cls, FABRIC, 0, frame, must)
 
     def fabric_other(self) -> Frame:
         """Unknown labels, VNIs and VLANs, GRE not MPLS, fragments, ARP, not for us."""
@@ -557,3 +558,8 @@ def _shortest(frame: bytes) -> int:
     path would not deliver to tc either)."""
     ethertype = int.from_bytes(frame[12:14], "big")
     return {ETH_P_IP: 34, 0x86DD: 54}.get(ethertype, 14)
+
+
+def _agent_decides(vm: Vm, target: Vm | None) -> bool:
+    """Whether a new flow between them waits for the agent (route.agent_decides)."""
+    return any(v is not None and v.policy and v.agent_decides for v in (vm, target))

@@ -16,7 +16,7 @@ from openvpc.lab import netns
 from openvpc.model.forwarding import AGENT_VIF, FABRIC_VIF, FlowKey
 from openvpc.vrouter.ebpf import layout as L
 from openvpc.vrouter.ebpf.drops import DROP_COUNT, drop_name
-from openvpc.vrouter.ebpf.encode import Device, encode_flow, encode_tables
+from openvpc.vrouter.ebpf.encode import Device, encode_flow, encode_tables, flow_rooms
 from openvpc.vrouter.ebpf.libbpf import BpfObject
 from openvpc.vrouter.ebpf.objects import datapath_object
 from openvpc.vrouter.flow import Flow
@@ -129,6 +129,9 @@ class BpfSide:
             entry = encode_flow(flow)
             if entry is not None:
                 flows.update(*entry)
+        rooms = obj.map(L.MAP_FLOW_ROOM)
+        for key, room in flow_rooms(scenario.tables, {}).items():
+            rooms.update(L.u32(key), room.pack())
         self.vif_in = obj.program("vif_in")
         self.fabric_in = obj.program("fabric_in")
         self.slow_in = obj.program("slow_in")

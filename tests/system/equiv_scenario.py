@@ -73,6 +73,7 @@ class Vm:
     prefix_len: int = 24
     mtu: int = 1500
     policy: bool = False
+    agent_decides: bool = True  # with policy: else the vRouter makes its flows
     source_check: bool = True
     allowed_ips: tuple[bytes, ...] = ()
     attached: bool = True
@@ -119,7 +120,8 @@ def _vms() -> list[Vm]:
         gw = _ip(f"10.{vrf}.1.1")
         first = Vm(2 * vrf, vrf, _ip(f"10.{vrf}.1.5"), bytes([2, 0, 0, 0, vrf, 5]), gw)
         second = Vm(2 * vrf + 1, vrf, _ip(f"10.{vrf}.1.6"), bytes([2, 0, 0, 0, vrf, 6]), gw)
-        vms.append(dataclasses.replace(first, policy=True))
+        # the policy VMs of odd VRFs have their flows decided by the vRouter, fast path included
+        vms.append(dataclasses.replace(first, policy=True, agent_decides=vrf % 2 == 0))
         vms.append(second)
     # variations: source check off, a VIP, a small MTU, another subnet, a vif not attached
     vms[1] = dataclasses.replace(vms[1], source_check=False)
@@ -150,6 +152,7 @@ def _port(vm: Vm) -> PortConfig:
         hostname=f"vm{vm.vif}",
         mtu=vm.mtu,
         policy=vm.policy,
+        agent_decides=vm.agent_decides,
         source_check=vm.source_check,
         allowed_ips=tuple(".".join(str(b) for b in a) for a in vm.allowed_ips),
     )

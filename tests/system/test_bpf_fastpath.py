@@ -27,7 +27,14 @@ from openvpc.packet.l4 import build_icmp
 from openvpc.vrouter import pipeline
 from openvpc.vrouter.ebpf import layout as L
 from openvpc.vrouter.ebpf.drops import DROP_NAMES
-from openvpc.vrouter.ebpf.encode import TABLE_MAPS, Device, encode_flow, encode_tables
+from openvpc.vrouter.ebpf.encode import (
+    TABLE_MAPS,
+    Device,
+    encode_flow,
+    encode_flow_key,
+    encode_tables,
+    flow_rooms,
+)
 from openvpc.vrouter.ebpf.libbpf import BpfObject
 from openvpc.vrouter.encap import OuterTemplate
 from openvpc.vrouter.flow import FlowAction
@@ -126,7 +133,7 @@ class Fastpath:
     def load(self, tables: Tables) -> None:
         devices = {VM1: Device(self.ifindex["vm1"], True), VM2: Device(self.ifindex["vm2"], True)}
         image = encode_tables(tables, devices, self.ifindex["pkt0"], self.ifindex["fabric"])
-        for name in (*TABLE_MAPS, L.MAP_FLOWS, L.MAP_PUNT_TOKENS):
+        for name in (*TABLE_MAPS, L.MAP_FLOWS, L.MAP_PUNT_TOKENS, L.MAP_FLOW_ROOM, L.MAP_FLOW_MADE):
             m = self.obj.map(name)
             if name not in L.ARRAY_MAPS:
                 for key in list(m.keys()):
@@ -137,6 +144,13 @@ class Fastpath:
             entry = encode_flow(flow)
             if entry is not None:
                 self.obj.map(L.MAP_FLOWS).update(*entry)
+        for key, room in flow_rooms(tables, {}).items():
+            self.obj.map(L.MAP_FLOW_ROOM).update(L.u32(key), room.pack())
+
+    def made(self, key: int) -> int:
+        """ov_flow_made under a VRF id or FLOW_ROOM_ALL."""
+        value = self.obj.map(L.MAP_FLOW_MADE).lookup(L.u32(key))
+        return 0 if value is None else int.from_bytes(value, "little")
 
     def run(self, prog: str, frame: bytes, device: str) -> Outcome | None:
         """The program's outcome, or None for a frame BPF_PROG_TEST_RUN refuses (too short
@@ -321,6 +335,50 @@ def test_flow_table(fastpath: Fastpath) -> None:
     flow = L.Flow.unpack(value)
     assert (flow.packets, flow.nbytes, flow.tcp_flags) == (3, 3 * 44, 0x13)
     assert flow.last_used > 0
+
+
+def test_the_fast_path_makes_the_flows_the_vrouter_decides(fastpath: Fastpath) -> None:
+    t = make_tables(policy=True)
+    t.vifs[VM1].agent_decides = False
+    fastpath.load(t)
+    forward = (VRF, PROTO_TCP, ip("10.0.0.5"), ip("10.0.0.6"), 4000, 80)
+    reverse = (VRF, PROTO_TCP, ip("10.0.0.6"), ip("10.0.0.5"), 80, 4000)
+    got = agree(fastpath, t, "vif_in", eth(GW, M1, tcp("10.0.0.5", "10.0.0.6", 0x02)), VM1)
+    assert got is not None and got.kind == "TX"  # no round trip to the agent
+    flows = fastpath.obj.map(L.MAP_FLOWS)
+    made = {k: L.Flow.unpack(v) for k, v in flows.items()}
+    assert set(made) == {encode_flow_key(forward), encode_flow_key(reverse)}
+    assert made[encode_flow_key(forward)].packets == 1  # the first packet counts
+    assert made[encode_flow_key(reverse)].packets == 0
+    assert {f.action for f in made.values()} == {L.FlowActionKind.FORWARD}
+    assert fastpath.made(VRF) == fastpath.made(L.FLOW_ROOM_ALL) == 2
+    # the reply hits the reverse flow
+    reply = eth(
+        GW, M2, tcp("10.0.0.6", "10.0.0.5", 0x12).replace(b"\x0f\xa0\x00\x50", b"\x00\x50\x0f\xa0")
+    )
+    got = fastpath.run("vif_in", reply, "vm2")
+    assert got is not None and got.kind == "TX" and fastpath.made(VRF) == 2
+    # ICMP first packets go up: the slow path decides them (their keys, see encode_flow_key)
+    got = agree(fastpath, t, "vif_in", ping("10.0.0.6"), VM1)
+    assert got is not None and got.kind == "SLOW" and got.verdict.reason == L.SlowReason.FLOW
+    # the VRF's quota, then the table's capacity, as FlowTable.install admits them
+    t.flows.vrf_quota = 3
+    fastpath.load(t)
+    got = agree(fastpath, t, "vif_in", eth(GW, M1, udp("10.0.0.5", "10.0.0.6", 1, 2)), VM1)
+    assert got is not None and got.kind == "TX" and fastpath.made(VRF) == 2
+    first = (VRF, PROTO_UDP, ip("10.0.0.5"), ip("10.0.0.6"), 1, 2)
+    t.flows.install(first, FlowAction.FORWARD, 0.0, (VRF, PROTO_UDP, first[3], first[2], 2, 1))
+    got = agree(fastpath, t, "vif_in", eth(GW, M1, udp("10.0.0.5", "10.0.0.6", 1, 3)), VM1)
+    assert got is not None and DROP_NAMES[got.verdict.reason] == "flow_vrf_quota_exceeded"
+    t.flows.capacity = 1
+    fastpath.load(t)
+    got = agree(fastpath, t, "vif_in", eth(GW, M1, udp("10.0.0.5", "10.0.0.6", 1, 4)), VM1)
+    assert got is not None and DROP_NAMES[got.verdict.reason] == "flow_table_full"
+    assert fastpath.made(L.FLOW_ROOM_ALL) == 0
+    # a VRF the slow path gave no room yet: the first packet goes up
+    fastpath.obj.map(L.MAP_FLOW_ROOM).delete(L.u32(VRF))
+    got = fastpath.run("vif_in", eth(GW, M1, udp("10.0.0.5", "10.0.0.6", 1, 5)), "vm1")
+    assert got is not None and got.kind == "SLOW" and got.verdict.reason == L.SlowReason.FLOW
 
 
 def test_bridging_and_fallback(fastpath: Fastpath) -> None:

@@ -69,7 +69,7 @@ def test_maps_flows_folding_and_close(node: str) -> None:
             assert len(dp.links) == 2
             # a decided flow and its reverse reach ov_flows
             install_flow(tables, KEY, FlowAction.FORWARD, time.monotonic(), REVERSE)
-            dp.sync_flows(tables.flows)
+            dp.sync_flows(tables)
             flows = dp.maps[L.MAP_FLOWS]
             assert {encode_flow_key(KEY), encode_flow_key(REVERSE)} == set(flows.keys())
             # the fast path counts hits: as the program would, into the entry
@@ -79,19 +79,19 @@ def test_maps_flows_folding_and_close(node: str) -> None:
             value[16:24] = round(later * 1e9).to_bytes(8, "little")
             value[L.FLOW.offsets["tcp_flags"]] = 0x10
             flows.update(encode_flow_key(KEY), bytes(value))
-            dp.fold_flows(tables.flows)
+            dp.fold_flows(tables)
             flow = tables.flows.lookup(KEY)
             assert flow is not None
             assert (flow.packets, flow.octets, flow.tcp_flags) == (7, 700, 0x10)
             assert flow.last_used == pytest.approx(later, abs=1e-6)
-            dp.fold_flows(tables.flows)  # nothing new: nothing added twice
+            dp.fold_flows(tables)  # nothing new: nothing added twice
             assert (flow.packets, flow.octets) == (7, 700)
             # aging before `later` keeps it: the fast path used it
             tables.expire(later - 1)
             assert tables.flows.lookup(KEY) is not None
             # a flow Python removes leaves the fast path too
             tables.flows.remove(KEY)
-            dp.sync_flows(tables.flows)
+            dp.sync_flows(tables)
             assert list(flows.keys()) == []
         finally:
             before = _prog_ids()
@@ -99,3 +99,45 @@ def test_maps_flows_folding_and_close(node: str) -> None:
         assert not netns.link_exists(None, PKT0)
         gone = before - _prog_ids()
         assert len(gone) >= 3, "the object's programs outlived close()"
+
+
+def test_flows_the_fast_path_made_are_adopted_counted_and_aged(node: str) -> None:
+    with netns.inside(node):
+        link = fabric_link("fabric0")
+        tables = _tables(link.ip, link.mac, link.mtu)
+        dp = EbpfDatapath(link, 1024)
+        try:
+            dp.start(tables)
+            rooms, cap = dp.maps[L.MAP_FLOW_ROOM], tables.flows.capacity
+            room = rooms.lookup(L.u32(L.FLOW_ROOM_ALL))
+            assert room is not None and L.FlowRoom.unpack(room) == L.FlowRoom(cap, 0, 0)
+            # what flow_make writes for a first packet: the flow (counted), its reverse, and
+            # the flows made under the VRF and the whole table
+            now = time.monotonic()
+            made = L.Flow(1, 60, round(now * 1e9), L.ZERO4, L.ZERO4, 0, 0, 1, 0x02)
+            dp.maps[L.MAP_FLOWS].update(encode_flow_key(KEY), made.pack())
+            dp.maps[L.MAP_FLOWS].update(
+                encode_flow_key(REVERSE), made._replace(packets=0, nbytes=0, tcp_flags=0).pack()
+            )
+            for key in (KEY[0], L.FLOW_ROOM_ALL):
+                dp.maps[L.MAP_FLOW_MADE].update(L.u32(key), (2).to_bytes(8, "little"))
+            dp.fold_flows(tables)
+            flow, back = tables.flows.lookup(KEY), tables.flows.lookup(REVERSE)
+            assert flow is not None and back is not None
+            assert (flow.action, flow.reverse, back.reverse) == (FlowAction.FORWARD, REVERSE, KEY)
+            assert (flow.packets, flow.octets, flow.tcp_flags) == (1, 60, 0x02)
+            assert flow.last_used == pytest.approx(now, abs=1e-6)
+            assert tables.flows.per_vrf == {KEY[0]: 2}
+            # the room now counts them as the table's, not as made since
+            room = rooms.lookup(L.u32(L.FLOW_ROOM_ALL))
+            assert room is not None and L.FlowRoom.unpack(room) == L.FlowRoom(cap, 2, 2)
+            dp.fold_flows(tables)  # nothing new: nothing adopted or counted twice
+            assert (len(tables.flows.flows), flow.packets) == (2, 1)
+            # idle past the embryonic timeout: Python ages them out of the fast path too
+            tables.expire(now + 60)
+            dp.sync_flows(tables)
+            assert list(dp.maps[L.MAP_FLOWS].keys()) == []
+            room = rooms.lookup(L.u32(L.FLOW_ROOM_ALL))
+            assert room is not None and L.FlowRoom.unpack(room) == L.FlowRoom(cap, 0, 2)
+        finally:
+            dp.close()

@@ -1,10 +1,10 @@
 """A hostile VM against its node's vRouter (issue 7, points 1 and 2), with real processes.
 
 One node hosts two tenants. The flooding tenant's VM writes raw frames with a new 5-tuple each
-on its interface as fast as it can; the other tenant's VM keeps opening TCP connections and
-must barely notice. Then TCP super-frames with absurd segment sizes and counts, written with a
-virtio_net_hdr from inside the VM: the vRouter reads them as GSO frames and drops and counts
-each without cutting it, so nothing comes out anywhere.
+on its interface as fast as it can, until its VRF's flow quota refuses more; the other tenant's
+VM keeps opening TCP connections and must barely notice. Then TCP super-frames with absurd
+segment sizes and counts, written with a virtio_net_hdr from inside the VM: the vRouter reads
+them as GSO frames and drops and counts each without cutting it, so nothing comes out anywhere.
 """
 
 import os
@@ -72,9 +72,11 @@ s.setblocking(False)
 head = ether + ipv4(17, 20 + 8 + 4, 0)
 sent = full = 0
 end = time.monotonic() + seconds
+rounds = 0
 while time.monotonic() < end:
+    rounds += 1
     for port in range(1024, 65536, 2):  # a new 5-tuple every frame; UDP checksum 0 is none
-        udp = struct.pack("!HHHH", port, 65535 - port, 12, 0)
+        udp = struct.pack("!HHHH", port, rounds, 12, 0)
         try:
             s.send(head + udp + b"boom")
             sent += 1

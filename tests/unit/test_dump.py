@@ -111,7 +111,7 @@ def test_vifs_show_kind_flags_and_counters() -> None:
         "10.0.1.3/24",
         "10.0.1.1",
         "1500",
-        "PSc",
+        "PAgSc",  # the agent decides its first packets
     ]
     assert rows["vif0/4"][8:] == ["Sc", "2/94", "0/0", "1"]  # two in, one dropped
     assert rows["vif0/1"][-3:] == ["0/0", "1/55", "0"]  # the punt

@@ -94,7 +94,7 @@ OBJECTS: list[VrouterObject] = [
     NextHopConfig("flood", "composite", members=(("encap:2", None), ("t:vx", 5002))),
     port(2, "10.0.1.5", MAC_A, policy=True, allowed_ips=("10.0.1.100", "10.0.1.101")),
     port(3, "10.0.1.6", MAC_B, source_check=False),
-    port(4, "10.0.1.7", MAC_R, vrf=2),
+    port(4, "10.0.1.7", MAC_R, vrf=2, policy=True, agent_decides=False),
     RouteConfig(1, "10.0.1.1/32", "receive"),
     RouteConfig(1, "10.0.1.5/32", "encap:2", mac=MAC_A),
     RouteConfig(1, "10.0.2.0/24", "t:gre", label=27),
@@ -137,12 +137,13 @@ def test_vifs_attached_and_not(prog: Programmer) -> None:
         mtu=1400,
         prefix_len=24,
         kind=L.VifKind.VM,
-        flags=L.VIF_POLICY | L.VIF_SOURCE_CHECK | L.VIF_PEER,
+        flags=L.VIF_POLICY | L.VIF_AGENT | L.VIF_SOURCE_CHECK | L.VIF_PEER,
         mac=mac(MAC_A),
         has_ip=1,
     )
     assert vifs[3].flags == 0 and vifs[3].ifindex == 12  # no policy, no source check, a TAP
     assert vifs[4].ifindex == 0 and vifs[4].vrf == 2  # not attached: deliveries go up
+    assert vifs[4].flags == L.VIF_POLICY | L.VIF_SOURCE_CHECK  # the vRouter decides its flows
     fabric = vifs[0]
     assert (fabric.kind, fabric.ifindex, fabric.ip, fabric.mac, fabric.mtu) == (
         L.VifKind.FABRIC,

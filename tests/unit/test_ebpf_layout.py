@@ -36,6 +36,8 @@ def _asserts() -> str:
         "VIF_POLICY",
         "VIF_SOURCE_CHECK",
         "VIF_PEER",
+        "VIF_AGENT",
+        "FLOW_ROOM_ALL",
         "VRF_DECREMENT_TTL",
         "VRF_UNICAST_ONLY",
         "VERDICT_TAGGED",

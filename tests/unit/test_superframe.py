@@ -100,7 +100,7 @@ class Case:
     encap: Encap
     mode: Mode  # l2: bridged to the destination's MAC; l2_l3: routed (an IP FIB hit)
     dst: Vm
-    policy: str  # "none" | "miss" | "forward" | "drop" | "nat"
+    policy: str  # "none" | "miss" | "decide" (the vRouter makes the flow) | "forward" | ...
     decrement_ttl: bool
     fabric_mtu: int
     neighbor: bool
@@ -117,6 +117,8 @@ class Case:
         )
         t.fabric.kernel_routed = self.kernel_routed
         t.vrfs[1].mode = self.mode
+        for vif in t.vifs.values():
+            vif.agent_decides = self.policy != "decide"
         action = {"forward": FlowAction.FORWARD, "drop": FlowAction.DROP, "nat": FlowAction.NAT}
         if self.policy in action:
             nat = (VM1.ip, self.dst.ip, 40001, 5201) if self.policy == "nat" else None
@@ -129,7 +131,7 @@ cases = st.builds(
     encap=st.sampled_from(list(Encap)),
     mode=st.sampled_from([Mode.L3, Mode.L3, Mode.L2, Mode.L2_L3]),
     dst=st.sampled_from([VM2, VM3, VM4]),
-    policy=st.sampled_from(["none", "none", "forward", "forward", "miss", "drop", "nat"]),
+    policy=st.sampled_from(["none", "none", "forward", "forward", "miss", "decide", "drop", "nat"]),
     decrement_ttl=st.booleans(),
     fabric_mtu=st.sampled_from([1500, 1500, 1400, 9000]),
     neighbor=st.sampled_from([True, True, True, False]),

@@ -122,6 +122,20 @@ struct {
 } ov_flows SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4097); /* every VRF and FLOW_ROOM_ALL */
+	__type(key, __u32);
+	__type(value, struct flow_room);
+} ov_flow_room SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4097);
+	__type(key, __u32);
+	__type(value, __u64);
+} ov_flow_made SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, struct punt_key);
@@ -191,6 +205,8 @@ struct pkt {
 	__u16 sport_h; /* the same as host integers, for the entropy hash */
 	__u16 dport_h;
 	__u8 eth_dst[6]; /* of the (inner) frame */
+	__u32 segs; /* a super-frame: the segments it stands for (0 or 1: a plain frame) */
+	__u32 seg_payload; /* ... and their TCP payload together (0: unknown) */
 	struct flow *flow; /* the flow entry hit, counted once the fast path decides */
 	__u8 flow_tcp_flags;
 	__u32 out_label; /* the tunnel's label, VNI or VLAN id */
@@ -270,13 +286,29 @@ INLINE struct vif_stats *vif_stats(__u32 vif)
 	return bpf_map_lookup_elem(&ov_vif_stats, &vif);
 }
 
-INLINE void count_rx(__u32 vif, __u32 len)
+INLINE __u32 segments(struct pkt *p)
 {
-	struct vif_stats *s = vif_stats(vif);
+	return p->segs > 1 ? p->segs : 1;
+}
+
+/* The bytes of a frame of `len` as its segments count them (superframe._commit): every
+ * segment carries the headers again. */
+INLINE __u64 seg_bytes(struct pkt *p, __u32 len)
+{
+	__u32 segs = segments(p);
+
+	if (segs == 1 || !p->seg_payload || p->seg_payload > len)
+		return len;
+	return len + (__u64)(segs - 1) * (len - p->seg_payload);
+}
+
+INLINE void count_rx(struct pkt *p)
+{
+	struct vif_stats *s = vif_stats(p->in_vif);
 
 	if (s) {
-		s->rx_packets += 1;
-		s->rx_bytes += len;
+		s->rx_packets += segments(p);
+		s->rx_bytes += seg_bytes(p, p->len);
 	}
 }
 
@@ -302,7 +334,7 @@ NOINLINE int drop_vif(__u32 reason, __u32 vif, int has_vif)
 NOINLINE void flow_touch(struct pkt *p)
 {
 	struct flow *f = p->flow;
-	__u32 segs = p->skb->gso_segs > 1 ? p->skb->gso_segs : 1;
+	__u32 segs = segments(p);
 	__u8 flags = p->flow_tcp_flags;
 
 	if (!f)
@@ -323,7 +355,7 @@ NOINLINE void flow_touch(struct pkt *p)
  * by the slow path, which runs the pipeline on it). */
 NOINLINE int drop(struct pkt *p, __u32 reason)
 {
-	count_rx(p->in_vif, p->len);
+	count_rx(p);
 	flow_touch(p);
 	return drop_vif(reason, p->in_vif, 1);
 }
@@ -343,9 +375,16 @@ INLINE int sent(__u32 out_vif, __u32 len, __u32 tag)
 
 INLINE int count_tx_tagged(struct pkt *p, __u32 out_vif, __u32 len, __u32 tag)
 {
-	count_rx(p->in_vif, p->len);
+	struct vif_stats *s = vif_stats(out_vif);
+
+	count_rx(p);
 	flow_touch(p);
-	return sent(out_vif, len, tag);
+	if (s) {
+		s->tx_packets += segments(p);
+		s->tx_bytes += seg_bytes(p, len);
+	}
+	set_verdict(V_TX, out_vif, tag);
+	return TC_ACT_REDIRECT;
 }
 
 INLINE int count_tx(struct pkt *p, __u32 out_vif, __u32 len)

@@ -81,6 +81,42 @@ INLINE int source_allowed(struct pkt *p)
 	return bpf_map_lookup_elem(&ov_allowed_ips, &key) != NULL;
 }
 
+#define MIN_MSS 536 /* limits.MIN_MSS */
+#define MAX_SEGMENTS 64 /* limits.MAX_SEGMENTS */
+
+/* A VM's super-frame that superframe.gso_refusal may refuse, or that is not TCP over IPv4:
+ * the slow path judges it (counts the drop, or answers fragmentation-needed), so that no
+ * absurd segmentation ever reaches a device. Others (a segment size from the minimum MSS to
+ * what the vif's MTU carries, no more segments than limits.max_segments allows) are counted
+ * as their segments: p->segs and p->seg_payload. */
+INLINE int gso_suspect(struct pkt *p)
+{
+	struct __sk_buff *skb = p->skb;
+	__u32 gso = skb->gso_size, mtu = p->vif->mtu, hdrs, per, most, payload;
+	__u8 *h;
+
+	if (gso < MIN_MSS)
+		return 1;
+	h = pkt_ptr(skb, 12, 12); /* ethertype, IPv4 version/IHL ... protocol */
+	if (!h || h[0] != 0x08 || h[1] != 0x00 || h[11] != IPPROTO_TCP_)
+		return 1;
+	hdrs = (h[2] & 0xf) * 4;
+	h = pkt_ptr(skb, ETH_HLEN_ + hdrs + 12, 1); /* the TCP data offset */
+	if (!h)
+		return 1;
+	hdrs += (h[0] >> 4) * 4;
+	if (hdrs + gso > mtu)
+		return 1;
+	per = mtu > MIN_MSS + 40 ? mtu - 40 : MIN_MSS;
+	most = (0xffff + per - 1) / per;
+	if (most < MAX_SEGMENTS)
+		most = MAX_SEGMENTS;
+	payload = p->len > ETH_HLEN_ + hdrs ? p->len - ETH_HLEN_ - hdrs : 0;
+	p->segs = (payload + gso - 1) / gso;
+	p->seg_payload = payload;
+	return p->segs > most;
+}
+
 /* pipeline.from_vm */
 INLINE int from_vm(struct pkt *p)
 {
@@ -90,6 +126,8 @@ INLINE int from_vm(struct pkt *p)
 
 	if (p->len < ETH_HLEN_)
 		return drop(p, DROP_SHORT_ETHERNET);
+	if (skb->gso_size && gso_suspect(p))
+		return send_up(p, SLOW_OTHER);
 	if (skb->vlan_present)
 		return drop(p, DROP_VM_VLAN_TAGGED);
 	if (parse_eth(p, &rc))
@@ -397,6 +435,7 @@ int fabric_in(struct __sk_buff *skb)
 	}
 	p->fabric_in = 1;
 	p->frame_end = p->len;
+	p->segs = skb->gso_segs; /* what GRO coalesced */
 	if (p->len < ETH_HLEN_)
 		return drop(p, DROP_SHORT_ETHERNET);
 	pull(skb, PULL_FABRIC);

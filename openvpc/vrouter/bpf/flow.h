@@ -1,11 +1,16 @@
-/* The flow table (pipeline.flow_stage): a hit counts atomically and forwards or drops; a miss,
- * or a NAT flow, goes up to the slow path, which owns HOLD entries, quotas and the agent. */
+/* The flow table (pipeline.flow_stage): a hit counts atomically and forwards or drops. A miss
+ * for ports the vRouter decides for makes the flow and its reverse here, within the room the
+ * slow path gives (the table's capacity, the VRF's quota); a miss the agent decides, a NAT
+ * flow, or a first packet that is neither TCP nor UDP goes up to the slow path, which owns
+ * HOLD entries and the agent. */
 #ifndef OPENVPC_FLOW_H
 #define OPENVPC_FLOW_H
 
 #include "common.h"
 #include "slow.h"
 #include "parse.h"
+
+#define EEXIST_ 17
 
 /* Whether the packet goes through the flow table (pipeline.needs_flow). */
 INLINE int needs_flow(struct pkt *p, __u32 nh_id)
@@ -24,7 +29,95 @@ INLINE int needs_flow(struct pkt *p, __u32 nh_id)
 	return target && target->kind != VIF_NONE && (target->flags & VIF_POLICY);
 }
 
-NOINLINE int flow_stage(struct pkt *p)
+/* Whether a new flow waits for the agent (route.agent_decides): a port it is under, the
+ * sending VM's or the receiving one's, says so. */
+INLINE int agent_decides(struct pkt *p, __u32 nh_id)
+{
+	__u8 want = VIF_POLICY | VIF_AGENT;
+	struct nexthop *nh;
+	struct vif *target;
+	__u32 vif_id;
+
+	if (p->vif->kind == VIF_VM && (p->vif->flags & want) == want)
+		return 1;
+	nh = bpf_map_lookup_elem(&ov_nexthops, &nh_id);
+	if (!nh || nh->kind != NH_ENCAP)
+		return 0;
+	vif_id = nh->vif;
+	target = bpf_map_lookup_elem(&ov_vifs, &vif_id);
+	return target && (target->flags & want) == want;
+}
+
+/* 1 when `wanted` more flows fit the limit of `key` (a VRF id or FLOW_ROOM_ALL). */
+INLINE int room_for(__u32 key, __u64 wanted)
+{
+	struct flow_room *room = bpf_map_lookup_elem(&ov_flow_room, &key);
+	__u64 *made = bpf_map_lookup_elem(&ov_flow_made, &key);
+	__u64 in_use;
+
+	if (!room)
+		return 0;
+	in_use = room->used + (made && *made > room->seen ? *made - room->seen : 0);
+	return in_use + wanted <= room->limit;
+}
+
+INLINE void count_made(__u32 key, __u64 n)
+{
+	__u64 zero = 0, *made = bpf_map_lookup_elem(&ov_flow_made, &key);
+
+	if (!made) {
+		bpf_map_update_elem(&ov_flow_made, &key, &zero, BPF_NOEXIST);
+		made = bpf_map_lookup_elem(&ov_flow_made, &key);
+		if (!made)
+			return;
+	}
+	__sync_fetch_and_add(made, n);
+}
+
+/* The vRouter's own verdict on a new flow (route.decide): every port allows every flow until
+ * security groups compile into rules. Makes the flow and its reverse (fields swapped) as
+ * FlowTable.install admits them: the table's capacity first, then the VRF's quota. */
+NOINLINE int flow_make(struct pkt *p, struct flow_key *key)
+{
+	struct flow_key rkey = {
+		.vrf = key->vrf,
+		.src = key->dst,
+		.dst = key->src,
+		.sport = key->dport,
+		.dport = key->sport,
+		.proto = key->proto,
+	};
+	struct flow f = { .action = FLOW_FORWARD, .last_used = bpf_ktime_get_ns() };
+	__u64 wanted = (rkey.src == key->src && rkey.sport == key->sport) ? 1 : 2;
+	__u32 all = FLOW_ROOM_ALL, vrf = key->vrf;
+	long err;
+
+	if (!bpf_map_lookup_elem(&ov_flow_room, &vrf))
+		return send_up(p, SLOW_FLOW); /* the slow path has not given this VRF room yet */
+	if (!room_for(all, wanted))
+		return drop(p, DROP_FLOW_TABLE_FULL);
+	if (!room_for(vrf, wanted))
+		return drop(p, DROP_FLOW_VRF_QUOTA_EXCEEDED);
+	err = bpf_map_update_elem(&ov_flows, key, &f, BPF_NOEXIST);
+	if (err == -EEXIST_)
+		return CONTINUE; /* another CPU made it first */
+	if (err)
+		return drop(p, DROP_FLOW_TABLE_FULL);
+	if (wanted == 2) {
+		err = bpf_map_update_elem(&ov_flows, &rkey, &f, BPF_NOEXIST);
+		if (err == -EEXIST_)
+			wanted = 1;
+		else if (err) {
+			bpf_map_delete_elem(&ov_flows, key);
+			return drop(p, DROP_FLOW_TABLE_FULL);
+		}
+	}
+	count_made(all, wanted);
+	count_made(vrf, wanted);
+	return CONTINUE;
+}
+
+NOINLINE int flow_stage(struct pkt *p, __u32 nh_id)
 {
 	struct flow_key key = {
 		.vrf = p->vrf_id,
@@ -37,7 +130,18 @@ NOINLINE int flow_stage(struct pkt *p)
 	struct flow *f = bpf_map_lookup_elem(&ov_flows, &key);
 	__u8 tcp_flags = 0;
 	__u8 *fl;
+	int rc;
 
+	if (!f && !agent_decides(p, nh_id)) {
+		if (p->proto != IPPROTO_TCP_ && p->proto != IPPROTO_UDP_)
+			return send_up(p, SLOW_FLOW); /* ICMP keys: see encode.encode_flow_key */
+		rc = flow_make(p, &key);
+		if (rc != CONTINUE)
+			return rc;
+		f = bpf_map_lookup_elem(&ov_flows, &key);
+		if (!f)
+			return send_up(p, SLOW_FLOW); /* aged out at once: the slow path decides */
+	}
 	if (!f) {
 		if (!p->node->agent)
 			return drop(p, DROP_NO_AGENT_VIF);

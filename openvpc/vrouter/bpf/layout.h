@@ -20,6 +20,7 @@ enum vif_kind { VIF_NONE = 0, VIF_VM = 1, VIF_FABRIC = 2 };
 #define VIF_POLICY 0x01 /* IP packets from or to it go through the flow table */
 #define VIF_SOURCE_CHECK 0x02 /* Amazon's source/destination check */
 #define VIF_PEER 0x04 /* a veth: deliver with bpf_redirect_peer, else to the device's egress */
+#define VIF_AGENT 0x08 /* with VIF_POLICY: first packets of new flows wait for the agent */
 
 struct vif {
 	__u32 ifindex; /* node-side device; 0 while not attached (deliveries to it punt) */
@@ -137,6 +138,19 @@ struct flow_key {
 } OV_PACKED;
 
 enum flow_action { FLOW_FORWARD = 1, FLOW_DROP = 2, FLOW_NAT = 3 };
+
+/* Room for flows the fast path makes itself (ports the vRouter decides for): ov_flow_room, a
+ * HASH by VRF id (FLOW_ROOM_ALL: the whole table) written by the slow path, holds the limit
+ * (the VRF's quota, the table's capacity) and how many flows the slow path knew of (`used`)
+ * when ov_flow_made, a HASH by the same keys written only by the fast path (atomic adds),
+ * said `seen`: in use now = used + made - seen. */
+#define FLOW_ROOM_ALL 0xffffffffu
+
+struct flow_room {
+	__u64 limit;
+	__u64 used;
+	__u64 seen;
+} OV_PACKED;
 
 struct flow { /* 8-byte aligned: the fast path adds to the counters atomically */
 	__u64 packets; /* fast-path hits */

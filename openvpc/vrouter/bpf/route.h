@@ -219,7 +219,7 @@ static __noinline int route(struct pkt *p)
 	if (rc != CONTINUE)
 		return rc;
 	if (needs_flow(p, r->nh)) {
-		rc = flow_stage(p);
+		rc = flow_stage(p, r->nh);
 		if (rc != CONTINUE)
 			return rc;
 	}

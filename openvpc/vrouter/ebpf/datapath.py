@@ -16,15 +16,17 @@ from openvpc.vrouter.ebpf.encode import (
     TABLE_MAPS,
     Device,
     MapImage,
+    decode_flow_key,
     diff_images,
     encode_flow,
     encode_flow_key,
     encode_tables,
+    flow_rooms,
 )
 from openvpc.vrouter.ebpf.layout import SlowReason
 from openvpc.vrouter.ebpf.libbpf import BpfMap, BpfObject, TcxLink
 from openvpc.vrouter.ebpf.objects import datapath_object
-from openvpc.vrouter.flow import FlowTable
+from openvpc.vrouter.flow import FlowAction
 from openvpc.vrouter.ports import FabricLink, Pkt0Port
 from openvpc.vrouter.tables import Tables
 
@@ -49,6 +51,11 @@ class EbpfDatapath:
         self.folded: dict[FlowKey, tuple[int, int]] = {}
         # ... and what the drop and vif counters were (the tables hold both paths' sums)
         self.folded_drops: dict[int, int] = {}
+        self.keys: dict[bytes, FlowKey] = {}  # ov_flows keys decoded
+        # the fast path's room to make flows (ov_flow_room as written) and ov_flow_made as
+        # read when the flows it had made were last adopted
+        self.rooms: dict[int, L.FlowRoom] = {}
+        self.made_seen: dict[int, int] = {}
         self.folded_vifs: dict[int, tuple[int, ...]] = {}
         try:
             self.obj = BpfObject.open(
@@ -108,11 +115,13 @@ class EbpfDatapath:
             for key, value in diff.update.items():
                 m.update(key, value)
         self.image = image
-        self.sync_flows(tables.flows)
+        self.sync_flows(tables)
 
-    def sync_flows(self, flows: FlowTable) -> None:
+    def sync_flows(self, tables: Tables) -> None:
         """Write the decided flows the table changed into ov_flows; delete removed ones and
-        those that are no longer decided (the fast path never holds)."""
+        those that are no longer decided (the fast path never holds). Then the room the fast
+        path has left to make flows in."""
+        flows = tables.flows
         if flows.dirty is None:
             flows.dirty = set()
             dirty: Iterable[FlowKey] = list(flows.flows)
@@ -125,7 +134,9 @@ class EbpfDatapath:
             entry = None if flow is None else encode_flow(flow)
             if entry is None:
                 if key in self.folded or flow is None:
-                    m.delete(encode_flow_key(key))
+                    raw = encode_flow_key(key)
+                    m.delete(raw)
+                    self.keys.pop(raw, None)
                 self.folded.pop(key, None)
                 continue
             try:
@@ -134,25 +145,58 @@ class EbpfDatapath:
                 log.warning("ov_flows: cannot mirror a flow: %s", e)
                 continue
             self.folded[key] = (0, 0)
+        self._give_room(tables)
 
-    def fold_flows(self, flows: FlowTable) -> None:
-        """Before an aging pass: add what the fast path counted since the last fold to the
-        Python flows, so that flows busy only on the fast path do not age out."""
-        m = self.maps[L.MAP_FLOWS]
-        offsets = L.FLOW.offsets
-        for key, (packets_before, bytes_before) in list(self.folded.items()):
-            flow = flows.lookup(key)
-            value = m.lookup(encode_flow_key(key)) if flow is not None else None
-            if flow is None or value is None:
+    def _give_room(self, tables: Tables) -> None:
+        """ov_flow_room: each VRF's quota and the table's capacity, with the flows the table
+        holds now and what ov_flow_made said when the fast path's last ones were adopted."""
+        rooms = flow_rooms(tables, self.made_seen)
+        m = self.maps[L.MAP_FLOW_ROOM]
+        for key, room in rooms.items():
+            if self.rooms.get(key) != room:
+                m.update(L.u32(key), room.pack())
+                self.rooms[key] = room
+        for key in set(self.rooms) - set(rooms):
+            m.delete(L.u32(key))
+            del self.rooms[key]
+
+    def fold_flows(self, tables: Tables) -> None:
+        """Before an aging pass or a dump: adopt the flows the fast path made, and add what it
+        counted since the last fold to the Python flows, so that flows busy only on the fast
+        path do not age out."""
+        flows = tables.flows
+        made = {
+            L.U32.unpack(k)[0]: int.from_bytes(v, "little")
+            for k, v in self.maps[L.MAP_FLOW_MADE].items()
+        }
+        pending = flows.dirty or set()  # changed or removed in Python, not mirrored yet
+        for raw, value in self.maps[L.MAP_FLOWS].items():
+            key = self.keys.get(raw)
+            if key is None:
+                key = self.keys[raw] = decode_flow_key(raw)
+            if key in pending:
                 continue
             packets, nbytes, last_ns = _COUNTERS.unpack_from(value, 0)
-            if packets == packets_before:
+            flow = flows.lookup(key)
+            if flow is None:
+                action = _ACTIONS.get(value[_ACTION_AT])
+                if action is None:
+                    continue
+                vrf, proto, src, dst, sport, dport = key
+                flow = flows.adopt(key, action, last_ns * _NS, (vrf, proto, dst, src, dport, sport))
+                before = (0, 0)
+            else:
+                before = self.folded.get(key, (packets, nbytes))
+            if packets == before[0]:
+                self.folded.setdefault(key, before)
                 continue
-            flow.packets += packets - packets_before
-            flow.octets += nbytes - bytes_before
+            flow.packets += packets - before[0]
+            flow.octets += nbytes - before[1]
             flow.last_used = max(flow.last_used, last_ns * _NS)
-            flow.tcp_flags |= value[offsets["tcp_flags"]]
+            flow.tcp_flags |= value[_FLAGS_AT]
             self.folded[key] = (packets, nbytes)
+        self.made_seen = made
+        self._give_room(tables)
 
     # -- counters -----------------------------------------------------------------------
     def fold_counters(self, tables: Tables) -> None:
@@ -214,7 +258,20 @@ class EbpfDatapath:
 
 _VIF_COUNTERS = tuple(L.VIF_STATS.offsets)  # rx_packets ... drops, as VifStats names them
 _COUNTERS = struct.Struct("=QQQ")  # packets, bytes, last_used: the head of struct flow
-_MAPS = (*TABLE_MAPS, L.MAP_FLOWS, L.MAP_DROPS, L.MAP_VIF_STATS, L.MAP_SLOW)
+_ACTION_AT, _FLAGS_AT = L.FLOW.offsets["action"], L.FLOW.offsets["tcp_flags"]
+_ACTIONS: dict[int, FlowAction] = {
+    L.FlowActionKind.FORWARD: FlowAction.FORWARD,
+    L.FlowActionKind.DROP: FlowAction.DROP,
+}
+_MAPS = (
+    *TABLE_MAPS,
+    L.MAP_FLOWS,
+    L.MAP_FLOW_ROOM,
+    L.MAP_FLOW_MADE,
+    L.MAP_DROPS,
+    L.MAP_VIF_STATS,
+    L.MAP_SLOW,
+)
 
 
 def _percpu_sums(m: BpfMap, ids: Iterable[int]) -> dict[int, int]:

@@ -127,6 +127,8 @@ def _vif_flags(vif: Vif, device: Device | None) -> int:
     flags = 0
     if vif.policy:
         flags |= L.VIF_POLICY
+        if vif.agent_decides:
+            flags |= L.VIF_AGENT
     if vif.source_check:
         flags |= L.VIF_SOURCE_CHECK
     if device is not None and device.peer:
@@ -225,6 +227,28 @@ def encode_flow_key(key: FlowKey) -> bytes:
     else:
         sp, dp = sport.to_bytes(2, "big"), dport.to_bytes(2, "big")
     return L.FlowKey(vrf, src, dst, sp, dp, proto).pack()
+
+
+def flow_rooms(tables: Tables, seen: dict[int, int]) -> dict[int, L.FlowRoom]:
+    """ov_flow_room by key: the table's capacity and each VRF's quota, the flows the table
+    holds now, and `seen`, ov_flow_made as read when the fast path's flows were adopted."""
+    flows = tables.flows
+    quota = flows.capacity if flows.vrf_quota is None else flows.vrf_quota
+    rooms = {L.FLOW_ROOM_ALL: L.FlowRoom(flows.capacity, len(flows.flows), 0)}
+    for vrf in tables.vrfs:
+        rooms[vrf] = L.FlowRoom(quota, flows.per_vrf.get(vrf, 0), 0)
+    return {key: room._replace(seen=seen.get(key, 0)) for key, room in rooms.items()}
+
+
+def decode_flow_key(raw: bytes) -> FlowKey:
+    """The Python flow key of an ov_flows key (encode_flow_key's inverse, its ICMP reading
+    included)."""
+    k = L.FlowKey.unpack(raw)
+    if k.proto == _PROTO_ICMP and k.sport != k.dport:
+        sport, dport = L.U16_HOST.unpack(k.sport)[0], L.U16_HOST.unpack(k.dport)[0]
+    else:
+        sport, dport = int.from_bytes(k.sport, "big"), int.from_bytes(k.dport, "big")
+    return k.vrf, k.proto, k.src, k.dst, sport, dport
 
 
 def encode_flow(flow: Flow) -> tuple[bytes, bytes] | None:

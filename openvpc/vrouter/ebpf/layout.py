@@ -26,6 +26,8 @@ MAP_VNIS = "ov_vnis"
 MAP_VLANS = "ov_vlans"
 MAP_NODE = "ov_node"
 MAP_FLOWS = "ov_flows"
+MAP_FLOW_ROOM = "ov_flow_room"
+MAP_FLOW_MADE = "ov_flow_made"
 MAP_PUNT_TOKENS = "ov_punt_tokens"
 MAP_DROPS = "ov_drops"
 MAP_VIF_STATS = "ov_vif_stats"
@@ -37,6 +39,8 @@ ARRAY_MAPS = frozenset({MAP_VIFS, MAP_NODE})
 VIF_POLICY = 0x01
 VIF_SOURCE_CHECK = 0x02
 VIF_PEER = 0x04
+VIF_AGENT = 0x08
+FLOW_ROOM_ALL = 0xFFFFFFFF
 VRF_DECREMENT_TTL = 0x01
 VRF_UNICAST_ONLY = 0x02
 
@@ -217,6 +221,7 @@ FLOW = _layout(
         ("pad", "2s"),
     ),
 )
+FLOW_ROOM = _layout("flow_room", "=", (("limit", "Q"), ("used", "Q"), ("seen", "Q")))
 SLOW_HDR = _layout(
     "slow_hdr",
     "!",
@@ -250,6 +255,7 @@ LAYOUTS: tuple[Layout, ...] = (
     NODE,
     FLOW_KEY,
     FLOW,
+    FLOW_ROOM,
     SLOW_HDR,
     PUNT_KEY,
     PUNT_BUCKET,
@@ -441,6 +447,19 @@ class Flow(NamedTuple):
             action,
             flags,
         )
+
+
+class FlowRoom(NamedTuple):
+    limit: int
+    used: int
+    seen: int
+
+    def pack(self) -> bytes:
+        return FLOW_ROOM.struct.pack(*self)
+
+    @classmethod
+    def unpack(cls, data: bytes) -> Self:
+        return cls._make(FLOW_ROOM.struct.unpack(data))
 
 
 class SlowHdr(NamedTuple):

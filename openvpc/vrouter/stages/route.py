@@ -7,7 +7,7 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
-from openvpc.model.forwarding import Encap, NatTuple, overhead
+from openvpc.model.forwarding import Encap, FlowKey, NatTuple, overhead
 from openvpc.packet.checksum import checksum, pseudo_header_sum
 from openvpc.packet.ipv4 import (
     PROTO_ICMP,
@@ -22,7 +22,7 @@ from openvpc.packet.l4 import l4_ports
 from openvpc.vrouter import replies
 from openvpc.vrouter.drops import Drop
 from openvpc.vrouter.encap import entropy_port
-from openvpc.vrouter.flow import MAX_HELD, FlowAction
+from openvpc.vrouter.flow import MAX_HELD, Flow, FlowAction
 from openvpc.vrouter.nexthop import (
     CompositeNH,
     DiscardNH,
@@ -67,7 +67,7 @@ def route(run: Pass, vrf: Vrf, packet: bytes, ip: IPv4, depth: int = 0) -> None:
         return run.drop(Drop.NO_ROUTE)
     ports = l4_ports(packet, ip)
     if needs_flow(run, found.nh):
-        verdict = run.flow_stage(vrf, packet, ip, ports)
+        verdict = run.flow_stage(vrf, packet, ip, ports, found.nh)
         if verdict is None:
             return
         if verdict != (ip.src, ip.dst, *ports):
@@ -90,13 +90,46 @@ def needs_flow(run: Pass, nh_id: int) -> bool:
     return False
 
 
+def agent_decides(run: Pass, nh_id: int) -> bool:
+    """Whether a new flow waits for the agent: a port it is under, the sending VM's or the
+    receiving one's, says so."""
+    vif = run.in_vif
+    if vif.kind is VifKind.VIRTUAL and vif.policy and vif.agent_decides:
+        return True
+    nh = run.t.nexthops.get(nh_id)
+    if isinstance(nh, EncapNH):
+        target = run.t.vifs.get(nh.vif)
+        return target is not None and target.policy and target.agent_decides
+    return False
+
+
+def decide(run: Pass, key: FlowKey) -> Flow | None:
+    """The vRouter's own verdict on a new flow: install it and its reverse, as the agent's
+    answer would be installed; None (counted) when the table or the VRF's quota is full.
+    Every port allows every flow until security groups compile into rules."""
+    vrf, proto, src, dst, sport, dport = key
+    refused = run.t.flows.install(
+        key, FlowAction.FORWARD, run.now, (vrf, proto, dst, src, dport, sport)
+    )
+    if isinstance(refused, Drop):
+        run.drop(refused)
+        return None
+    if run.rec is not None:
+        run.rec(Stage.FLOW, "miss: decided forward")
+    return run.t.flows.lookup(key)
+
+
 def flow_stage(
-    run: Pass, vrf: Vrf, packet: bytes, ip: IPv4, ports: tuple[int, int]
+    run: Pass, vrf: Vrf, packet: bytes, ip: IPv4, ports: tuple[int, int], nh_id: int
 ) -> NatTuple | None:
     """The flow table: None when the packet is held or dropped, else its tuple after NAT."""
     key = (vrf.id, ip.proto, ip.src, ip.dst, ports[0], ports[1])
     flows = run.t.flows
     flow = flows.lookup(key)
+    if flow is None and not agent_decides(run, nh_id):
+        flow = decide(run, key)
+        if flow is None:
+            return None
     if flow is None:
         if run.t.agent_vif is None:
             run.drop(Drop.AGENT_ABSENT)

@@ -17,7 +17,8 @@ T = TypeVar("T")
 def to_dict(obj: Any) -> Any:
     """A dataclass (or tuple/list/enum/scalar of them) as JSON-ready data."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        # a field outside __init__ is derived from the others: not part of the document
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init}
     if isinstance(obj, tuple | list):
         return [to_dict(x) for x in obj]
     if isinstance(obj, Enum):
@@ -90,4 +91,5 @@ def _fields(tp: type) -> tuple[tuple[str, Any, bool], ...]:
             f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
         )
         for f in dataclasses.fields(tp)
+        if f.init
     )

@@ -271,7 +271,7 @@ class _NodeCompiler:
             source_check=iface.source_check,
             allowed_ips=(*iface.secondary_ips, *iface.allowed_addresses),
             learn_ips=iface.allowed_addresses,
-            security_groups=x.policy.security(iface, vpc.id),
+            security_groups=x.policy.security(iface),
             network_acl=x.policy.network_acl(stored_subnet),
         )
 

@@ -47,9 +47,10 @@ class PolicyCompiler:
     def __init__(self, s: Snapshot) -> None:
         self.groups = {g.id: g for g in s.security_groups}
         self.default_group = {g.vpc: g.id for g in s.security_groups if g.is_default}
+        self.vpc_of_subnet = {n.id: n.vpc for n in s.subnets}
         members: dict[str, set[str]] = {}
         for iface in s.interfaces:
-            for group in iface.groups:
+            for group in self.groups_of(iface):
                 members.setdefault(group, set()).update((iface.ip, *iface.secondary_ips))
         self.members = {g: tuple(sorted(a, key=_address_key)) for g, a in members.items()}
         self.acls = {a.id: a for a in s.network_acls}
@@ -58,11 +59,18 @@ class PolicyCompiler:
         self._security: dict[tuple[str, ...], PortSecurity] = {}
         self._acl: dict[str, NetworkAclConfig | None] = {}
 
-    def security(self, iface: Interface, vpc: str) -> PortSecurity | None:
+    def groups_of(self, iface: Interface) -> tuple[str, ...]:
+        """Its groups; none stored (an interface made without any) means its VPC's default
+        group, as every EC2 interface is in one: for its own rules and for membership alike."""
+        if iface.groups:
+            return iface.groups
+        default = self.default_group.get(self.vpc_of_subnet.get(iface.subnet, ""))
+        return (default,) if default else ()
+
+    def security(self, iface: Interface) -> PortSecurity | None:
         """The port's rules; None (nothing enforced) only when it has no group the snapshot
         knows, e.g. a store from before security groups."""
-        groups = iface.groups or tuple(g for g in (self.default_group.get(vpc),) if g)
-        known = tuple(g for g in groups if g in self.groups)
+        known = tuple(g for g in self.groups_of(iface) if g in self.groups)
         if not known:
             return None
         if known not in self._security:

@@ -118,13 +118,71 @@ class SgRule:
         return self.proto, self.lo, self.hi, self.net, self.mask
 
 
+_HOST_MASK = 0xFFFFFFFF
+_NO_RULE = 1 << 62
+
+
+class RuleTable:
+    """A direction's rules indexed for evaluation: /32 rules (a referenced group expands to
+    many) by address, the others in order. Finds the same rule as `sg_verdict`, the first
+    matching one in the flat order, touching only rules the address can match."""
+
+    __slots__ = ("hosts", "others")
+
+    def __init__(self, rules: tuple[SgRule, ...]) -> None:
+        hosts: dict[int, list[tuple[int, SgRule]]] = {}
+        others: list[tuple[int, SgRule]] = []
+        for pos, rule in enumerate(rules):
+            if rule.mask == _HOST_MASK:
+                hosts.setdefault(rule.net, []).append((pos, rule))
+            else:
+                others.append((pos, rule))
+        self.hosts = {addr: tuple(found) for addr, found in hosts.items()}
+        self.others = tuple(others)
+
+    def verdict(self, proto: int, remote: bytes, sel: int) -> str | None:
+        """As `sg_verdict` over the rules the table was built from."""
+        addr = int.from_bytes(remote)
+        first, ref = _NO_RULE, None
+        for pos, r in self.others:
+            if (
+                (r.proto == proto or r.proto == ANY)
+                and r.lo <= sel <= r.hi
+                and addr & r.mask == r.net
+            ):
+                first, ref = pos, r.ref
+                break
+        for pos, r in self.hosts.get(addr, ()):
+            if pos > first:
+                break
+            if (r.proto == proto or r.proto == ANY) and r.lo <= sel <= r.hi:
+                return r.ref
+        return ref
+
+
 @dataclass(frozen=True, slots=True)
 class PortSecurity:
     """The union of a port's security groups' rules, per direction, flat and deduplicated.
-    Empty rules deny every new flow in that direction."""
+    Empty rules deny every new flow in that direction. The tables are derived (not in the
+    document): evaluate with `ingress_verdict` and `egress_verdict`."""
 
     ingress: tuple[SgRule, ...] = ()
     egress: tuple[SgRule, ...] = ()
+    ingress_table: RuleTable = field(init=False, repr=False, compare=False)
+    egress_table: RuleTable = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ingress_table", RuleTable(self.ingress))
+        object.__setattr__(self, "egress_table", RuleTable(self.egress))
+
+    def ingress_verdict(self, proto: int, source: bytes, sel: int) -> str | None:
+        """The reference of the rule admitting a new flow from `source` into the port's VM,
+        None when no rule does (deny)."""
+        return self.ingress_table.verdict(proto, source, sel)
+
+    def egress_verdict(self, proto: int, destination: bytes, sel: int) -> str | None:
+        """The reference of the rule letting the port's VM open a flow to `destination`."""
+        return self.egress_table.verdict(proto, destination, sel)
 
 
 @dataclass(frozen=True, slots=True)

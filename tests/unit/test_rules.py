@@ -19,6 +19,7 @@ from openvpc.model.rules import (
     UNKNOWN,
     AclEntry,
     NetworkAclConfig,
+    PortSecurity,
     SgRule,
     acl_verdict,
     reply_selector,
@@ -168,9 +169,12 @@ def test_sg_agrees_with_the_oracle(
     probes: list[tuple[int, str, int, tuple[int, int], bool]],
 ) -> None:
     compiled = _compiled(list(rules))
+    port = PortSecurity(compiled, compiled)
     for proto, remote, dport, icmp, fragment in probes:
         sel = selector(proto, dport, *icmp, fragment)
         ref = sg_verdict(compiled, proto, ip(remote), sel)
+        assert port.ingress_verdict(proto, ip(remote), sel) == ref
+        assert port.egress_verdict(proto, ip(remote), sel) == ref
         matching = {
             f"sg-1/{r.id}" for r in rules if oracle_sg(r, proto, remote, dport, icmp, fragment)
         }
@@ -189,6 +193,37 @@ def test_acl_agrees_with_the_oracle(
         sel = selector(proto, dport, *icmp, fragment)
         got = acl_verdict(acl.ingress, proto, ip(remote), sel)
         assert got == oracle_acl(entries, proto, remote, dport, icmp, fragment)
+
+
+host_rules = st.builds(
+    lambda n, proto, addr, ports: SgRule(proto, *ports, f"{addr}/32", f"sg-1/sgr-{n}"),
+    st.integers(0, 9),
+    st.sampled_from((-1, TCP, UDP)),
+    addresses,
+    port_ranges,
+)
+wide_rules = st.builds(
+    lambda n, proto, cidr, ports: SgRule(proto, *ports, cidr, f"sg-2/sgr-{n}"),
+    st.integers(0, 9),
+    st.sampled_from((-1, TCP, UDP)),
+    prefixes,
+    port_ranges,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.one_of(host_rules, wide_rules), max_size=30),
+    st.lists(st.tuples(st.sampled_from((TCP, UDP, GRE)), addresses, ports), max_size=10),
+)
+def test_the_indexed_table_finds_the_first_matching_rule(
+    rules: list[SgRule], probes: list[tuple[int, str, int]]
+) -> None:
+    """Expanded groups are mostly /32 rules: the index must not change which rule answers."""
+    port = PortSecurity(tuple(rules))
+    for proto, remote, dport in probes:
+        linear = sg_verdict(tuple(rules), proto, ip(remote), dport)
+        assert port.ingress_verdict(proto, ip(remote), dport) == linear
 
 
 # -- network ACL order -----------------------------------------------------------------

@@ -196,14 +196,14 @@ def test_acl_agrees_with_the_oracle(
 
 
 host_rules = st.builds(
-    lambda n, proto, addr, ports: SgRule(proto, *ports, f"{addr}/32", f"sg-1/sgr-{n}"),
+    lambda n, proto, addr, ports: SgRule(proto, ports[0], ports[1], f"{addr}/32", f"sg-1/{n}"),
     st.integers(0, 9),
     st.sampled_from((-1, TCP, UDP)),
     addresses,
     port_ranges,
 )
 wide_rules = st.builds(
-    lambda n, proto, cidr, ports: SgRule(proto, *ports, cidr, f"sg-2/sgr-{n}"),
+    lambda n, proto, cidr, ports: SgRule(proto, ports[0], ports[1], cidr, f"sg-2/{n}"),
     st.integers(0, 9),
     st.sampled_from((-1, TCP, UDP)),
     prefixes,

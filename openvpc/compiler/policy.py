@@ -1,8 +1,9 @@
 """Security groups and network ACLs from the store compiled for one port (model/rules.py). Pure.
 
-A rule naming another group becomes one /32 per private address (primary and secondary) of every
-interface in that group now, attached or not and in any VPC (peered groups), so a membership
-change recompiles the rules of every port whose groups reference the group.
+A rule naming another group becomes one /32 per private address (primary, secondary, and the
+movable addresses it answers for now) of every interface in that group, attached or not and in
+any VPC (peered groups), so a membership change recompiles the rules of every port whose groups
+reference the group.
 """
 
 import ipaddress
@@ -48,10 +49,14 @@ class PolicyCompiler:
         self.groups = {g.id: g for g in s.security_groups}
         self.default_group = {g.vpc: g.id for g in s.security_groups if g.is_default}
         self.vpc_of_subnet = {n.id: n.vpc for n in s.subnets}
+        owned: dict[str, list[str]] = {}
+        for owner in s.address_owners:
+            owned.setdefault(owner.interface, []).append(owner.ip)
         members: dict[str, set[str]] = {}
         for iface in s.interfaces:
+            addresses = (iface.ip, *iface.secondary_ips, *owned.get(iface.id, ()))
             for group in self.groups_of(iface):
-                members.setdefault(group, set()).update((iface.ip, *iface.secondary_ips))
+                members.setdefault(group, set()).update(addresses)
         self.members = {g: tuple(sorted(a, key=_address_key)) for g, a in members.items()}
         self.acls = {a.id: a for a in s.network_acls}
         self.default_acl = {a.vpc: a.id for a in s.network_acls if a.default}

@@ -250,3 +250,38 @@ def test_a_policy_change_travels_in_a_delta() -> None:
     delta = config_delta(old, new)
     assert [item["kind"] for item in delta["set"]] == ["vif"] and delta["delete"] == []
     assert apply_delta(old, delta) == new
+
+
+def test_a_movable_address_counts_for_its_current_owner(svc: Service) -> None:
+    vpc, subnet = vpc_with_subnet(svc)
+    vip = "10.0.1.100"
+    web = svc.create_security_group("red", vpc.id, "web", "web")
+    ha = svc.create_security_group("red", vpc.id, "ha", "ha pair")
+    svc.authorize_security_group("red", web.id, False, [RuleSpec("tcp", 80, 80, group=ha.id)])
+    _, server = svc.run_instance("red", subnet.id, "server", "node1", "vm-sg-w")
+    _, first = svc.run_instance("red", subnet.id, "first", "node2", "vm-sg-f", None, (vip,))
+    _, second = svc.run_instance("red", subnet.id, "second", "node2", "vm-sg-g", None, (vip,))
+    svc.modify_interface("red", server.id, groups=[web.id])
+    svc.modify_interface("red", first.id, groups=[ha.id])
+    assert ingress_from(svc, server, web.id) == {f"{first.ip}/32", f"{vip}/32"}
+    svc.learn_address("node2", second.id, vip)  # the VIP moves to a non-member
+    assert ingress_from(svc, server, web.id) == {f"{first.ip}/32"}
+
+
+def test_status_text_counts_the_policy(svc: Service) -> None:
+    from openvpc.compiler.render import render
+
+    _, subnet = vpc_with_subnet(svc)
+    svc.run_instance("red", subnet.id, "one", "node1", "vm-sg-t1")
+    svc.run_instance("red", subnet.id, "two", "node1", "vm-sg-t2")
+    text = render(compile_all(svc.snapshot())["node1"])
+    policy = [line for line in text.splitlines() if line.startswith("policy vif")]
+    assert len(policy) == 2
+    assert all(
+        line.endswith(
+            ": groups ingress 2 egress 1 rules, acl "
+            + line.split(" acl ")[1].split()[0]
+            + f" on {subnet.cidr} inbound 2 outbound 2 entries"
+        )
+        for line in policy
+    )

@@ -17,10 +17,15 @@ nothing matching denies. Replies, ICMP echo replies included, pass by the flow t
 rules. A network ACL is stateless: its entries are tried in rule-number order, the first match
 decides, the `*` rule (32767) denies; each direction of a flow is checked on its own (the reply
 direction with `reply_selector`), and only when the flow crosses the subnet's boundary.
+
+`leaving` and `entering` put these together for the two sides of a new flow: the sending
+port's (egress rules, its subnet's ACL) and the receiving port's (its subnet's ACL, ingress
+rules), each answering with what decided, for the flow table and `openvpc flows`.
 """
 
 import ipaddress
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from openvpc.model.policy import ACL_DEFAULT_RULE
 
@@ -262,3 +267,78 @@ def acl_verdict(
         if (e.proto == proto or e.proto == ANY) and e.lo <= sel <= e.hi and addr & e.mask == e.net:
             return e.allow, e.number
     return False, ACL_DEFAULT_RULE
+
+
+class Decision(NamedTuple):
+    """A side's verdict on a new flow and what decided it: the allowing rule's reference
+    ("sg-.../sgr-..."), an ACL entry ("acl-.../outbound/100"; "/replies" when it is the reply
+    direction's), "no security group rule", or "" when nothing is compiled for the port."""
+
+    allowed: bool
+    by: str
+
+
+NOT_COMPILED = Decision(True, "")
+NO_RULE = "no security group rule"
+
+
+def _acl_check(
+    acl: NetworkAclConfig, inbound: bool, proto: int, remote: bytes, sel: int, replies: bool
+) -> Decision:
+    entries = acl.ingress if inbound else acl.egress
+    allowed, number = acl_verdict(entries, proto, remote, sel)
+    name = "inbound" if inbound else "outbound"
+    return Decision(allowed, f"{acl.id}/{name}/{number}{'/replies' if replies else ''}")
+
+
+def leaving(
+    security: PortSecurity | None,
+    acl: NetworkAclConfig | None,
+    proto: int,
+    destination: bytes,
+    sel: int,
+    reply_sel: int,
+) -> Decision:
+    """A new flow from a port's VM to `destination`, on its side: its groups' egress rules,
+    then (when the flow leaves the subnet) its subnet's ACL outbound for the packet and
+    inbound for the replies, which a stateless ACL must let back in."""
+    allowed = NOT_COMPILED
+    if security is not None:
+        ref = security.egress_verdict(proto, destination, sel)
+        if ref is None:
+            return Decision(False, f"egress: {NO_RULE}")
+        allowed = Decision(True, ref)
+    if acl is not None and acl.crosses(destination):
+        out = _acl_check(acl, False, proto, destination, sel, replies=False)
+        if not out.allowed:
+            return out
+        back = _acl_check(acl, True, proto, destination, reply_sel, replies=True)
+        if not back.allowed:
+            return back
+        return allowed if allowed.by else out
+    return allowed
+
+
+def entering(
+    security: PortSecurity | None,
+    acl: NetworkAclConfig | None,
+    proto: int,
+    source: bytes,
+    sel: int,
+    reply_sel: int,
+) -> Decision:
+    """A new flow from `source` into a port's VM, on its side: (when it comes from outside
+    the subnet) the subnet's ACL inbound for the packet and outbound for the replies, then
+    the port's groups' ingress rules."""
+    via_acl = NOT_COMPILED
+    if acl is not None and acl.crosses(source):
+        via_acl = _acl_check(acl, True, proto, source, sel, replies=False)
+        if not via_acl.allowed:
+            return via_acl
+        back = _acl_check(acl, False, proto, source, reply_sel, replies=True)
+        if not back.allowed:
+            return back
+    if security is None:
+        return via_acl
+    ref = security.ingress_verdict(proto, source, sel)
+    return Decision(False, f"ingress: {NO_RULE}") if ref is None else Decision(True, ref)

@@ -18,10 +18,13 @@ from openvpc.model.policy import (
 from openvpc.model.rules import (
     UNKNOWN,
     AclEntry,
+    Decision,
     NetworkAclConfig,
     PortSecurity,
     SgRule,
     acl_verdict,
+    entering,
+    leaving,
     reply_selector,
     selector,
     sg_verdict,
@@ -346,3 +349,81 @@ def test_prefixes_are_numbers() -> None:
     rule = SgRule(TCP, 22, 22, "10.0.1.7/24", "x")  # host bits are ignored
     assert (rule.net, rule.mask) == (0x0A000100, 0xFFFFFF00)
     assert (rule.lo, rule.hi) == (22, 22)
+
+
+# -- the two sides of a new flow ---------------------------------------------------------
+WEB_ONLY = PortSecurity(
+    ingress=(SgRule(TCP, 80, 80, "0.0.0.0/0", "sg-w/sgr-80"),),
+    egress=(SgRule(-1, -1, -1, "0.0.0.0/0", "sg-w/sgr-out"),),
+)
+SUBNET_ACL = NetworkAclConfig(
+    "acl-9",
+    "10.0.1.0/24",
+    ingress=(
+        AclEntry(100, TCP, 22, 22, "0.0.0.0/0", False),
+        AclEntry(200, TCP, 0, 65535, "0.0.0.0/0", True),
+        AclEntry(32767, -1, -1, -1, "0.0.0.0/0", False),
+    ),
+    egress=(
+        AclEntry(50, TCP, 32768, 65535, "0.0.0.0/0", False),
+        AclEntry(100, -1, -1, -1, "0.0.0.0/0", True),
+        AclEntry(32767, -1, -1, -1, "0.0.0.0/0", False),
+    ),
+)
+
+
+def _sels(dport: int, sport: int) -> tuple[int, int]:
+    return selector(TCP, dport, -1, -1, False), reply_selector(TCP, sport, -1, -1, False)
+
+
+def test_nothing_compiled_allows_everything() -> None:
+    assert leaving(None, None, TCP, ip("192.0.2.1"), *_sels(22, 40000)) == Decision(True, "")
+    assert entering(None, None, GRE, ip("192.0.2.1"), 0, 0) == Decision(True, "")
+
+
+def test_entering_checks_the_acl_both_ways_then_the_groups() -> None:
+    outside, inside = ip("10.0.2.7"), ip("10.0.1.9")
+    assert entering(WEB_ONLY, SUBNET_ACL, TCP, outside, *_sels(80, 1500)) == Decision(
+        True, "sg-w/sgr-80"
+    )
+    assert entering(WEB_ONLY, SUBNET_ACL, TCP, outside, *_sels(22, 1500)) == Decision(
+        False, "acl-9/inbound/100"
+    )
+    # the reply from port 80 to the client's ephemeral 40000 would leave through rule 50
+    assert entering(WEB_ONLY, SUBNET_ACL, TCP, outside, *_sels(80, 40000)) == Decision(
+        False, "acl-9/outbound/50/replies"
+    )
+    assert entering(WEB_ONLY, SUBNET_ACL, TCP, outside, *_sels(81, 1500)) == Decision(
+        False, "ingress: no security group rule"
+    )
+    # inside the subnet the ACL is not consulted
+    assert entering(WEB_ONLY, SUBNET_ACL, TCP, inside, *_sels(80, 40000)) == Decision(
+        True, "sg-w/sgr-80"
+    )
+    assert entering(None, SUBNET_ACL, TCP, outside, *_sels(80, 1500)) == Decision(
+        True, "acl-9/inbound/200"
+    )
+
+
+def test_leaving_checks_the_groups_then_the_acl_both_ways() -> None:
+    outside, inside = ip("198.51.100.4"), ip("10.0.1.200")
+    no_egress = PortSecurity(ingress=WEB_ONLY.ingress)
+    assert leaving(no_egress, SUBNET_ACL, TCP, inside, *_sels(443, 40000)) == Decision(
+        False, "egress: no security group rule"
+    )
+    assert leaving(WEB_ONLY, SUBNET_ACL, TCP, outside, *_sels(443, 1500)) == Decision(
+        True, "sg-w/sgr-out"
+    )
+    assert leaving(WEB_ONLY, SUBNET_ACL, TCP, outside, *_sels(40000, 1500)) == Decision(
+        False, "acl-9/outbound/50"
+    )
+    # the reply comes back to port 22 from outside: inbound rule 100 denies it
+    assert leaving(WEB_ONLY, SUBNET_ACL, TCP, outside, *_sels(443, 22)) == Decision(
+        False, "acl-9/inbound/100/replies"
+    )
+    assert leaving(WEB_ONLY, SUBNET_ACL, TCP, inside, *_sels(40000, 22)) == Decision(
+        True, "sg-w/sgr-out"
+    )
+    assert leaving(None, SUBNET_ACL, TCP, outside, *_sels(443, 1500)) == Decision(
+        True, "acl-9/outbound/100"
+    )

@@ -17,8 +17,7 @@ T = TypeVar("T")
 def to_dict(obj: Any) -> Any:
     """A dataclass (or tuple/list/enum/scalar of them) as JSON-ready data."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        # a field outside __init__ is derived from the others: not part of the document
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.init}
+        return {name: to_dict(getattr(obj, name)) for name in _document_fields(type(obj))}
     if isinstance(obj, tuple | list):
         return [to_dict(x) for x in obj]
     if isinstance(obj, Enum):
@@ -78,6 +77,12 @@ def _decode(tp: Any, data: Any) -> Any:
             raise ValueError(f"expected {tp.__name__}, got {data!r}")
         return data
     raise TypeError(f"cannot decode into {tp!r}")
+
+
+@functools.cache
+def _document_fields(tp: type) -> tuple[str, ...]:
+    """The names a document holds: a field outside __init__ is derived from the others."""
+    return tuple(f.name for f in dataclasses.fields(tp) if f.init)
 
 
 @functools.cache

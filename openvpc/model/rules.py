@@ -23,6 +23,7 @@ port's (egress rules, its subnet's ACL) and the receiving port's (its subnet's A
 rules), each answering with what decided, for the flow table and `openvpc flows`.
 """
 
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -83,7 +84,10 @@ def reply_selector(proto: int, sport: int, icmp_type: int, icmp_code: int, fragm
     return selector(proto, sport, icmp_type, icmp_code, fragment)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _prefix(cidr: str) -> tuple[int, int]:
+    """(network, mask) as integers; cached: an expanded group repeats its members' /32s in
+    every port of a node, and decoding a config parses each of them again."""
     try:
         net = ipaddress.IPv4Network(cidr, strict=False)
     except ValueError as e:

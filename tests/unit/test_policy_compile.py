@@ -4,6 +4,7 @@ replacement; the codec carries them and still reads documents from before them."
 
 import ipaddress
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from service_setup import open_service, vpc_with_subnet
 from test_compiler import l3_snapshot
 
 from openvpc.compiler.compile import compile_all
+from openvpc.compiler.render import render
 from openvpc.model.codec import from_dict, to_dict
 from openvpc.model.nodeconfig import NodeConfig, PortConfig, decode_object
 from openvpc.model.policy import ACL_DEFAULT_RULE
@@ -203,8 +205,6 @@ def _port() -> PortConfig:
 
 
 def test_port_policy_round_trips() -> None:
-    from dataclasses import replace
-
     port = replace(_port(), security_groups=POLICY, network_acl=ACL)
     doc = to_dict(port)
     assert set(doc["security_groups"]["ingress"][0]) == {
@@ -233,8 +233,6 @@ def test_a_document_from_before_policy_decodes() -> None:
 
 
 def test_bad_policy_in_a_document_is_refused() -> None:
-    from dataclasses import replace
-
     doc = to_dict(replace(_port(), security_groups=POLICY))
     doc["security_groups"]["ingress"][0]["cidr"] = "10.0.0.0/33"
     with pytest.raises(ValueError, match="bad prefix"):
@@ -242,8 +240,6 @@ def test_bad_policy_in_a_document_is_refused() -> None:
 
 
 def test_a_policy_change_travels_in_a_delta() -> None:
-    from dataclasses import replace
-
     old = compile_all(l3_snapshot())["node1"]
     port = replace(old.ports[0], security_groups=POLICY, network_acl=ACL)
     new = replace(old, generation=old.generation + 1, ports=(port,))
@@ -269,8 +265,6 @@ def test_a_movable_address_counts_for_its_current_owner(svc: Service) -> None:
 
 
 def test_status_text_counts_the_policy(svc: Service) -> None:
-    from openvpc.compiler.render import render
-
     _, subnet = vpc_with_subnet(svc)
     svc.run_instance("red", subnet.id, "one", "node1", "vm-sg-t1")
     svc.run_instance("red", subnet.id, "two", "node1", "vm-sg-t2")

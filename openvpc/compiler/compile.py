@@ -10,6 +10,7 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from openvpc.compiler.policy import PolicyCompiler
 from openvpc.model.forwarding import LINK_LOCAL_GATEWAY, VROUTER_MAC, Encap, overhead
 from openvpc.model.nodeconfig import (
     DnsRecord,
@@ -52,6 +53,7 @@ class _Index:
     instance_name: dict[str, str]
     node_ip: dict[str, str]
     allocation: dict[str, NodeAllocation]
+    policy: PolicyCompiler
 
     @classmethod
     def of(cls, s: Snapshot) -> "_Index":
@@ -67,6 +69,7 @@ class _Index:
             {i.id: i.name for i in s.instances},
             {n.name: n.fabric_ip for n in s.nodes},
             {a.node: a for a in s.allocations},
+            PolicyCompiler(s),
         )
 
     def vpc_of(self, iface: Interface) -> Vpc:
@@ -247,7 +250,8 @@ class _NodeCompiler:
     def port(self, iface: Interface) -> PortConfig:
         x = self.x
         vpc = x.vpc_of(iface)
-        subnet = _net(x.subnets[iface.subnet].cidr)
+        stored_subnet = x.subnets[iface.subnet]
+        subnet = _net(stored_subnet.cidr)
         return PortConfig(
             vif=self.vif_of[iface.id],
             interface_id=iface.id,
@@ -268,6 +272,8 @@ class _NodeCompiler:
             source_check=iface.source_check,
             allowed_ips=(*iface.secondary_ips, *iface.allowed_addresses),
             learn_ips=iface.allowed_addresses,
+            security_groups=x.policy.security(iface),
+            network_acl=x.policy.network_acl(stored_subnet),
         )
 
     def dns(self, table: RouteTable, vrf_id: int) -> list[DnsRecord]:

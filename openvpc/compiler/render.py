@@ -1,6 +1,6 @@
 """A NodeConfig as stable, line-per-object text: golden tests, `openvpc status`, diffs."""
 
-from openvpc.model.nodeconfig import NextHopConfig, NodeConfig
+from openvpc.model.nodeconfig import NextHopConfig, NodeConfig, PortConfig
 
 
 def _label(label: int | None) -> str:
@@ -18,6 +18,21 @@ def _nexthop(nh: NextHopConfig) -> str:
     return f"nh {nh.key}: {nh.kind}"
 
 
+def _policy(p: PortConfig) -> str:
+    """A port's compiled policy in numbers ("" when none is compiled, as before groups)."""
+    parts = []
+    if p.security_groups is not None:
+        sg = p.security_groups
+        parts.append(f"groups ingress {len(sg.ingress)} egress {len(sg.egress)} rules")
+    if p.network_acl is not None:
+        acl = p.network_acl
+        parts.append(
+            f"acl {acl.id} on {acl.subnet} inbound {len(acl.ingress)}"
+            f" outbound {len(acl.egress)} entries"
+        )
+    return f"policy vif {p.vif}: {', '.join(parts)}" if parts else ""
+
+
 def render(config: NodeConfig) -> str:
     lines = [f"node {config.node} generation {config.generation}"]
     for v in config.vrfs:
@@ -33,6 +48,7 @@ def render(config: NodeConfig) -> str:
             f" dns {p.dns} mtu {p.mtu} host {p.hostname}.{p.domain}"
             f" source_check {p.source_check} allowed {list(p.allowed_ips)}"
         )
+    lines.extend(line for p in config.ports if (line := _policy(p)))
     for r in config.routes:
         mac = "" if r.mac is None else f" mac {r.mac}"
         lines.append(f"route vrf {r.vrf} {r.prefix} -> {r.nh}{_label(r.label)}{mac}")

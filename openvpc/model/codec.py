@@ -17,7 +17,7 @@ T = TypeVar("T")
 def to_dict(obj: Any) -> Any:
     """A dataclass (or tuple/list/enum/scalar of them) as JSON-ready data."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        return {name: to_dict(getattr(obj, name)) for name in _document_fields(type(obj))}
     if isinstance(obj, tuple | list):
         return [to_dict(x) for x in obj]
     if isinstance(obj, Enum):
@@ -80,6 +80,12 @@ def _decode(tp: Any, data: Any) -> Any:
 
 
 @functools.cache
+def _document_fields(tp: type) -> tuple[str, ...]:
+    """The names a document holds: a field outside __init__ is derived from the others."""
+    return tuple(f.name for f in dataclasses.fields(tp) if f.init)
+
+
+@functools.cache
 def _fields(tp: type) -> tuple[tuple[str, Any, bool], ...]:
     """(name, type hint, required) per field; resolving hints is costly, classes are few."""
     hints = get_type_hints(tp)
@@ -90,4 +96,5 @@ def _fields(tp: type) -> tuple[tuple[str, Any, bool], ...]:
             f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
         )
         for f in dataclasses.fields(tp)
+        if f.init
     )

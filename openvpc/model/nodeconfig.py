@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from openvpc.model.codec import from_dict
+from openvpc.model.rules import NetworkAclConfig, PortSecurity
 
 Mode = Literal["l3", "l2", "l2_l3"]
 EncapName = Literal["vxlan", "mplsoudp", "mplsogre", "vlan"]
@@ -99,6 +100,12 @@ class PortConfig:
     source_check: bool = True
     allowed_ips: tuple[str, ...] = ()  # extra source addresses (VIPs it may use)
     learn_ips: tuple[str, ...] = ()  # addresses it may claim by gratuitous ARP
+    # Policy for new flows (model/rules.py). None means not compiled, as in a document from
+    # before security groups: every flow allowed, today's behaviour; an empty direction denies.
+    # The subnet's ACL travels with each port rather than in a node table, so a port and its
+    # policy change in one vRouter object (no new kind, no write order); equal values repeat.
+    security_groups: PortSecurity | None = None
+    network_acl: NetworkAclConfig | None = None  # None: no ACL at its subnet: all allowed
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """Security groups and network ACLs as the store keeps them (vocabulary only, no rules).
 
 Ids follow AWS: "sg-", "sgr-" (a security group rule), "acl-" and "aclassoc-" plus 17 hex
-digits. They are stored and validated now; the compiler does not forward on them yet.
+digits. The compiler turns them into each port's compiled form (model/rules.py).
 """
 
 from dataclasses import dataclass

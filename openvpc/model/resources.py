@@ -188,6 +188,6 @@ class Snapshot:
     interfaces: tuple[Interface, ...] = ()
     address_owners: tuple[AddressOwner, ...] = ()
     allocations: tuple[NodeAllocation, ...] = ()
-    security_groups: tuple[SecurityGroup, ...] = ()  # stored only: issue 10 forwards on them
+    security_groups: tuple[SecurityGroup, ...] = ()
     network_acls: tuple[NetworkAcl, ...] = ()
     acl_associations: tuple[AclAssociation, ...] = ()

@@ -42,7 +42,9 @@ class ApiServer:
             max_request_header_size=MAX_HEADER_BYTES,
             channel_timeout=IDLE_TIMEOUT_S,
             ident="openvpc",
-            asyncore_loop_timeout=0.1,  # how soon the loop notices it has nothing left
+            # how soon the loop notices it has nothing left: whole seconds (waitress takes an
+            # int, so 0.1 was 0, a select that never waits: a core spent polling)
+            asyncore_loop_timeout=1,
             expose_tracebacks=False,
         )
         self._thread: threading.Thread | None = None

@@ -130,8 +130,8 @@ class BpfSide:
             if entry is not None:
                 flows.update(*entry)
         rooms = obj.map(L.MAP_FLOW_ROOM)
-        for key, room in flow_rooms(scenario.tables, {}).items():
-            rooms.update(L.u32(key), room.pack())
+        for vrf, room in flow_rooms(scenario.tables, {}).items():
+            rooms.update(L.u32(vrf), room.pack())
         self.vif_in = obj.program("vif_in")
         self.fabric_in = obj.program("fabric_in")
         self.slow_in = obj.program("slow_in")

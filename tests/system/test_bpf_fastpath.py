@@ -144,8 +144,8 @@ class Fastpath:
             entry = encode_flow(flow)
             if entry is not None:
                 self.obj.map(L.MAP_FLOWS).update(*entry)
-        for key, room in flow_rooms(tables, {}).items():
-            self.obj.map(L.MAP_FLOW_ROOM).update(L.u32(key), room.pack())
+        for vrf, room in flow_rooms(tables, {}).items():
+            self.obj.map(L.MAP_FLOW_ROOM).update(L.u32(vrf), room.pack())
 
     def made(self, key: int) -> int:
         """ov_flow_made under a VRF id or FLOW_ROOM_ALL."""

@@ -201,7 +201,7 @@ def test_vms_on_two_nodes_talk_through_the_fast_path(tmp_path: Path, encap: Enca
                 server.wait()
         assert received == str(STREAM)
         # super-frames crossed the tunnel whole: the fabric saw frames beyond its MTU
-        sizes = [p.wirelen for p in rdpcap(str(pcap))]
+        sizes = [p.wirelen or 0 for p in rdpcap(str(pcap))]
         whole = [n for n in sizes if n > 1514 + 4]
         assert len(whole) >= 10, f"{len(whole)} of {len(sizes)} frames on the fabric were whole"
         rx_a, rx_bytes_a, _, _, _ = stats(dp_a, 2)

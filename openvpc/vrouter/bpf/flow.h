@@ -12,28 +12,10 @@
 
 #define EEXIST_ 17
 
-/* Whether the packet goes through the flow table (pipeline.needs_flow). */
-INLINE int needs_flow(struct pkt *p, __u32 nh_id)
+/* Whether a port the packet is under, the sending VM's or the receiving local one's (at the
+ * next hop `nh_id`), has all the `want` flags (route.ports_say). */
+INLINE int ports_say(struct pkt *p, __u32 nh_id, __u8 want)
 {
-	struct nexthop *nh;
-	struct vif *target;
-	__u32 vif_id;
-
-	if (p->vif->kind == VIF_VM && (p->vif->flags & VIF_POLICY))
-		return 1;
-	nh = bpf_map_lookup_elem(&ov_nexthops, &nh_id);
-	if (!nh || nh->kind != NH_ENCAP)
-		return 0;
-	vif_id = nh->vif;
-	target = bpf_map_lookup_elem(&ov_vifs, &vif_id);
-	return target && target->kind != VIF_NONE && (target->flags & VIF_POLICY);
-}
-
-/* Whether a new flow waits for the agent (route.agent_decides): a port it is under, the
- * sending VM's or the receiving one's, says so. */
-INLINE int agent_decides(struct pkt *p, __u32 nh_id)
-{
-	__u8 want = VIF_POLICY | VIF_AGENT;
 	struct nexthop *nh;
 	struct vif *target;
 	__u32 vif_id;
@@ -45,7 +27,7 @@ INLINE int agent_decides(struct pkt *p, __u32 nh_id)
 		return 0;
 	vif_id = nh->vif;
 	target = bpf_map_lookup_elem(&ov_vifs, &vif_id);
-	return target && (target->flags & want) == want;
+	return target && target->kind != VIF_NONE && (target->flags & want) == want;
 }
 
 /* 1 when `wanted` more flows fit the limit of `key` (a VRF id or FLOW_ROOM_ALL). */
@@ -132,7 +114,7 @@ NOINLINE int flow_stage(struct pkt *p, __u32 nh_id)
 	__u8 *fl;
 	int rc;
 
-	if (!f && !agent_decides(p, nh_id)) {
+	if (!f && !ports_say(p, nh_id, VIF_POLICY | VIF_AGENT)) { /* the vRouter decides */
 		if (p->proto != IPPROTO_TCP_ && p->proto != IPPROTO_UDP_)
 			return send_up(p, SLOW_FLOW); /* ICMP keys: see encode.encode_flow_key */
 		rc = flow_make(p, &key);

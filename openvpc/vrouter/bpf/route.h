@@ -218,7 +218,7 @@ static __noinline int route(struct pkt *p)
 	rc = l4_ports(p);
 	if (rc != CONTINUE)
 		return rc;
-	if (needs_flow(p, r->nh)) {
+	if (ports_say(p, r->nh, VIF_POLICY)) {
 		rc = flow_stage(p, r->nh);
 		if (rc != CONTINUE)
 			return rc;

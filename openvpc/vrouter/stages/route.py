@@ -5,6 +5,7 @@ addresses (receive)."""
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from openvpc.model.forwarding import Encap, FlowKey, NatTuple, overhead
@@ -33,7 +34,7 @@ from openvpc.vrouter.nexthop import (
 )
 from openvpc.vrouter.punt import Punt
 from openvpc.vrouter.stages import IP_TYPE, MAX_DEPTH, fabric
-from openvpc.vrouter.tables import VifKind, Vrf
+from openvpc.vrouter.tables import Vif, VifKind, Vrf
 from openvpc.vrouter.trace import Stage
 
 if TYPE_CHECKING:
@@ -80,27 +81,34 @@ def route(run: Pass, vrf: Vrf, packet: bytes, ip: IPv4, depth: int = 0) -> None:
     ip_nexthop(run, vrf, found.nh, found.label, found.mac, packet, ip, ports, depth)
 
 
-def needs_flow(run: Pass, nh_id: int) -> bool:
-    if run.in_vif.kind is VifKind.VIRTUAL and run.in_vif.policy:
+def ports_say(run: Pass, nh_id: int, says: Callable[[Vif], bool]) -> bool:
+    """Whether a port the packet is under, the sending VM's or the receiving local one's (at
+    next hop `nh_id`), says so."""
+    if run.in_vif.kind is VifKind.VIRTUAL and says(run.in_vif):
         return True
     nh = run.t.nexthops.get(nh_id)
     if isinstance(nh, EncapNH):
         target = run.t.vifs.get(nh.vif)
-        return target is not None and target.policy
+        return target is not None and says(target)
     return False
+
+
+def _policy(vif: Vif) -> bool:
+    return vif.policy
+
+
+def _agent_policy(vif: Vif) -> bool:
+    return vif.policy and vif.agent_decides
+
+
+def needs_flow(run: Pass, nh_id: int) -> bool:
+    """Whether the packet goes through the flow table."""
+    return ports_say(run, nh_id, _policy)
 
 
 def agent_decides(run: Pass, nh_id: int) -> bool:
-    """Whether a new flow waits for the agent: a port it is under, the sending VM's or the
-    receiving one's, says so."""
-    vif = run.in_vif
-    if vif.kind is VifKind.VIRTUAL and vif.policy and vif.agent_decides:
-        return True
-    nh = run.t.nexthops.get(nh_id)
-    if isinstance(nh, EncapNH):
-        target = run.t.vifs.get(nh.vif)
-        return target is not None and target.policy and target.agent_decides
-    return False
+    """Whether a new flow waits for the agent rather than the vRouter's own verdict."""
+    return ports_say(run, nh_id, _agent_policy)
 
 
 def decide(run: Pass, key: FlowKey) -> Flow | None:

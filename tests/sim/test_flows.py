@@ -42,6 +42,18 @@ def seqs(vm: VmEndpoint, kind: str) -> list[int]:
     return [r.detail[2] & 0xFFFF for r in vm.got(kind)]
 
 
+def ping_twice_and_connect_back(lab: SimLab, a: VmEndpoint, b: VmEndpoint) -> None:
+    """Two pings a -> b, then a TCP connection b -> a to a closed port: all answered."""
+    for seq in (1, 2):
+        a.ping(b.ip, ident=PING_ID, seq=seq)
+        lab.run()
+    b.tcp_syn(a.ip, 5555, 22)
+    lab.run()
+    assert seqs(b, "echo_request") == [1, 2]
+    assert seqs(a, "echo_reply") == [1, 2]
+    assert [r.detail[:2] for r in b.got("tcp_rst")] == [(22, 5555)]
+
+
 def test_auto_allow_punts_the_first_packet_only(monkeypatch: pytest.MonkeyPatch) -> None:
     lab, vpc, a, b = flow_lab(auto_allow=True)
     node1 = lab.nodes["node1"]
@@ -134,14 +146,7 @@ def test_auto_allow_with_policy_on_a_remote_receiver() -> None:
     a = lab.add_vm(vpc, "a", "node1", "10.1.1.10", policy=True)
     b = lab.add_vm(vpc, "b", "node2", "10.1.1.20", policy=True)
     lab.build()
-    for seq in (1, 2):
-        a.ping(b.ip, ident=PING_ID, seq=seq)
-        lab.run()
-    b.tcp_syn(a.ip, 5555, 22)
-    lab.run()
-    assert seqs(b, "echo_request") == [1, 2]
-    assert seqs(a, "echo_reply") == [1, 2]
-    assert [r.detail[:2] for r in b.got("tcp_rst")] == [(22, 5555)]
+    ping_twice_and_connect_back(lab, a, b)
     for name, other in (("node1", b), ("node2", a)):
         node = lab.nodes[name]
         assert len(flow_misses(node)) == 2  # the ping and the TCP connection, once each
@@ -224,14 +229,7 @@ def decided_lab() -> tuple[SimLab, Vpc, VmEndpoint, VmEndpoint]:
 
 def test_a_vrouter_that_decides_makes_both_directions_without_the_agent() -> None:
     lab, vpc, a, b = decided_lab()
-    for seq in (1, 2):
-        a.ping(b.ip, ident=PING_ID, seq=seq)
-        lab.run()
-    b.tcp_syn(a.ip, 5555, 22)
-    lab.run()
-    assert seqs(b, "echo_request") == [1, 2]
-    assert seqs(a, "echo_reply") == [1, 2]
-    assert [r.detail[:2] for r in b.got("tcp_rst")] == [(22, 5555)]
+    ping_twice_and_connect_back(lab, a, b)
     for node in lab.nodes.values():
         assert flow_misses(node) == []  # nothing waited for the agent
         flows = node.tables.flows

@@ -53,6 +53,7 @@ class Flow:
     tcp_flags: int = 0  # OR of the flags seen in this direction
     held: list[tuple[bytes, int]] = field(default_factory=list)
     source: Source | None = None  # whose HOLD entry this is, while it is one
+    by: str = ""  # what decided it: a security group rule, an ACL entry (rules.Decision.by)
 
 
 class FlowTable:
@@ -75,6 +76,7 @@ class FlowTable:
         self.flows: dict[FlowKey, Flow] = {}
         self.per_vrf: dict[int, int] = {}
         self.holds: dict[Source, int] = {}  # HOLD entries per source
+        self.denied: dict[int, set[FlowKey]] = {}  # DROP entries per VRF (forget_denied)
         self.created = 0
         self.deleted = 0
         # keys whose entry was made, changed or removed since a mirror (the eBPF flow map)
@@ -141,8 +143,10 @@ class FlowTable:
         reverse: FlowKey | None = None,
         nat: NatTuple | None = None,
         reverse_nat: NatTuple | None = None,
+        by: str = "",
     ) -> list[tuple[bytes, int]] | Drop:
-        """Install a flow and its reverse; returns the held packets to run again.
+        """Install a flow and its reverse (`by`: what decided them); returns the held packets
+        to run again.
 
         Both entries are admitted before either is written, so a refusal changes nothing.
         """
@@ -160,19 +164,47 @@ class FlowTable:
                 flow = Flow(k, action, now, now)
                 self._add(flow)
             self._unhold(flow)
-            flow.action, flow.reverse, flow.nat = action, rk, n
+            self._mark_denied(k, action)
+            flow.action, flow.reverse, flow.nat, flow.by = action, rk, n, by
             if self.dirty is not None:
                 self.dirty.add(k)
             released.extend(flow.held)
             flow.held = []
         return released
 
-    def adopt(self, key: FlowKey, action: FlowAction, last_used: float, reverse: FlowKey) -> Flow:
+    def adopt(
+        self,
+        key: FlowKey,
+        action: FlowAction,
+        last_used: float,
+        reverse: FlowKey | None,
+        by: str = "",
+    ) -> Flow:
         """A flow the fast path made and admitted itself: known from now on (aged, counted,
         shown) without being mirrored back."""
-        flow = Flow(key, action, last_used, last_used, reverse)
+        flow = Flow(key, action, last_used, last_used, reverse, by=by)
         self._add(flow)
+        self._mark_denied(key, action)
         return flow
+
+    def _mark_denied(self, key: FlowKey, action: FlowAction) -> None:
+        if action is FlowAction.DROP:
+            self.denied.setdefault(key[0], set()).add(key)
+            return
+        denied = self.denied.get(key[0])
+        if denied is not None:
+            denied.discard(key)
+            if not denied:
+                del self.denied[key[0]]
+
+    def forget_denied(self, vrf: int) -> int:
+        """Remove the VRF's DROP entries (its rules changed: a flow they denied is decided
+        again at its next packet, not after the drop timeout); allowed flows stay, as tracked
+        connections do in AWS. Returns how many."""
+        keys = self.denied.pop(vrf, set())
+        for key in keys:
+            self.remove(key)
+        return len(keys)
 
     def remove(self, key: FlowKey) -> bool:
         """Remove a flow and its reverse."""
@@ -183,6 +215,8 @@ class FlowTable:
         if not self.per_vrf[key[0]]:
             del self.per_vrf[key[0]]
         self._unhold(flow)
+        if flow.action is FlowAction.DROP:
+            self._mark_denied(key, FlowAction.FORWARD)
         self.deleted += 1
         if self.dirty is not None:
             self.dirty.add(key)

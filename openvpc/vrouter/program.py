@@ -284,12 +284,16 @@ class Programmer:
             agent_decides=cfg.agent_decides,
             source_check=cfg.source_check,
             allowed_ips=frozenset(_host(a, what) for a in cfg.allowed_ips),
+            security=cfg.security_groups,
+            acl=cfg.network_acl,
         )
         old = self.tables.vifs.get(cfg.vif)
         if old is not None:
             if old.kind is not VifKind.VIRTUAL:
                 raise ValueError(f"{what}: taken by the {old.kind} vif")
             vif.stats = old.stats  # a changed port keeps its counters
+            if (old.security, old.acl) != (vif.security, vif.acl):
+                self.tables.flows.forget_denied(old.vrf)
         self.tables.add_vif(vif)
 
     # -- routes ------------------------------------------------------------------------------

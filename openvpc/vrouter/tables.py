@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from openvpc.model.forwarding import VROUTER_MAC, ArpMode, Encap, Mode
+from openvpc.model.rules import NetworkAclConfig, PortSecurity
 from openvpc.packet.ethernet import ZERO_MAC
 from openvpc.vrouter.encap import OuterTemplate
 from openvpc.vrouter.flow import FlowTable
@@ -50,6 +51,8 @@ class Vif:
     # vRouter decides it from the port's rules
     source_check: bool = True  # Amazon's source/destination check
     allowed_ips: frozenset[bytes] = frozenset()  # extra source addresses (VIPs)
+    security: PortSecurity | None = None  # its security groups' rules; None: allow all
+    acl: NetworkAclConfig | None = None  # its subnet's network ACL; None: allow all
     stats: VifStats = field(default_factory=VifStats)
 
 

@@ -117,6 +117,8 @@ NOINLINE int flow_stage(struct pkt *p, __u32 nh_id)
 	if (!f && !ports_say(p, nh_id, VIF_POLICY | VIF_AGENT)) { /* the vRouter decides */
 		if (p->proto != IPPROTO_TCP_ && p->proto != IPPROTO_UDP_)
 			return send_up(p, SLOW_FLOW); /* ICMP keys: see encode.encode_flow_key */
+		if (ports_say(p, nh_id, VIF_POLICY | VIF_RULES))
+			return send_up(p, SLOW_FLOW); /* the slow path evaluates the rules */
 		rc = flow_make(p, &key);
 		if (rc != CONTINUE)
 			return rc;

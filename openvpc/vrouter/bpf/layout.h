@@ -21,6 +21,7 @@ enum vif_kind { VIF_NONE = 0, VIF_VM = 1, VIF_FABRIC = 2 };
 #define VIF_SOURCE_CHECK 0x02 /* Amazon's source/destination check */
 #define VIF_PEER 0x04 /* a veth: deliver with bpf_redirect_peer, else to the device's egress */
 #define VIF_AGENT 0x08 /* with VIF_POLICY: first packets of new flows wait for the agent */
+#define VIF_RULES 0x10 /* with VIF_POLICY: security groups or a network ACL decide new flows */
 
 struct vif {
 	__u32 ifindex; /* node-side device; 0 while not attached (deliveries to it punt) */

@@ -129,6 +129,8 @@ def _vif_flags(vif: Vif, device: Device | None) -> int:
         flags |= L.VIF_POLICY
         if vif.agent_decides:
             flags |= L.VIF_AGENT
+        if vif.security is not None or vif.acl is not None:
+            flags |= L.VIF_RULES
     if vif.source_check:
         flags |= L.VIF_SOURCE_CHECK
     if device is not None and device.peer:

@@ -9,6 +9,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from openvpc.model.forwarding import Encap, FlowKey, NatTuple, overhead
+from openvpc.model.rules import (
+    NOT_COMPILED,
+    Decision,
+    entering,
+    leaving,
+    reply_selector,
+    selector,
+)
 from openvpc.packet.checksum import checksum, pseudo_header_sum
 from openvpc.packet.ipv4 import (
     PROTO_ICMP,
@@ -111,19 +119,59 @@ def agent_decides(run: Pass, nh_id: int) -> bool:
     return ports_say(run, nh_id, _agent_policy)
 
 
-def decide(run: Pass, key: FlowKey) -> Flow | None:
-    """The vRouter's own verdict on a new flow: install it and its reverse, as the agent's
-    answer would be installed; None (counted) when the table or the VRF's quota is full.
-    Every port allows every flow until security groups compile into rules."""
+def _ports(run: Pass, nh_id: int) -> tuple[Vif | None, Vif | None]:
+    """The VM ports a new flow is between on this node: the sending one, the receiving one."""
+    sender = run.in_vif if run.in_vif.kind is VifKind.VIRTUAL else None
+    nh = run.t.nexthops.get(nh_id)
+    receiver = run.t.vifs.get(nh.vif) if isinstance(nh, EncapNH) else None
+    if receiver is not None and receiver.kind is not VifKind.VIRTUAL:
+        receiver = None
+    return sender, receiver
+
+
+def verdict(run: Pass, packet: bytes, ip: IPv4, ports: tuple[int, int], nh_id: int) -> Decision:
+    """The rules' verdict on a new flow: the sending port's egress rules and subnet ACL, then
+    the receiving port's (rules.leaving, rules.entering). What goes to the gateway itself
+    (its echo, the DNS resolver at base + 2) is not filtered, as in AWS."""
+    if isinstance(run.t.nexthops.get(nh_id), ReceiveNH):
+        return NOT_COMPILED
+    sender, receiver = _ports(run, nh_id)
+    icmp_type = icmp_code = -1
+    if ip.proto == PROTO_ICMP and not ip.is_fragment and len(packet) >= ip.header_len + 2:
+        icmp_type, icmp_code = packet[ip.header_len], packet[ip.header_len + 1]
+    sel = selector(ip.proto, ports[1], icmp_type, icmp_code, ip.is_fragment)
+    back = reply_selector(ip.proto, ports[0], icmp_type, icmp_code, ip.is_fragment)
+    out = NOT_COMPILED
+    if sender is not None:
+        out = leaving(sender.security, sender.acl, ip.proto, ip.dst, sel, back)
+        if not out.allowed:
+            return out
+    if receiver is not None:
+        into = entering(receiver.security, receiver.acl, ip.proto, ip.src, sel, back)
+        if not into.allowed or not out.by:
+            return into
+    return out
+
+
+def decide(
+    run: Pass, key: FlowKey, packet: bytes, ip: IPv4, ports: tuple[int, int], nh_id: int
+) -> Flow | None:
+    """The vRouter's own verdict on a new flow from the ports' rules: a FORWARD flow and its
+    reverse (replies pass statefully), or a DROP flow alone; None (counted) when the table or
+    the VRF's quota is full."""
     vrf, proto, src, dst, sport, dport = key
-    refused = run.t.flows.install(
-        key, FlowAction.FORWARD, run.now, (vrf, proto, dst, src, dport, sport)
-    )
+    decision = verdict(run, packet, ip, ports, nh_id)
+    if decision.allowed:
+        action, reverse = FlowAction.FORWARD, (vrf, proto, dst, src, dport, sport)
+    else:
+        action, reverse = FlowAction.DROP, None
+    refused = run.t.flows.install(key, action, run.now, reverse, by=decision.by)
     if isinstance(refused, Drop):
         run.drop(refused)
         return None
     if run.rec is not None:
-        run.rec(Stage.FLOW, "miss: decided forward")
+        by = f" by {decision.by}" if decision.by else ""
+        run.rec(Stage.FLOW, f"miss: decided {action}{by}")
     return run.t.flows.lookup(key)
 
 
@@ -135,7 +183,7 @@ def flow_stage(
     flows = run.t.flows
     flow = flows.lookup(key)
     if flow is None and not agent_decides(run, nh_id):
-        flow = decide(run, key)
+        flow = decide(run, key, packet, ip, ports, nh_id)
         if flow is None:
             return None
     if flow is None:

@@ -226,6 +226,35 @@ def exec_(
 
 
 @app.command()
+def flows(
+    node: Annotated[str, typer.Argument(help="compute node name")],
+    lab: Annotated[
+        str | None, typer.Option("--lab", help="lab name (default: the only one)")
+    ] = None,
+    vrf: Annotated[int | None, typer.Option("--vrf", help="only this VRF id")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="at most this many flows")] = 1000,
+    as_json: Annotated[bool, typer.Option("--json", help="print the records as JSON")] = False,
+) -> None:
+    """A node's flows: tuple, action, the rule that allowed or denied it (security group rule,
+    or network ACL entry), packets, bytes and idle seconds."""
+    import json
+
+    from openvpc.lab import real
+    from openvpc.lab.report import flow_table
+
+    _need_root()
+    try:
+        found = real.observe(node, "flows", lab, vrf=vrf, limit=limit)
+    except _lab_errors() as exc:
+        Console(stderr=True).print(str(exc), style="red", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    if as_json:
+        print(json.dumps(found, indent=1))
+    else:
+        Console().print(flow_table(node, found))
+
+
+@app.command()
 def down(lab: str | None = typer.Argument(None, help="lab name (default: the only one)")) -> None:
     """Stop a lab's processes and remove everything it created."""
     from openvpc.lab import real

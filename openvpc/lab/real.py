@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from openvpc.api.app import DEFAULT_REGION
 from openvpc.credentials import Credential, CredentialError, new_secret, read_secret_file
@@ -45,6 +46,7 @@ from openvpc.lab.processes import (
     node_secret_file,
     openvpc_command,
     operator_secret_file,
+    vrouter_socket,
     vrouter_spec,
 )
 from openvpc.lab.state import (
@@ -60,6 +62,7 @@ from openvpc.lab.topology import Topology, TopologyError, load_topology
 from openvpc.lab.underlay import NodePlacement, UnderlayPlan, build_underlay
 from openvpc.model.resources import Snapshot
 from openvpc.model.vifnames import Datapath
+from openvpc.vrouter.control import ROLE_OBSERVER, ControlClient, ControlError
 
 log = logging.getLogger("openvpc.lab")
 
@@ -754,6 +757,29 @@ def run_in_vm(
     vm: str, argv: Sequence[str], timeout: float, name: str | None = None, root: Path = RUN_ROOT
 ) -> "subprocess.CompletedProcess[str]":
     return nsexec.run(vm_namespace(vm, name, root), argv, timeout)
+
+
+def observe(
+    node: str, op: str, name: str | None = None, root: Path = RUN_ROOT, **fields: Any
+) -> Any:
+    """A read-only request (`flows`, `stats`, ...) to a node's vRouter, as an observer on its
+    control channel with the node's secret: an observer never displaces the agent."""
+    name = resolve_name(name, root)
+    sdir = state_dir(name, root)
+    sock = vrouter_socket(sdir, node)
+    if not sock.exists():
+        raise LabError(f"lab {name} has no vRouter on node {node!r}")
+    try:
+        client = ControlClient(str(sock), lambda _: None, timeout=5.0)
+    except OSError as exc:
+        raise LabError(f"vRouter of {node}: {exc}") from None
+    try:
+        client.hello(read_secret_file(node_secret_file(sdir, node)), ROLE_OBSERVER)
+        return client.request(op, **fields)
+    except (ControlError, CredentialError, OSError) as exc:
+        raise LabError(f"vRouter of {node}: {exc}") from None
+    finally:
+        client.close()
 
 
 # --- processes ------------------------------------------------------------------------------

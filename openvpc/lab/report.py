@@ -1,8 +1,11 @@
-"""How `openvpc up` and `openvpc status` show a real lab: rich tables of nodes, processes
-(with their restart counts), agents' generations and VMs."""
+"""How `openvpc up`, `openvpc status` and `openvpc flows` show a real lab: rich tables of
+nodes, processes (with their restart counts), agents' generations, VMs, and a node's flows."""
+
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from openvpc.lab.real import AgentStatus, LabStatus, ProcessStatus
 
@@ -58,3 +61,35 @@ def print_status(console: Console, st: LabStatus) -> None:
             ready = "yes" if v.ready else "[red]no[/]"
             vms.add_row(v.name, v.node, v.netns, v.interface, ready, v.ip or "[red]none[/]")
         console.print(vms)
+
+
+def flow_table(node: str, found: dict[str, Any]) -> Table:
+    """`openvpc flows NODE`: one row per flow, what decided it included. Values come from the
+    vRouter (hostile tenants' addresses and rule names): printed as text, never as markup."""
+    shown = len(found.get("flows", []))
+    table = Table(
+        title=f"flows on {node}: {shown} shown of {found.get('matched')} matching,"
+        f" {found.get('entries')} in the table"
+    )
+    for column in ("VRF", "Proto", "Source", "Destination", "Action", "By", "Pkts", "Bytes",
+                   "TCP", "Idle s"):  # fmt: skip
+        table.add_column(column)
+    for f in found.get("flows", []):
+        table.add_row(
+            *(
+                Text(str(cell))
+                for cell in (
+                    f"{f['vrf']} {f['vrf_name']}",
+                    f["proto"],
+                    f"{f['src']}:{f['sport']}",
+                    f"{f['dst']}:{f['dport']}",
+                    f["action"] + ("" if f["nat"] is None else f" {f['nat']}"),
+                    f["by"] or "-",
+                    f["packets"],
+                    f["bytes"],
+                    f["tcp_flags"],
+                    f["idle"],
+                )
+            )
+        )
+    return table

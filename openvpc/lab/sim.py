@@ -17,6 +17,7 @@ from openvpc.model import resources as model
 from openvpc.model.forwarding import AGENT_VIF, FABRIC_VIF, LINK_LOCAL_GATEWAY, ArpMode, Encap, Mode
 from openvpc.model.nodeconfig import vrouter_objects
 from openvpc.model.resources import Snapshot
+from openvpc.model.rules import NetworkAclConfig, PortSecurity
 from openvpc.packet.errors import Malformed
 from openvpc.packet.ethernet import parse_ethernet
 from openvpc.packet.ipv4 import ip_to_str, parse_ipv4
@@ -77,6 +78,8 @@ class VmPort:
     vif: int
     policy: bool
     agent_decides: bool
+    security: PortSecurity | None = None
+    acl: NetworkAclConfig | None = None
 
 
 @dataclass
@@ -214,9 +217,12 @@ class SimLab:
         mac: str | None = None,
         policy: bool = False,
         agent_decides: bool = True,
+        security: PortSecurity | None = None,
+        acl: NetworkAclConfig | None = None,
     ) -> VmEndpoint:
         """A VM on `node`; with `policy` its flows go through the flow table, their first
-        packets to the agent (`agent_decides`) or decided by the vRouter itself."""
+        packets to the agent (`agent_decides`) or decided by the vRouter itself from the
+        port's `security` groups and subnet `acl` (None: allow all)."""
         addr = ipaddress.IPv4Address(ip)
         subnet = next(s for s in vpc.subnets if addr in s.cidr)
         vif = 2 + sum(1 for p in self.ports.values() if p.node == node)
@@ -227,7 +233,7 @@ class SimLab:
         )
         gateway = LINK_LOCAL_GATEWAY if vpc.link_local else subnet.gateway
         vm = VmEndpoint(name, mac_bytes, addr.packed, subnet.cidr.prefixlen, gateway)
-        self.ports[name] = VmPort(vm, node, vpc, subnet, vif, policy, agent_decides)
+        self.ports[name] = VmPort(vm, node, vpc, subnet, vif, policy, agent_decides, security, acl)
         self._link((node, vif), (name, 0))
         return vm
 
@@ -236,13 +242,20 @@ class SimLab:
 
     # -- programming the vRouters ------------------------------------------------------
     def build(self) -> None:
-        """Program every vRouter from the compiler's output for this topology."""
+        """Program every vRouter from the compiler's output for this topology (again after a
+        port's rules changed)."""
         configs = compile_all(self.snapshot())
         for node in self.nodes.values():
             config = configs[node.name]
             mine = {p.vif: p for p in self.ports.values() if p.node == node.name}
             ports = tuple(
-                replace(p, policy=mine[p.vif].policy, agent_decides=mine[p.vif].agent_decides)
+                replace(
+                    p,
+                    policy=mine[p.vif].policy,
+                    agent_decides=mine[p.vif].agent_decides,
+                    security_groups=mine[p.vif].security,
+                    network_acl=mine[p.vif].acl,
+                )
                 for p in config.ports
             )
             Programmer(node.tables).load(vrouter_objects(replace(config, ports=ports)))
@@ -260,6 +273,8 @@ class SimLab:
             hosts |= {vpc.gateway_node} if vpc.gateway_node else set()
             for name in sorted(hosts):
                 node = self.nodes[name]
+                if vpc.label in node.vrf_of:
+                    continue  # built before: the same ids again
                 base = 100 * (node.index + 1) + 2 * len(node.vrf_of)
                 node.vrf_of[vpc.label] = len(node.vrf_of) + 1
                 node.labels[vpc.label] = (base, base + 1)

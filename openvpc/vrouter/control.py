@@ -4,7 +4,7 @@ A stream unix socket carries frames of `length (4 bytes, big endian) | type (1 b
 Type J is a JSON object: requests carry "id" and "op", replies echo "id" with "ok" and either
 "result" or "error". Type P is a packet in the agent-header format of `punt.py`: punted frames
 from the vRouter, INJECT frames from the agent. The first request must be a hello with the node
-secret; an observer (role "observer") may then only hello, dump, show and stats. Requests:
+secret; an observer (role "observer") may then only hello, dump, flows, show and stats. Requests:
 
   hello {"role": "agent" | "observer", "secret": hex}
                                 -> {"boot_id": str, "generation": int | None, "role": str,
@@ -17,6 +17,9 @@ secret; an observer (role "observer") may then only hello, dump, show and stats.
                                     "objects": [{"kind": K, "obj": {...}}]}
   flow {"key": [vrf, proto, src, dst, sport, dport], "reverse": [...] | None, "action": "forward"
         | "drop"}  (addresses as text)  -> {"released": n}
+  flows {"vrf": int | None, "limit": int}
+                                -> `dump.flow_records`: each flow's tuple, action, what decided
+                                   it (a security group rule, an ACL entry), counters, idle time
   show                          -> {"text": the table dumps of `dump.py`}
   stats                         -> the counters of `dump.stats`: drops by reason, flows (per
                                    VRF, HOLD per source), vif packet counters
@@ -37,7 +40,8 @@ TYPE_PACKET = 0x50
 MAX_FRAME = 16 * 1024 * 1024
 ROLE_AGENT = "agent"
 ROLE_OBSERVER = "observer"
-OBSERVER_OPS = frozenset({"hello", "dump", "show", "stats"})  # reads only: never a table write
+# reads only: never a table write
+OBSERVER_OPS = frozenset({"hello", "dump", "flows", "show", "stats"})
 
 
 class ControlError(Exception):

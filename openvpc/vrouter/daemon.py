@@ -527,7 +527,7 @@ class Vrouter:
         elif peer.role != ROLE_AGENT and op not in OBSERVER_OPS:
             reply = {"id": rid, "ok": False, "error": f"an observer may not {str(op)[:32]}"}
         else:
-            if self.fast is not None and op in ("show", "stats"):
+            if self.fast is not None and op in ("flows", "show", "stats"):
                 self._fold()  # what the fast path counted since the last aging pass shows
             reply, emits = self.handler.handle(request, self.now)
             if not reply["ok"]:

@@ -260,11 +260,52 @@ def dump_flows(t: Tables) -> str:
                 f"{flow.packets}/{flow.octets}",
                 _tcp_flags(flow.tcp_flags),
                 _nat(flow),
+                flow.by or "-",
             )
         )
     header = ("Vrf", "Proto", "Source:Port -> Destination:Port", "Action", "Reverse",
-              "Pkts/Bytes", "TCP", "NAT")  # fmt: skip
-    return title + "\n" + _table(header, (4, 5, 43, 10, 43, 14, 5), rows)
+              "Pkts/Bytes", "TCP", "NAT", "By")  # fmt: skip
+    return title + "\n" + _table(header, (4, 5, 43, 10, 43, 14, 5, 30), rows)
+
+
+MAX_FLOW_RECORDS = 10_000
+
+
+def flow_records(
+    t: Tables, now: float, vrf: int | None = None, limit: int = 1000
+) -> dict[str, Any]:
+    """The flows as JSON-ready data (the `flows` op, `openvpc flows NODE`): per flow its VRF,
+    tuple, action, what decided it (a security group rule, an ACL entry), counters and idle
+    seconds; at most `limit` (1..MAX_FLOW_RECORDS) in key order, of `vrf` only if given."""
+    if not 1 <= limit <= MAX_FLOW_RECORDS:
+        raise ValueError(f"limit must be 1..{MAX_FLOW_RECORDS}")
+    ft = t.flows
+    keys = sorted(k for k in ft.flows if vrf is None or k[0] == vrf)
+    records = []
+    for key in keys[:limit]:
+        flow = ft.flows[key]
+        vrf_id, proto, src, dst, sport, dport = key
+        table = t.vrfs.get(vrf_id)
+        records.append(
+            {
+                "vrf": vrf_id,
+                "vrf_name": table.name if table is not None else "",
+                "proto": _PROTOS.get(proto, str(proto)),
+                "src": ip_to_str(src),
+                "sport": sport,
+                "dst": ip_to_str(dst),
+                "dport": dport,
+                "action": flow.action.value,
+                "by": flow.by,
+                "reverse": flow.reverse is not None,
+                "nat": None if flow.nat is None else _nat(flow),
+                "packets": flow.packets,
+                "bytes": flow.octets,
+                "tcp_flags": _tcp_flags(flow.tcp_flags),
+                "idle": round(max(0.0, now - flow.last_used), 3),
+            }
+        )
+    return {"entries": len(ft.flows), "matched": len(keys), "flows": records}
 
 
 # -- dropstats ----------------------------------------------------------------------------

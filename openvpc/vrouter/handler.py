@@ -8,7 +8,7 @@ from typing import Any, Protocol
 from openvpc.model.codec import to_dict
 from openvpc.model.forwarding import FlowKey
 from openvpc.model.nodeconfig import KIND_CLASS, PortConfig, decode_object, object_key, object_kind
-from openvpc.vrouter.dump import dump_all, stats
+from openvpc.vrouter.dump import dump_all, flow_records, stats
 from openvpc.vrouter.flow import FlowAction
 from openvpc.vrouter.pipeline import Emit, install_flow
 from openvpc.vrouter.program import Programmer
@@ -67,6 +67,8 @@ class ControlHandler:
             elif op == "flow":
                 emits = self.flow(request, now)
                 result = {"released": len(emits)}
+            elif op == "flows":
+                result = self.flows(request, now)
             elif op == "show":
                 result = {"text": dump_all(self.programmer.tables) + self._fast_text()}
             elif op == "stats":
@@ -142,6 +144,13 @@ class ControlHandler:
         if action not in (FlowAction.FORWARD, FlowAction.DROP):
             raise RequestError(f"flow action must be forward or drop, not {action}")
         return install_flow(self.programmer.tables, key, action, now, reverse)
+
+    def flows(self, request: dict[str, Any], now: float) -> dict[str, Any]:
+        vrf, limit = request.get("vrf"), request.get("limit", 1000)
+        for name, value in (("vrf", vrf), ("limit", limit)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+                raise RequestError(f"{name} must be an integer, not {value!r:.40}")
+        return flow_records(self.programmer.tables, now, vrf, limit)
 
 
 def _flow_key(raw: Any) -> FlowKey:

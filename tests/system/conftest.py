@@ -29,17 +29,14 @@ import pytest
 import yaml
 from botocore.config import Config
 
-from openvpc.credentials import read_secret_file
 from openvpc.lab import netns as lab_netns
 from openvpc.lab import real, tenants
 from openvpc.lab.naming import NETNS_DIR, RUN_ROOT
 from openvpc.lab.nsexec import ETC_NETNS
-from openvpc.lab.processes import node_secret_file, vrouter_socket
 from openvpc.lab.real import LabStatus
 from openvpc.model.resources import Snapshot
 from openvpc.service import Service
 from openvpc.store import Store
-from openvpc.vrouter.control import ROLE_OBSERVER, ControlClient
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -394,15 +391,8 @@ def tcx_programs(ns: str | None) -> dict[str, dict[str, list[str]]]:
 
 
 def vrouter_stats(h: LabHandle, node: str) -> dict[str, Any]:
-    """The vRouter's counters (the `stats` op), read by an observer on its control channel
-    with the node's secret (an observer never displaces the agent)."""
-    state_dir = Path(h.status().state_dir)
-    client = ControlClient(str(vrouter_socket(state_dir, node)), lambda _: None, timeout=5.0)
-    try:
-        client.hello(read_secret_file(node_secret_file(state_dir, node)), ROLE_OBSERVER)
-        result = client.request("stats")
-    finally:
-        client.close()
+    """The vRouter's counters (the `stats` op), read as an observer (real.observe)."""
+    result = real.observe(node, "stats", h.name)
     if not isinstance(result, dict):
         raise AssertionError(f"stats reply is not an object: {result!r:.80}")
     return result

@@ -1,5 +1,6 @@
 """Table dumps: stable, fixed-width, and showing what the tables hold."""
 
+import pytest
 from vrouter_setup import AGENT_VIF, FABRIC_VIF, VM1, VM2, VM3, build_node, tcp_frame, udp_frame
 
 from openvpc.model.forwarding import Encap, Mode
@@ -17,6 +18,7 @@ from openvpc.vrouter.dump import (
     dump_vifs,
     dump_vlans,
     dump_vnis,
+    flow_records,
 )
 from openvpc.vrouter.flow import FlowAction
 from openvpc.vrouter.nexthop import CompositeNH, L2ReceiveNH, ResolveNH
@@ -130,6 +132,9 @@ def test_flows() -> None:
     nat = (VM1.ip, VM3.ip, 40001, 53)
     pipeline.install_flow(t, (1, 17, VM1.ip, VM2.ip, 40000, 53), FlowAction.NAT, 0.0, nat=nat)
     pipeline.process(t, udp_frame(VM1, VM2.ip, sport=5, dport=6), VM1.vif, 0.0)  # held
+    decided = t.flows.lookup(key)
+    assert decided is not None
+    decided.by = "sg-1/sgr-2"
     lines = dump_flows(t).splitlines()
     assert lines[0] == "Flow table (capacity 65536, entries 4, created 4, deleted 0)"
     assert lines[1].split()[:3] == ["Vrf", "Proto", "Source:Port"]
@@ -143,11 +148,26 @@ def test_flows() -> None:
     fwd, back, hold, natted = body
     assert fwd[1:] == [
         "tcp", "10.0.1.3:33000", "->", "10.0.1.4:80", "forward",
-        "10.0.1.4:80", "->", "10.0.1.3:33000", "2/84", "SA", "-",
+        "10.0.1.4:80", "->", "10.0.1.3:33000", "2/84", "SA", "-", "sg-1/sgr-2",
     ]  # fmt: skip
-    assert back[5:] == ["forward", "10.0.1.3:33000", "->", "10.0.1.4:80", "0/0", "-", "-"]
-    assert hold[5:] == ["hold(1)", "-", "0/0", "-", "-"]
-    assert natted[5:] == ["nat", "-", "0/0", "-", "N(D,Ps)", "10.0.1.3:40001", "->", "10.0.2.9:53"]
+    assert back[5:] == ["forward", "10.0.1.3:33000", "->", "10.0.1.4:80", "0/0", "-", "-", "-"]
+    assert hold[5:] == ["hold(1)", "-", "0/0", "-", "-", "-"]
+    assert natted[5:] == [
+        "nat", "-", "0/0", "-", "N(D,Ps)", "10.0.1.3:40001", "->", "10.0.2.9:53", "-",
+    ]  # fmt: skip
+
+    records = flow_records(t, now=2.5, limit=2)
+    assert (records["entries"], records["matched"]) == (4, 4)
+    first, second = records["flows"]
+    assert first == {
+        "vrf": 1, "vrf_name": t.vrfs[1].name, "proto": "tcp", "src": "10.0.1.3", "sport": 33000,
+        "dst": "10.0.1.4", "dport": 80, "action": "forward", "by": "sg-1/sgr-2", "reverse": True,
+        "nat": None, "packets": 2, "bytes": 84, "tcp_flags": "SA", "idle": 2.5,
+    }  # fmt: skip
+    assert (second["src"], second["sport"], second["by"]) == ("10.0.1.4", 80, "")
+    assert flow_records(t, 0.0, vrf=2)["flows"] == []
+    with pytest.raises(ValueError, match="limit"):
+        flow_records(t, 0.0, limit=0)
 
 
 def test_drops_sorted_non_zero_with_total() -> None:

@@ -102,6 +102,9 @@ def test_malformed_requests_get_error_replies() -> None:
         ({"id": 1, "op": "flow", "key": [1, 1, "a", "b", 1, 1], "action": "forward"}, "address"),
         ({"id": 1, "op": "flow", "key": [1, 1, "10.0.0.1", "10.0.0.2", 1, 1]}, "flow action"),
         ({"id": 1, "op": "flow", "key": [1, 1, "10.0.0.1", "10.0.0.2", 1, 70000]}, "range"),
+        ({"id": 1, "op": "flows", "limit": 10**9}, "limit must be"),
+        ({"id": 1, "op": "flows", "vrf": "1"}, "vrf must be an integer"),
+        ({"id": 1, "op": "flows", "limit": True}, "limit must be an integer"),
         ([1, 2], "JSON object"),
     ]
     for request, message in cases:
@@ -128,3 +131,8 @@ def test_flow_op_releases_the_held_packet() -> None:
     )
     assert reply == {"id": 2, "ok": True, "result": {"released": 1}}
     assert [vif for vif, _ in emits] == [3] and Ether(emits[0][1])[IP].dst == "10.0.1.6"
+    listed = ask(h, "flows", vrf=1)["result"]
+    assert [(f["src"], f["action"]) for f in listed["flows"]] == [
+        ("10.0.1.5", "forward"),
+        ("10.0.1.6", "forward"),
+    ]

@@ -49,3 +49,4 @@ class Drop(StrEnum):
     FROM_AGENT_INVALID = "agent_frame_invalid"
     INVALID_VRF = "invalid_vrf"
     OUTER_FRAGMENT = "outer_fragment"
+    DST_IP_MISMATCH = "dst_ip_mismatch"  # routed to a VM whose destination check is on

@@ -11,6 +11,19 @@
 #include "tx.h"
 #include "arp.h"
 
+/* Amazon's destination check: a VM receives only what is addressed to it (its address, its
+ * VIPs) unless the check is off (an appliance a route points at). */
+INLINE int destination_allowed(struct pkt *p, __u32 out_id, const struct vif *out)
+{
+	struct allowed_ip_key key = { .vif = out_id, .ip = p->dst };
+
+	if (out->kind != VIF_VM || !(out->flags & VIF_SOURCE_CHECK))
+		return 1;
+	if (out->has_ip && p->dst == out->ip)
+		return 1;
+	return bpf_map_lookup_elem(&ov_allowed_ips, &key) != NULL;
+}
+
 #define ICMP_CHUNK 64
 #define ICMP_MAX_CHUNKS 64 /* echo requests up to 4 KiB are answered here, longer ones above */
 
@@ -175,6 +188,8 @@ INLINE int ip_nexthop(struct pkt *p, struct route *r)
 		out = bpf_map_lookup_elem(&ov_vifs, &out_id);
 		if (!out || out->kind == VIF_NONE)
 			return drop(p, DROP_INVALID_NEXTHOP);
+		if (!destination_allowed(p, out_id, out))
+			return drop(p, DROP_DST_IP_MISMATCH);
 		if (!fits(p, out->mtu))
 			return send_up(p, SLOW_MTU);
 		if (!out->ifindex)

@@ -272,6 +272,13 @@ def ip_nexthop(
         out = run.t.vifs.get(nh.vif)
         if out is None:
             return run.drop(Drop.INVALID_NH)
+        if (
+            out.kind is VifKind.VIRTUAL
+            and out.source_check
+            and ip.dst != out.ip
+            and ip.dst not in out.allowed_ips
+        ):
+            return run.drop(Drop.DST_IP_MISMATCH)  # Amazon's destination check
         header = nh.dst_mac + nh.src_mac + IP_TYPE
         for piece in run.fit(packet, ip, out.mtu, vrf):
             run.emit(nh.vif, header + piece)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from openvpc.compiler.policy import PolicyCompiler
 from openvpc.model.forwarding import LINK_LOCAL_GATEWAY, VROUTER_MAC, Encap, overhead
+from openvpc.model.gateways import VpcPeeringConnection
 from openvpc.model.nodeconfig import (
     DnsRecord,
     MacRouteConfig,
@@ -54,6 +55,7 @@ class _Index:
     node_ip: dict[str, str]
     allocation: dict[str, NodeAllocation]
     policy: PolicyCompiler
+    peerings: dict[str, VpcPeeringConnection]
 
     @classmethod
     def of(cls, s: Snapshot) -> "_Index":
@@ -70,6 +72,7 @@ class _Index:
             {n.name: n.fabric_ip for n in s.nodes},
             {a.node: a for a in s.allocations},
             PolicyCompiler(s),
+            {p.id: p for p in s.peerings},
         )
 
     def vpc_of(self, iface: Interface) -> Vpc:
@@ -80,6 +83,24 @@ class _Index:
 
     def vpc_interfaces(self, vpc_id: str) -> list[Interface]:
         return [i for i in self.interfaces.values() if self.subnets[i.subnet].vpc == vpc_id]
+
+    def hosts(self, vpc_id: str) -> list[tuple[str, Interface]]:
+        """Every private address in the VPC with the active interface answering for it:
+        primary and secondary addresses, and the movable ones where they are now."""
+        members = self.vpc_interfaces(vpc_id)
+        owners = {o.ip: o.interface for o in self.snapshot.address_owners if o.vpc == vpc_id}
+        return [(ip, i) for i in members for ip in (i.ip, *i.secondary_ips)] + [
+            (ip, self.interfaces[owner]) for ip, owner in owners.items() if owner in self.interfaces
+        ]
+
+    def peer_vpc(self, target: str, vpc_id: str) -> str | None:
+        """The VPC a route target peers `vpc_id` with: an active peering connection of it."""
+        pcx = self.peerings.get(target)
+        if pcx is None or pcx.status != "active":
+            return None
+        if pcx.vpc == vpc_id:
+            return pcx.accepter_vpc
+        return pcx.vpc if pcx.accepter_vpc == vpc_id else None
 
     def labels(self, node: str, table: str) -> tuple[int, int] | None:
         alloc = self.allocation.get(node)
@@ -176,24 +197,34 @@ class _NodeCompiler:
         vpc = x.vpcs[table.vpc]
         labels = x.labels(self.node, table.id) or (0, 0)
         fib: dict[str, RouteConfig] = {}  # by prefix: later entries override earlier ones
+        peers: dict[str, str] = {}  # peering connection -> the peer VPC, while active
         for route in table.routes:
             if route.target == "local":
                 continue  # host routes below; no entry for the rest (l2_l3 bridges on a miss)
-            if route.target == "blackhole" or route.target not in x.interfaces:
+            peer = x.peer_vpc(route.target, vpc.id)
+            if peer is not None:
+                peers[route.target] = peer
+            if peer is not None or route.target == "blackhole" or route.target not in x.interfaces:
+                # a peering's prefix discards what no peer interface answers (host routes
+                # below), so that no less specific route carries it elsewhere
                 fib[route.destination] = RouteConfig(vrf_id, route.destination, self.nh(DISCARD))
             else:
                 nh, label = self.to_interface(x.interfaces[route.target], l2=False)
                 fib[route.destination] = RouteConfig(vrf_id, route.destination, nh, label)
-        members = x.vpc_interfaces(vpc.id)
-        owners = {o.ip: o.interface for o in x.snapshot.address_owners if o.vpc == vpc.id}
-        hosts = [(ip, i) for i in members for ip in (i.ip, *i.secondary_ips)] + [
-            (ip, x.interfaces[owner]) for ip, owner in owners.items() if owner in x.interfaces
-        ]
-        for ip, iface in hosts:
+        for ip, iface in x.hosts(vpc.id):
             best = best_route(table, ip)
             if best is not None and best.target == "local":
                 nh, label = self.to_interface(iface, l2=False)
                 fib[f"{ip}/32"] = RouteConfig(vrf_id, f"{ip}/32", nh, label, iface.mac)
+        # a peer's interfaces are reached in their own routing instance, on their node: its
+        # route table then decides whether replies come back (non-transitive: only the peer
+        # VPC's own addresses, never what the peer itself routes elsewhere)
+        for pcx, peer in peers.items():
+            for ip, iface in x.hosts(peer):
+                best = best_route(table, ip)
+                if best is not None and best.target == pcx:
+                    nh, label = self.to_interface(iface, l2=False)
+                    fib[f"{ip}/32"] = RouteConfig(vrf_id, f"{ip}/32", nh, label)
         receive = self.nh(RECEIVE)
         gateways = [_net(s.cidr).network_address + 1 for s in x.subnets.values() if s.vpc == vpc.id]
         receivers = [*map(str, gateways), str(_net(vpc.cidr).network_address + 2)]
@@ -203,7 +234,7 @@ class _NodeCompiler:
             fib[f"{addr}/32"] = RouteConfig(vrf_id, f"{addr}/32", receive, mac=GATEWAY_MAC)
         self.routes.extend(fib.values())
         if vpc.mode != "l3":
-            self.bridge_domain(table, vrf_id, vpc, members)
+            self.bridge_domain(table, vrf_id, vpc, x.vpc_interfaces(vpc.id))
         return VrfConfig(
             vrf_id,
             f"{vpc.tenant}/{vpc.name}/{table.name}",

@@ -8,6 +8,7 @@ per-node VRF ids, labels and vif ids) is allocated by the service and stored her
 from dataclasses import dataclass
 from typing import Literal
 
+from openvpc.model.gateways import VpcPeeringConnection
 from openvpc.model.nodeconfig import EncapName, Mode
 from openvpc.model.policy import AclAssociation, NetworkAcl, SecurityGroup
 
@@ -191,3 +192,4 @@ class Snapshot:
     security_groups: tuple[SecurityGroup, ...] = ()
     network_acls: tuple[NetworkAcl, ...] = ()
     acl_associations: tuple[AclAssociation, ...] = ()
+    peerings: tuple[VpcPeeringConnection, ...] = ()

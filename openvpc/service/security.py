@@ -5,6 +5,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
+from openvpc.model.gateways import VpcPeeringConnection
 from openvpc.model.policy import ALL_PROTOCOLS, SecurityGroup, SecurityGroupRule
 from openvpc.model.resources import Interface, Vpc
 from openvpc.service.errors import ServiceError, dependency, invalid_value, not_found
@@ -253,7 +254,7 @@ def _canonical(
 ) -> SecurityGroupRule:
     """The rule `spec` asks for in canonical form (protocol names, ports -1 where ignored,
     CIDR host bits cleared), id left empty. With `resolve`, a referenced group must be the
-    tenant's and in the same VPC; a revoke only matches, so it need not exist any more."""
+    tenant's and in the same VPC, or in a peered VPC (any tenant's); a revoke only matches, so it need not exist any more."""
     protocol = canonical_protocol(spec.protocol)
     lo, hi = _ports(protocol, spec.from_port, spec.to_port)
     if bool(spec.cidr) == bool(spec.group):
@@ -262,11 +263,24 @@ def _canonical(
         )
     cidr = str(parse_cidr(spec.cidr, "cidrIp")) if spec.cidr else ""
     if spec.group and resolve:
-        other = repo.owned(SecurityGroup, spec.group, group.tenant)
-        if other.vpc != group.vpc:
+        other = repo.get(SecurityGroup, spec.group)
+        if other is None or not (
+            (other.tenant == group.tenant and other.vpc == group.vpc)
+            or _peered(repo, group.vpc, other.vpc)
+        ):
             raise not_found("securityGroup", spec.group)
     description = _check_text(spec.description, "Description")
     return SecurityGroupRule("", egress, protocol, lo, hi, cidr, spec.group, description)
+
+
+def _peered(repo: Repo, vpc: str, other: str) -> bool:
+    """Whether an active peering connection joins the two VPCs (a group may name the peer's
+    groups, the other tenant's included, as in EC2)."""
+    return any(
+        p.status == "active" and {p.vpc, p.accepter_vpc} == {vpc, other}
+        for p in repo.find(VpcPeeringConnection, "vpc", vpc)
+        + repo.find(VpcPeeringConnection, "accepter_vpc", vpc)
+    )
 
 
 def canonical_protocol(text: str) -> str:

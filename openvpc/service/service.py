@@ -683,6 +683,7 @@ class Service:
                 security_groups=tuple(repo.all(SecurityGroup)),
                 network_acls=tuple(repo.all(NetworkAcl)),
                 acl_associations=tuple(repo.all(AclAssociation)),
+                peerings=tuple(repo.all(VpcPeeringConnection)),
             )
 
     def _owned_all(self, cls: type[T], tenant: str) -> tuple[T, ...]:

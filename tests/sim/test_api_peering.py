@@ -187,3 +187,38 @@ def test_pages(api: Api) -> None:
     )
     seen = [p["VpcPeeringConnectionId"] for page in pages for p in page["VpcPeeringConnections"]]
     assert sorted(seen) == sorted(made)
+
+
+def test_a_group_may_name_a_peer_vpcs_group_only_while_peered(api: Api) -> None:
+    alice, bob = api.ec2("alice"), api.ec2("bob")
+    mine, theirs = _vpc(alice, "10.0.0.0/16"), _vpc(bob, "10.1.0.0/16")
+
+    def default_group(ec2: Any, vpc: str) -> str:
+        filters = [
+            {"Name": "vpc-id", "Values": [vpc]},
+            {"Name": "group-name", "Values": ["default"]},
+        ]
+        return str(ec2.describe_security_groups(Filters=filters)["SecurityGroups"][0]["GroupId"])
+
+    bob_group, alice_group = default_group(bob, theirs), default_group(alice, mine)
+    pair = {"GroupId": alice_group, "UserId": api.service.tenant("alice").account}
+
+    def admit() -> None:
+        bob.authorize_security_group_ingress(
+            GroupId=bob_group, IpPermissions=[{"IpProtocol": "-1", "UserIdGroupPairs": [pair]}]
+        )
+
+    with pytest.raises(ClientError) as e:
+        admit()  # not peered: alice's group does not exist for bob
+    assert code_of(e) == "InvalidGroup.NotFound"
+    pcx = alice.create_vpc_peering_connection(
+        VpcId=mine, PeerVpcId=theirs, PeerOwnerId=api.service.tenant("bob").account
+    )["VpcPeeringConnection"]["VpcPeeringConnectionId"]
+    with pytest.raises(ClientError) as e:
+        admit()  # requested, not accepted
+    assert code_of(e) == "InvalidGroup.NotFound"
+    bob.accept_vpc_peering_connection(VpcPeeringConnectionId=pcx)
+    admit()
+    (group,) = bob.describe_security_groups(GroupIds=[bob_group])["SecurityGroups"]
+    named = [p["GroupId"] for r in group["IpPermissions"] for p in r["UserIdGroupPairs"]]
+    assert alice_group in named

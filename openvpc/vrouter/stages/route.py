@@ -162,7 +162,11 @@ def decide(
     vrf, proto, src, dst, sport, dport = key
     decision = verdict(run, packet, ip, ports, nh_id)
     if decision.allowed:
-        action, reverse = FlowAction.FORWARD, (vrf, proto, dst, src, dport, sport)
+        # replies are looked up in the VRF they start in: a local receiver's own, which
+        # differs from the sender's across route tables or a peering
+        _, receiver = _ports(run, nh_id)
+        back = vrf if receiver is None else receiver.vrf
+        action, reverse = FlowAction.FORWARD, (back, proto, dst, src, dport, sport)
     else:
         action, reverse = FlowAction.DROP, None
     refused = run.t.flows.install(key, action, run.now, reverse, by=decision.by)

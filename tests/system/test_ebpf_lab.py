@@ -14,8 +14,7 @@ from typing import Any
 import pytest
 from conftest import HostSnapshot, LabHandle, Labs, vrouter_stats
 
-from openvpc.lab.real import ebpf_refusal
-from openvpc.vrouter.control import ControlError
+from openvpc.lab.real import LabError, ebpf_refusal
 
 ENCAPS = ("vxlan", "mplsoudp", "mplsogre")
 
@@ -207,7 +206,7 @@ def test_a_killed_vrouter_leaves_nothing_attached_and_its_successor_forwards(
         try:
             if len(vrouter_stats(h, "a")["ebpf"]["attached"]) == 3:
                 break
-        except (OSError, ControlError):
+        except LabError:
             pass  # its control socket is not there yet
         assert time.monotonic() < deadline, "the restarted vRouter was not programmed"
         time.sleep(0.2)

@@ -202,20 +202,27 @@ def _loads(loads: Sequence[float]) -> str:
     return "/".join(f"{x:.2f}" for x in loads)
 
 
-def section(report: dict[str, Any], json_path: Path) -> str:
+def run_lines(report: dict[str, Any]) -> list[str]:
+    """The bullets saying when, how and where a run was made (date, load, command, machine)."""
     mach = report["machine"]
+    return [
+        f"- date: {report['date']} ({report['duration_s']} s); load average (1, 5, 15 min)"
+        f" {_loads(report['load_average']['before'])} before,"
+        f" {_loads(report['load_average']['after'])} after",
+        f"- command: `{report['command']}`",
+        f"- machine: `{mach['uname']}`, CPU `{mach['cpu']}`, {mach['nproc']} cores,"
+        f" {mach['python']}",
+    ]
+
+
+def section(report: dict[str, Any], json_path: Path) -> str:
     errors = [f"- {p}: {e}" for p, s in report["paths"].items() for e in s.get("errors", [])]
     return "\n".join(
         [
             BEGIN,
             "### Issue 9 overlay run (`bench/overlay.py`, written by `--record`)",
             "",
-            f"- date: {report['date']} ({report['duration_s']} s); load average (1, 5, 15 min)"
-            f" {_loads(report['load_average']['before'])} before,"
-            f" {_loads(report['load_average']['after'])} after",
-            f"- command: `{report['command']}`",
-            f"- machine: `{mach['uname']}`, CPU `{mach['cpu']}`, {mach['nproc']} cores,"
-            f" {mach['python']}",
+            *run_lines(report),
             f"- {report['samples']} interleaved samples of {report['seconds']} s per metric"
             f" (medians); RTT over {report['pings']} pings 2 ms apart per sample; JSON:"
             f" `{json_path.as_posix()}`",

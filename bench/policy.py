@@ -26,7 +26,7 @@ from bench import policy_report as report_
 from bench.overlay import put_section, sample, stop, terminate
 from bench.overlay_paths import baselines, sweep
 from bench.pipeline import machine
-from bench.policy_lab import POLICIES, lab_name, policy_lab
+from bench.policy_lab import POLICIES, UNADMITTED, lab_name, policy_lab, probe
 from openvpc.lab import real
 
 DATAPATHS = ("python", "ebpf")
@@ -46,6 +46,7 @@ def run(paths: Sequence[str], seconds: float, samples: int, pings: int) -> dict[
     for datapath in DATAPATHS:
         real.down(lab_name(datapath))  # likewise
     policy: dict[str, int] = {}
+    enforced: dict[str, str] = {}
     with ExitStack() as stack:
         endpoints = dict(stack.enter_context(baselines(paths)))
         for datapath in DATAPATHS:
@@ -55,6 +56,8 @@ def run(paths: Sequence[str], seconds: float, samples: int, pings: int) -> dict[
                 endpoints.update(found)
         for path in paths:
             m.wait_reachable(endpoints[path])
+            if path != report_.KERNEL:
+                enforced[path] = _check_policy(endpoints[path])
             stack.callback(stop, m.start_conn_server(endpoints[path]))
         for n in range(samples):
             for path in paths:
@@ -72,10 +75,21 @@ def run(paths: Sequence[str], seconds: float, samples: int, pings: int) -> dict[
         "samples": samples,
         "pings": pings,
         "policy": policy,
+        "policy_check": {"port": UNADMITTED, "paths": enforced},
         "note": report_.OPEN_NOTE,
         "paths": report_.summarize(raw),
         "raw": raw,
     }
+
+
+def _check_policy(ep: m.Endpoints) -> str:
+    """That the path's policy is in force before measuring it: a port the heavy groups do not
+    admit is dropped on "groups" and reaches the server's kernel (refused) on "open"."""
+    want = "timeout" if ep.name.endswith("-groups") else "refused"
+    got = probe(ep)
+    if got != want:
+        raise m.MeasureError(f"{ep.name}: port {UNADMITTED} answered {got}, not {want}")
+    return got
 
 
 def record(report: dict[str, Any], json_path: Path, results_md: Path = RESULTS_MD) -> None:

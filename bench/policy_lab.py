@@ -8,6 +8,7 @@ two subnets; their policy set with boto3 through the lab's EC2 API, as a tenant 
   behind a network ACL of twenty entries per direction.
 """
 
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +26,20 @@ TENANT = "bench"
 POLICIES = ("open", "groups")
 CIDRS = {"open": "10.1.0.0/16", "groups": "10.2.0.0/16"}
 VM_PREFIX = {"open": "op", "groups": "gr"}  # "op1" is the client (node1), "op2" the server
+UNADMITTED = CONN_PORT + 1  # no rule of the heavy groups admits it, and nothing listens there
+# prints how a TCP connection to argv[1]:argv[2] ended: refused (an RST), timeout or open
+PROBE = """
+import socket, sys
+s = socket.socket()
+s.settimeout(float(sys.argv[3]))
+try:
+    s.connect((sys.argv[1], int(sys.argv[2])))
+    print("open")
+except ConnectionRefusedError:
+    print("refused")
+except TimeoutError:
+    print("timeout")
+"""
 EVERYTHING = [{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]
 
 
@@ -165,3 +180,13 @@ def policy_lab(datapath: str) -> Iterator[tuple[dict[str, Endpoints], dict[str, 
             for p in POLICIES
         }
         yield paths, counts
+
+
+def probe(ep: Endpoints, port: int = UNADMITTED, timeout: float = 1.5) -> str:
+    """How a new connection to the server's `port` ends: "refused" when the server's kernel
+    answered (policy let it through), "timeout" when policy dropped it."""
+    argv = ["python3", "-c", PROBE, ep.server_ip, str(port), str(timeout)]
+    out = subprocess.run(
+        ep.argv("client", argv), capture_output=True, text=True, timeout=timeout + 30, check=False
+    )
+    return out.stdout.strip() or f"error: {out.stderr.strip()[-200:]}"

@@ -105,6 +105,13 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _check_line(check: dict[str, Any] | None) -> list[str]:
+    if not check or not check["paths"]:
+        return []
+    ends = ", ".join(f"{path} {end}" for path, end in check["paths"].items())
+    return [f"- in force before measuring: a new connection to port {check['port']}: {ends}"]
+
+
 def section(report: dict[str, Any], json_path: Path) -> str:
     """The run's RESULTS.md section, between its markers."""
     policy = report["policy"]
@@ -126,6 +133,7 @@ def section(report: dict[str, Any], json_path: Path) -> str:
             f" (medians; ratios are medians of per-round ratios); RTT p50 of {report['pings']}"
             f" pings per round; JSON: `{json_path.as_posix()}`",
             f"- groups path: {rules}",
+            *_check_line(report.get("policy_check")),
             f"- {OPEN_NOTE}",
             "",
             table(report),

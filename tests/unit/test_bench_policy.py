@@ -208,6 +208,7 @@ def _report() -> dict[str, Any]:
         "pings": 10,
         "policy": {"groups": 5, "ingress_rules": 290, "egress_rules": 100, "acl_entries": 40},
         "paths": policy_report.summarize(_raw()),
+        "policy_check": {"port": 5301, "paths": {"python-open": "refused"}},
     }
 
 
@@ -230,6 +231,7 @@ def test_record_replaces_an_earlier_section(tmp_path: Path) -> None:
     assert text.index(policy_report.END) < text.index(policy.ANCHOR)
     assert "b.json" in text and "a.json" not in text and text.endswith("old\n")
     assert "290 ingress and 100 egress rules" in text and '"open" is the comparison' in text
+    assert "port 5301: python-open refused" in text
 
 
 def test_paths_are_checked_and_put_in_order() -> None:

@@ -7,7 +7,7 @@ BPF_DIR := openvpc/vrouter/bpf
 BPF_OBJS := $(patsubst %.c,%.bpf.o,$(wildcard $(BPF_DIR)/*.c))
 BPF_CFLAGS := -O2 -g -target bpf -Wall -Werror -I/usr/include/$(shell uname -m)-linux-gnu
 
-.PHONY: demo test lint bench bench-overlay bench-apply clean sysdeps bpf
+.PHONY: demo test lint bench bench-overlay bench-policy bench-apply clean sysdeps bpf
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -44,6 +44,12 @@ bench: $(STAMP)
 # --paths kernel,python-vxlan"
 bench-overlay: $(STAMP) sysdeps bpf
 	$(PY) -m bench.overlay --record $(BENCH_ARGS)
+
+# new TCP connections/s and TCP throughput with heavy security groups and a network ACL, next
+# to a group allowing everything and kernel VXLAN, 5 interleaved rounds of 5 s (root) and the
+# table into bench/RESULTS.md; a smoke run: BENCH_ARGS="--seconds 1 --samples 1"
+bench-policy: $(STAMP) sysdeps bpf
+	$(PY) -m bench.policy --record $(BENCH_ARGS)
 
 # applying topologies of 100, 500 and 1,000 VMs to a store (no namespaces, no root)
 bench-apply: $(STAMP)

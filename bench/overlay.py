@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
@@ -43,8 +43,18 @@ def reference(path: str) -> str:
     return "kernel-vlan" if path.endswith("-vlan") else "kernel"
 
 
-def _sample(ep: m.Endpoints, seconds: float, pings: int, into: dict[str, Any]) -> None:
-    """One round of every metric on one path; a failed measurement is recorded, not fatal."""
+STEPS = ("tcp1_gbps", "tcp4_gbps", "udp64_pps", "rtt_ms", "conns")
+
+
+def sample(
+    ep: m.Endpoints,
+    seconds: float,
+    pings: int,
+    into: dict[str, Any],
+    only: Collection[str] = STEPS,
+) -> None:
+    """One round of every metric (of the STEPS in `only`) on one path; a failed measurement is
+    recorded, not fatal."""
     steps: list[tuple[str, Callable[[], Any]]] = [
         ("tcp1_gbps", lambda: m.tcp_gbps(ep, seconds, 1)),
         ("tcp4_gbps", lambda: m.tcp_gbps(ep, seconds, 4)),
@@ -53,6 +63,8 @@ def _sample(ep: m.Endpoints, seconds: float, pings: int, into: dict[str, Any]) -
         ("conns", lambda: m.conns_per_s(ep, seconds)),
     ]
     for key, step in steps:
+        if key not in only:
+            continue
         try:
             value = step()
         except (m.MeasureError, OSError, ValueError, KeyError, subprocess.SubprocessError) as exc:
@@ -110,11 +122,11 @@ def run(paths: Sequence[str], seconds: float, samples: int, pings: int) -> dict[
             ep = endpoints[path]
             m.wait_reachable(ep)
             server = m.start_conn_server(ep)
-            stack.callback(_stop, server)
+            stack.callback(stop, server)
         for n in range(samples):
             for path in paths:
                 print(f"sample {n + 1}/{samples}: {path}", file=sys.stderr)
-                _sample(endpoints[path], seconds, pings, raw[path])
+                sample(endpoints[path], seconds, pings, raw[path])
     return {
         "date": started.isoformat(timespec="seconds"),
         "duration_s": round((datetime.datetime.now(datetime.UTC) - started).total_seconds()),
@@ -138,7 +150,7 @@ def compact(raw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _stop(proc: Any) -> None:
+def stop(proc: Any) -> None:
     proc.kill()
     proc.wait()
 
@@ -190,20 +202,27 @@ def _loads(loads: Sequence[float]) -> str:
     return "/".join(f"{x:.2f}" for x in loads)
 
 
-def section(report: dict[str, Any], json_path: Path) -> str:
+def run_lines(report: dict[str, Any]) -> list[str]:
+    """The bullets saying when, how and where a run was made (date, load, command, machine)."""
     mach = report["machine"]
+    return [
+        f"- date: {report['date']} ({report['duration_s']} s); load average (1, 5, 15 min)"
+        f" {_loads(report['load_average']['before'])} before,"
+        f" {_loads(report['load_average']['after'])} after",
+        f"- command: `{report['command']}`",
+        f"- machine: `{mach['uname']}`, CPU `{mach['cpu']}`, {mach['nproc']} cores,"
+        f" {mach['python']}",
+    ]
+
+
+def section(report: dict[str, Any], json_path: Path) -> str:
     errors = [f"- {p}: {e}" for p, s in report["paths"].items() for e in s.get("errors", [])]
     return "\n".join(
         [
             BEGIN,
             "### Issue 9 overlay run (`bench/overlay.py`, written by `--record`)",
             "",
-            f"- date: {report['date']} ({report['duration_s']} s); load average (1, 5, 15 min)"
-            f" {_loads(report['load_average']['before'])} before,"
-            f" {_loads(report['load_average']['after'])} after",
-            f"- command: `{report['command']}`",
-            f"- machine: `{mach['uname']}`, CPU `{mach['cpu']}`, {mach['nproc']} cores,"
-            f" {mach['python']}",
+            *run_lines(report),
             f"- {report['samples']} interleaved samples of {report['seconds']} s per metric"
             f" (medians); RTT over {report['pings']} pings 2 ms apart per sample; JSON:"
             f" `{json_path.as_posix()}`",
@@ -218,14 +237,19 @@ def section(report: dict[str, Any], json_path: Path) -> str:
 
 def record(report: dict[str, Any], json_path: Path, results_md: Path = RESULTS_MD) -> None:
     """Put this run's section into RESULTS.md, replacing an earlier run's."""
+    anchor = "## End to end: VM to VM across two compute nodes"
+    put_section(results_md, BEGIN, END, section(report, json_path), anchor)
+
+
+def put_section(results_md: Path, begin: str, end: str, new: str, anchor: str) -> None:
+    """Replace what is between the markers `begin` and `end` (both included in `new`) with
+    `new`; without them, put `new` before the line `anchor`, or at the end without it."""
     text = results_md.read_text()
-    new = section(report, json_path)
-    if BEGIN in text and END in text:
-        head, _, rest = text.partition(BEGIN)
-        _, _, tail = rest.partition(END)
+    if begin in text and end in text:
+        head, _, rest = text.partition(begin)
+        _, _, tail = rest.partition(end)
         text = head + new + tail
     else:
-        anchor = "## End to end: VM to VM across two compute nodes"
         head, found, tail = text.partition(anchor)
         text = head + new + "\n\n" + found + tail if found else text + "\n" + new + "\n"
     results_md.write_text(text)
@@ -239,7 +263,7 @@ def _parse_paths(text: str) -> list[str]:
     return paths
 
 
-def _terminate(signum: int, frame: FrameType | None) -> None:
+def terminate(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")  # unwinds through every cleanup
 
 
@@ -255,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--record", action="store_true", help="write the table into RESULTS.md")
     args = parser.parse_args(argv)
     for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _terminate)
+        signal.signal(sig, terminate)
     try:
         report = run(args.paths, args.seconds, args.samples, args.pings)
     except KeyboardInterrupt as exc:

@@ -258,27 +258,36 @@ def topology(datapath: str, encaps: Sequence[str]) -> dict[str, Any]:
     return top
 
 
+def vm_endpoints(path: str, client: real.VmStatus, server: real.VmStatus) -> Endpoints:
+    """A path between two lab VMs: commands run through the lab's nsexec."""
+    return Endpoints(
+        path, client.netns, server.netns, (server.ip or "").split("/")[0], nsexec.command
+    )
+
+
+@contextmanager
+def lab_up(top: dict[str, Any]) -> Iterator[real.LabStatus]:
+    """The lab of topology `top` (a killed run's lab of that name is brought down first), its
+    status once up; `down` on exit, also when `up` fails half way."""
+    name = str(top["name"])
+    with tempfile.TemporaryDirectory(prefix=PREFIX) as tmp:
+        path = Path(tmp) / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(top, sort_keys=False))
+        real.down(name)
+        try:
+            yield real.up(path)
+        finally:
+            real.down(name)
+
+
 @contextmanager
 def openvpc_lab(datapath: str, encaps: Sequence[str]) -> Iterator[dict[str, Endpoints]]:
     """A lab with this datapath, paths named "<datapath>-<encap>"; `down` on exit."""
-    name = lab_name(datapath)
-    with tempfile.TemporaryDirectory(prefix="ovbench-") as tmp:
-        path = Path(tmp) / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(topology(datapath, encaps), sort_keys=False))
-        real.down(name)
-        try:
-            st = real.up(path)
-            vms = {vm.name: vm for vm in st.vms}
-            found = {}
-            for encap in encaps:
-                a, b = vms[f"{VM_PREFIX[encap]}1"], vms[f"{VM_PREFIX[encap]}2"]
-                found[f"{datapath}-{encap}"] = Endpoints(
-                    f"{datapath}-{encap}",
-                    a.netns,
-                    b.netns,
-                    (b.ip or "").split("/")[0],
-                    nsexec.command,
-                )
-            yield found
-        finally:
-            real.down(name)
+    with lab_up(topology(datapath, encaps)) as st:
+        vms = {vm.name: vm for vm in st.vms}
+        yield {
+            f"{datapath}-{encap}": vm_endpoints(
+                f"{datapath}-{encap}", vms[f"{VM_PREFIX[encap]}1"], vms[f"{VM_PREFIX[encap]}2"]
+            )
+            for encap in encaps
+        }

@@ -625,16 +625,26 @@ def test_a_denied_flow_is_a_drop_entry_until_it_ages(fastpath: Fastpath) -> None
         ((_, value),) = fastpath.obj.map(L.MAP_FLOWS).items()
         assert L.Flow.unpack(value).packets == n  # every packet counts on the entry
     assert fastpath.made(VRF) == 1
-    # the other direction's allowed flow turns that DROP into its reverse: the slow path does
-    back = eth(GW, M2, ported(PROTO_UDP, "10.0.0.6", "10.0.0.5", 2, 1))
+    # the other direction's allowed flow turns that DROP into its reverse, counters kept, as
+    # FlowTable.install does (only the new entry counts against the room)
     t.vifs[VM1].security = PortSecurity(ingress=(sg(ANY, ALL, "0.0.0.0/0", "sg-a/sgr-in"),))
+    back = eth(GW, M2, ported(PROTO_UDP, "10.0.0.6", "10.0.0.5", 2, 1))
+    got, made = decided(fastpath, t, "vif_in", back, VM2)  # fresh maps: nothing to turn
+    assert got is not None and got.kind == "TX" and len(made) == 2
     fastpath.load(t)
+    denied = (VRF, PROTO_UDP, ip("10.0.0.5"), ip("10.0.0.6"), 1, 2)
     fastpath.obj.map(L.MAP_FLOWS).update(
-        encode_flow_key((VRF, PROTO_UDP, ip("10.0.0.5"), ip("10.0.0.6"), 1, 2)),
-        L.Flow(0, 0, 1, L.ZERO4, L.ZERO4, 0, 0, L.FlowActionKind.DROP, 0).pack(),
+        encode_flow_key(denied),
+        L.Flow(5, 500, 1, L.ZERO4, L.ZERO4, 0, 0, L.FlowActionKind.DROP, 0, 1).pack(),
     )
     got = fastpath.run("vif_in", back, "vm2")
-    assert got is not None and got.kind == "SLOW" and got.verdict.reason == L.SlowReason.FLOW
+    assert got is not None and got.kind == "TX"
+    raw = fastpath.obj.map(L.MAP_FLOWS).lookup(encode_flow_key(denied))
+    assert raw is not None
+    turned = L.Flow.unpack(raw)
+    assert (turned.action, turned.packets) == (L.FlowActionKind.FORWARD, 5)
+    assert fastpath.names.name(turned.by) == "sg-b/sgr-all"
+    assert fastpath.made(VRF) == 1
 
 
 def test_rules_beyond_what_the_map_holds_go_up(fastpath: Fastpath) -> None:

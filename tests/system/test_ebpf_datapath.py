@@ -184,3 +184,33 @@ def test_a_ports_changed_rules_forget_the_denied_flows_the_fast_path_made(node: 
             assert set(flows.keys()) == {encode_flow_key(other)}
         finally:
             dp.close()
+
+
+def test_a_drop_the_fast_path_turned_into_a_reverse_is_taken_over(node: str) -> None:
+    with netns.inside(node):
+        link = fabric_link("fabric0")
+        tables = _tables(link.ip, link.mac, link.mtu)
+        dp = EbpfDatapath(link, 1024)
+        try:
+            dp.start(tables)
+            flows = dp.maps[L.MAP_FLOWS]
+            denied = L.Flow(1, 60, 1, L.ZERO4, L.ZERO4, 0, 0, L.FlowActionKind.DROP, 0)
+            flows.update(encode_flow_key(REVERSE), denied._replace(by=L.BY_INGRESS_NO_RULE).pack())
+            dp.fold_flows(tables)
+            back = tables.flows.lookup(REVERSE)
+            assert back is not None and back.action is FlowAction.DROP
+            assert tables.flows.denied == {KEY[0]: {REVERSE}}
+            # the other direction is allowed: flow_make adds it and turns the DROP into its
+            # reverse in place (counters kept)
+            by = dp.names.by("sg-1/sgr-1")
+            allowed = denied._replace(action=L.FlowActionKind.FORWARD, by=by)
+            flows.update(encode_flow_key(KEY), allowed.pack())
+            flows.update(encode_flow_key(REVERSE), allowed._replace(packets=2, nbytes=120).pack())
+            dp.fold_flows(tables)
+            flow = tables.flows.lookup(KEY)
+            assert flow is not None and (flow.action, flow.reverse) == (FlowAction.FORWARD, REVERSE)
+            assert (back.action, back.reverse, back.by) == (FlowAction.FORWARD, KEY, "sg-1/sgr-1")
+            assert back.packets == 2 and tables.flows.denied == {}
+            assert tables.flows.dirty == set()  # nothing to mirror back
+        finally:
+            dp.close()

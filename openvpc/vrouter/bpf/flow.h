@@ -73,7 +73,7 @@ NOINLINE int flow_make(struct pkt *p, struct flow_key *key, __u32 nh_id)
 		.proto = key->proto,
 	};
 	struct flow f = { .action = FLOW_FORWARD, .last_used = bpf_ktime_get_ns() };
-	struct flow *rf;
+	struct flow *rf = NULL;
 	__u64 wanted = (rkey.src == key->src && rkey.sport == key->sport) ? 1 : 2;
 	__u32 all = FLOW_ROOM_ALL, vrf = key->vrf, by = BY_NONE;
 	long err;
@@ -89,12 +89,14 @@ NOINLINE int flow_make(struct pkt *p, struct flow_key *key, __u32 nh_id)
 		wanted = 1;
 	}
 	f.by = by;
-	/* an existing reverse entry that is not FORWARD (a DROP of the other direction) becomes
-	 * one in FlowTable.install, counters kept: the slow path rewrites it */
+	/* FlowTable.install admits only the entries it adds, and turns an existing reverse (a
+	 * DROP of the other direction, say) into this flow's, counters kept */
 	if (wanted == 2) {
 		rf = bpf_map_lookup_elem(&ov_flows, &rkey);
-		if (rf && rf->action != FLOW_FORWARD)
-			return send_up(p, SLOW_FLOW);
+		if (rf && rf->action != FLOW_FORWARD && rf->action != FLOW_DROP)
+			return send_up(p, SLOW_FLOW); /* NAT: the slow path rewrites it */
+		if (rf)
+			wanted = 1;
 	}
 	if (!room_for(all, wanted))
 		return drop(p, DROP_FLOW_TABLE_FULL);
@@ -105,7 +107,10 @@ NOINLINE int flow_make(struct pkt *p, struct flow_key *key, __u32 nh_id)
 		return CONTINUE; /* another CPU made it first */
 	if (err)
 		return drop(p, DROP_FLOW_TABLE_FULL);
-	if (wanted == 2) {
+	if (rf) {
+		rf->action = FLOW_FORWARD; /* the slow path takes it over at its next fold */
+		rf->by = by;
+	} else if (wanted == 2) {
 		err = bpf_map_update_elem(&ov_flows, &rkey, &f, BPF_NOEXIST);
 		if (err == -EEXIST_)
 			wanted = 1;

@@ -200,18 +200,21 @@ class EbpfDatapath:
                 continue
             packets, nbytes, last_ns = _COUNTERS.unpack_from(value, 0)
             flow = flows.lookup(key)
+            action = _ACTIONS.get(value[_ACTION_AT])
+            by_id = L.U32.unpack_from(value, _BY_AT)[0]
+            vrf, proto, src, dst, sport, dport = key
+            reverse = (vrf, proto, dst, src, dport, sport)
             if flow is None:
-                action = _ACTIONS.get(value[_ACTION_AT])
                 if action is None:
                     continue
-                vrf, proto, src, dst, sport, dport = key
-                reverse = None
-                if action is FlowAction.FORWARD:
-                    reverse = (vrf, proto, dst, src, dport, sport)
-                by = self.names.name(L.U32.unpack_from(value, _BY_AT)[0])
-                flow = flows.adopt(key, action, last_ns * _NS, reverse, by)
+                by = self.names.name(by_id)
+                flow = flows.adopt(key, action, last_ns * _NS, _reverse(action, reverse), by)
                 before = (0, 0)
             else:
+                if action is FlowAction.FORWARD and flow.action in _REWRITTEN:
+                    by = self.names.name(by_id)
+                    if (flow.action, flow.by) != (action, by):  # flow_make's rewrite
+                        flows.take_verdict(flow, action, reverse, by)
                 before = self.folded.get(key, (packets, nbytes))
             if packets == before[0]:
                 self.folded.setdefault(key, before)
@@ -300,6 +303,14 @@ _MAPS = (
     L.MAP_VIF_STATS,
     L.MAP_SLOW,
 )
+
+
+_REWRITTEN = (FlowAction.FORWARD, FlowAction.DROP)  # what flow_make may turn into a reverse
+
+
+def _reverse(action: FlowAction, reverse: FlowKey) -> FlowKey | None:
+    """A FORWARD flow the fast path made has its reverse; a DROP stands alone."""
+    return reverse if action is FlowAction.FORWARD else None
 
 
 def rules_changed(before: dict[bytes, bytes], after: dict[bytes, bytes]) -> set[int]:

@@ -85,6 +85,7 @@ def encode_tables(
     the rule set and `by` ids so far (the shell keeps them across syncs; it learns the sets
     used now)."""
     names = Names() if names is None else names
+    names.begin()
     image: MapImage = {name: {} for name in TABLE_MAPS}
     for vif in tables.vifs.values():
         if vif.kind is VifKind.AGENT:

@@ -141,6 +141,10 @@ class Names:
 
         return self._set((acl, inbound), make)
 
+    def begin(self) -> None:
+        """A new encode starts: what an encode that failed half way used is not used."""
+        self._used = {}
+
     def take_entries(self) -> dict[bytes, bytes]:
         """Every entry of the sets used since the last call (the ov_rules image); the sets
         no longer used are forgotten (their content gets a new id if it comes back)."""

@@ -22,7 +22,7 @@ from openvpc.model.rules import (
     sg_verdict,
 )
 from openvpc.vrouter.ebpf import layout as L
-from openvpc.vrouter.ebpf.encode import encode_flow, encode_tables
+from openvpc.vrouter.ebpf.encode import encode_flow, encode_tables, rules_changed
 from openvpc.vrouter.ebpf.rulesets import Names
 from openvpc.vrouter.flow import Flow, FlowAction
 from openvpc.vrouter.tables import Fabric, Tables, Vif, VifKind
@@ -229,3 +229,25 @@ def test_by_ids_round_trip() -> None:
     entry = encode_flow(Flow(key, FlowAction.DROP, 0, 0, by="sg-9/sgr-9"), names)
     assert entry is not None
     assert names.name(L.Flow.unpack(entry[1]).by) == "sg-9/sgr-9"
+
+
+def test_the_vrfs_of_ports_whose_rules_changed() -> None:
+    web = PortSecurity(ingress=(SgRule(PROTO_TCP, 80, 80, "0.0.0.0/0", "sg-1/sgr-1"),))
+    acl = NetworkAclConfig("acl-1", "10.1.2.0/24")
+    names = Names()
+    before = encode_tables(_tables(web, None, acl=acl), {}, 0, 0, names)[L.MAP_VIFS]
+    same = encode_tables(_tables(web, None, acl=acl), {}, 0, 0, names)[L.MAP_VIFS]
+    assert rules_changed(before, same) == set()
+    changed = _tables(PortSecurity(), None, acl=acl)
+    after = encode_tables(changed, {}, 0, 0, names)[L.MAP_VIFS]
+    assert rules_changed(before, after) == {1}
+    other_acl = NetworkAclConfig("acl-1", "10.1.0.0/16")  # the same entries, another subnet
+    after = encode_tables(_tables(web, None, acl=other_acl), {}, 0, 0, names)[L.MAP_VIFS]
+    assert rules_changed(before, after) == {1}
+    # (a set unused for one encode gets a new id when it comes back: a change, as it was)
+    before = encode_tables(_tables(web, None, acl=acl), {}, 0, 0, names)[L.MAP_VIFS]
+    fewer = _tables(web, acl=acl)  # a port that goes is not a port whose rules changed
+    assert rules_changed(before, encode_tables(fewer, {}, 0, 0, names)[L.MAP_VIFS]) == set()
+    moved = _tables(web, None, acl=acl)
+    moved.vifs[10].mtu = 1400  # another change of the port: its rules stay
+    assert rules_changed(before, encode_tables(moved, {}, 0, 0, names)[L.MAP_VIFS]) == set()

@@ -22,6 +22,7 @@ from openvpc.vrouter.ebpf.encode import (
     encode_flow_key,
     encode_tables,
     flow_rooms,
+    rules_changed,
 )
 from openvpc.vrouter.ebpf.layout import SlowReason
 from openvpc.vrouter.ebpf.libbpf import BpfMap, BpfObject, TcxLink
@@ -289,7 +290,6 @@ _VIF_COUNTERS = tuple(L.VIF_STATS.offsets)  # rx_packets ... drops, as VifStats 
 _COUNTERS = struct.Struct("=QQQ")  # packets, bytes, last_used: the head of struct flow
 _ACTION_AT, _FLAGS_AT = L.FLOW.offsets["action"], L.FLOW.offsets["tcp_flags"]
 _BY_AT = L.FLOW.offsets["by"]
-_RULE_FIELDS = ("sg_ingress", "sg_egress", "acl_inbound", "acl_outbound", "acl_net", "acl_mask")
 _ACTIONS: dict[int, FlowAction] = {
     L.FlowActionKind.FORWARD: FlowAction.FORWARD,
     L.FlowActionKind.DROP: FlowAction.DROP,
@@ -311,22 +311,6 @@ _REWRITTEN = (FlowAction.FORWARD, FlowAction.DROP)  # what flow_make may turn in
 def _reverse(action: FlowAction, reverse: FlowKey) -> FlowKey | None:
     """A FORWARD flow the fast path made has its reverse; a DROP stands alone."""
     return reverse if action is FlowAction.FORWARD else None
-
-
-def rules_changed(before: dict[bytes, bytes], after: dict[bytes, bytes]) -> set[int]:
-    """The VRFs (as they were) of the VM vifs whose compiled rules differ between two ov_vifs
-    images: program.py forgets their denied flows when a port's rules change."""
-    vrfs: set[int] = set()
-    for key, old_raw in before.items():
-        new_raw = after.get(key)
-        if new_raw is None or new_raw == old_raw:
-            continue
-        old, new = L.Vif.unpack(old_raw), L.Vif.unpack(new_raw)
-        if old.kind != L.VifKind.VM or new.kind != L.VifKind.VM:
-            continue
-        if any(getattr(old, f) != getattr(new, f) for f in _RULE_FIELDS):
-            vrfs.add(old.vrf)
-    return vrfs
 
 
 def _percpu_sums(m: BpfMap, ids: Iterable[int]) -> dict[int, int]:

@@ -296,6 +296,25 @@ def encode_flow(flow: Flow, names: Names | None = None) -> tuple[bytes, bytes] |
     return encode_flow_key(flow.key), value.pack()
 
 
+_RULE_FIELDS = ("sg_ingress", "sg_egress", "acl_inbound", "acl_outbound", "acl_net", "acl_mask")
+
+
+def rules_changed(before: dict[bytes, bytes], after: dict[bytes, bytes]) -> set[int]:
+    """The VRFs (as they were) of the VM vifs whose compiled rules differ between two ov_vifs
+    images: program.py forgets their denied flows when a port's rules change."""
+    vrfs: set[int] = set()
+    for key, old_raw in before.items():
+        new_raw = after.get(key)
+        if new_raw is None or new_raw == old_raw:
+            continue
+        old, new = L.Vif.unpack(old_raw), L.Vif.unpack(new_raw)
+        if old.kind != L.VifKind.VM or new.kind != L.VifKind.VM:
+            continue
+        if any(getattr(old, f) != getattr(new, f) for f in _RULE_FIELDS):
+            vrfs.add(old.vrf)
+    return vrfs
+
+
 def diff_images(old: MapImage, new: MapImage) -> dict[str, MapDiff]:
     """Per map, the entries to write (new or changed) and the keys to delete. An ARRAY
     map's slot cannot be deleted: it is overwritten with zeros (VIF_NONE for a vif)."""

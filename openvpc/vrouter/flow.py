@@ -187,6 +187,15 @@ class FlowTable:
         self._mark_denied(key, action)
         return flow
 
+    def take_verdict(
+        self, flow: Flow, action: FlowAction, reverse: FlowKey | None, by: str
+    ) -> None:
+        """The fast path rewrote a flow this table knows, as `install` rewrites an existing
+        reverse (a DROP of the other direction allowed now): take its verdict over, without
+        mirroring it back."""
+        flow.action, flow.reverse, flow.by = action, reverse, by
+        self._mark_denied(flow.key, action)
+
     def _mark_denied(self, key: FlowKey, action: FlowAction) -> None:
         if action is FlowAction.DROP:
             self.denied.setdefault(key[0], set()).add(key)

@@ -79,11 +79,15 @@ class Generator:
         self.senders = [vm for vm in scenario.vms if vm.attached]
         self.routers = [v for v in self.senders if _MODE[v.vrf] != "l2"]
         self.bridgers = [v for v in self.senders if _MODE[v.vrf] != "l3"]
+        # the VRFs whose vRouter-decided ports have security groups or a network ACL
+        self.ruled_vrfs = sorted({v.vrf for v in scenario.vms if v.ruled})
+        self.ruled_routers = [v for v in self.routers if v.vrf in self.ruled_vrfs]
         self._targets: dict[tuple[int, bool], list[Target]] = {}
         self.flows = {key for key, _ in scenario.flows}
         self.nat_flows = {key for key, action in scenario.flows if action is FlowAction.NAT}
         self.classes: list[tuple[Callable[[], Frame], int]] = [
             (self.vm_routed, 30),
+            (self.vm_ruled, 6),
             (self.vm_bridged, 10),
             (self.vm_gateway, 6),
             (self.vm_arp, 10),
@@ -91,6 +95,7 @@ class Generator:
             (self.vm_special, 8),
             (self.vm_oversize, 2),
             (self.fabric_decap, 15),
+            (self.fabric_ruled, 4),
             (self.fabric_other, 5),
             (self.malformed, 13),
         ]
@@ -181,7 +186,24 @@ class Generator:
         vm = self.r.choice(self.routers)
         t = self.r.choice(self.targets(vm.vrf, routed=True))
         assert t.ip is not None
-        proto, sport, dport, installed = self.tuple_for(vm, t.ip)
+        return self._routed(vm, t, *self.tuple_for(vm, t.ip))
+
+    def vm_ruled(self) -> Frame:
+        """New TCP and UDP flows between ports with rules and anything, on the ports the rules
+        and ACL entries name and next to them."""
+        vm = self.r.choice(self.ruled_routers)
+        t = self.r.choice(self.targets(vm.vrf, routed=True))
+        assert t.ip is not None
+        proto = self.r.choice((PROTO_UDP, PROTO_TCP))
+        sport = self.r.choice(_RULE_SPORTS)
+        dport = self.r.choice(_RULE_DPORTS)
+        installed = (vm.vrf, proto, vm.ip, t.ip, sport, dport) in self.flows
+        return self._routed(vm, t, proto, sport, dport, installed)
+
+    def _routed(
+        self, vm: Vm, t: Target, proto: int, sport: int, dport: int, installed: bool
+    ) -> Frame:
+        assert t.ip is not None
         l4 = self.l4(vm.ip, t.ip, proto, sport, dport, self.payload())
         packet = self.ip(vm.ip, t.ip, proto, l4, ttl=self.r.choice((64, 64, 2, 1)))
         frame = self.pad(eth(VROUTER_MAC, vm.mac, ETH_P_IP, packet))
@@ -189,11 +211,13 @@ class Generator:
         to_self = t.vm is vm
         needs_flow = vm.policy or (t.vm is not None and t.vm.policy)
         made = needs_flow and not _agent_decides(vm, t.vm)  # the fast path makes TCP/UDP flows
+        ruled = made and (vm.ruled or (t.vm is not None and t.vm.ruled))
+        overflow = made and t.vm is not None and vm.ip in t.vm.overflow
         must = (
             t.fast
             and not to_self
             and not ttl1
-            and (installed or not needs_flow or (made and proto != PROTO_ICMP))
+            and (installed or not needs_flow or (made and proto != PROTO_ICMP and not overflow))
             and self.fits(t, len(packet), False)
         )
         nat = (vm.vrf, proto, vm.ip, t.ip, sport, dport) in self.nat_flows
@@ -204,7 +228,10 @@ class Generator:
         elif installed:
             cls = f"vm_routed_flow_{t.kind}"
         elif needs_flow:
-            cls = f"vm_routed_flow_{'made' if made else 'miss'}_{t.kind}"
+            how = "made" if made else "miss"
+            how += "_ruled" if ruled else ""
+            how += "_overflow" if overflow else ""
+            cls = f"vm_routed_flow_{how}_{t.kind}"
         else:
             cls = f"vm_routed_{t.kind}"
         return Frame(cls + ("_ttl1" if ttl1 else ""), VIF, vm.vif, frame, must)
@@ -374,10 +401,24 @@ class Generator:
                             ident=self.r.getrandbits(16))  # fmt: skip
         return eth(FABRIC_MAC, node_mac, ETH_P_IP, packet)
 
-    def fabric_decap(self) -> Frame:
+    def fabric_ruled(self) -> Frame:
+        """New flows from remote addresses into ports with rules, on the ports they name."""
+        vrf = self.r.choice(self.ruled_vrfs)
+        encap = self.r.choice([e for e in ENCAPS if e != "vlan" or _VLAN[vrf] is not None])
+        ports = (self.r.choice((PROTO_UDP, PROTO_TCP)), self.r.choice((*_RULE_SPORTS, 33000)))
+        return self.fabric_decap(encap, vrf, (*ports, self.r.choice(_RULE_DPORTS)))
+
+    def fabric_decap(
+        self,
+        encap: str | None = None,
+        vrf: int | None = None,
+        ruled: tuple[int, int, int] | None = None,
+    ) -> Frame:
         """An overlay frame from a remote node to a local VM (or a gateway, or elsewhere)."""
-        encap = self.r.choice(ENCAPS)
-        vrf = self.r.choice([s[0] for s in VRF_SPECS if encap != "vlan" or s[3] is not None])
+        if encap is None:
+            encap = self.r.choice(ENCAPS)
+        if vrf is None:
+            vrf = self.r.choice([s[0] for s in VRF_SPECS if encap != "vlan" or s[3] is not None])
         mode = _MODE[vrf]
         vm = self.r.choice([v for v in self.s.vms if v.vrf == vrf])
         remote = self.r.choice([t for t in self.s.targets if t.vrf == vrf and t.kind in ENCAPS])
@@ -385,7 +426,10 @@ class Generator:
         remote_mac = remote.mac or _OTHER_MAC
         proto = self.r.choice((PROTO_UDP, PROTO_TCP, PROTO_ICMP))
         installed = False
-        if vm.policy and self.r.random() < 0.6:
+        if ruled is not None:
+            proto, sport, dport = ruled
+            installed = (vrf, proto, src_ip, vm.ip, sport, dport) in self.flows
+        elif vm.policy and self.r.random() < 0.6:
             # the reverse of an installed flow: remote -> VM
             proto, sport, dport = self.r.choice(((PROTO_UDP, 53, 40000), (PROTO_TCP, 80, 40001)))
             installed = (vrf, proto, src_ip, vm.ip, sport, dport) in self.flows
@@ -426,6 +470,7 @@ class Generator:
             and len(packet) <= vm.mtu
         )
         cls = f"fabric_{encap}_{kind}" + ("_l2" if l2_inside else "") + ("_made" if made else "")
+        cls += "_ruled" if made and vm.ruled else ""
         return Frame(cls, FABRIC, 0, frame, must)
 
     def fabric_other(self) -> Frame:
@@ -550,6 +595,11 @@ class Generator:
         if ethertype == ETH_P_8021Q and frame[16:18] == b"\x08\x00":
             return 18
         return None
+
+
+# ports around what the scenario's rules and ACL entries name (equiv_scenario.WEB, ACL_1, ...)
+_RULE_DPORTS = (22, 53, 80, 443, 445, 451, 5001, 7000, 7059, 8080, 9999, 10000, 40000)
+_RULE_SPORTS = (53, 80, 1000, 1023, 1024, 32767, 32768, 50000, 65535)
 
 
 def _shortest(frame: bytes) -> int:

@@ -16,9 +16,16 @@ from openvpc.lab import netns
 from openvpc.model.forwarding import AGENT_VIF, FABRIC_VIF, FlowKey
 from openvpc.vrouter.ebpf import layout as L
 from openvpc.vrouter.ebpf.drops import DROP_COUNT, drop_name
-from openvpc.vrouter.ebpf.encode import Device, encode_flow, encode_tables, flow_rooms
+from openvpc.vrouter.ebpf.encode import (
+    Device,
+    decode_flow_key,
+    encode_flow,
+    encode_tables,
+    flow_rooms,
+)
 from openvpc.vrouter.ebpf.libbpf import BpfObject
 from openvpc.vrouter.ebpf.objects import datapath_object
+from openvpc.vrouter.ebpf.rulesets import Names
 from openvpc.vrouter.flow import Flow
 from openvpc.vrouter.pipeline import process
 
@@ -119,14 +126,17 @@ class BpfSide:
 
     def __init__(self, obj: BpfObject, scenario: Scenario, net: Net) -> None:
         self.obj = obj
-        image = encode_tables(scenario.tables, net.devices, net.pkt0_ifindex, net.fabric_ifindex)
+        self.names = Names()
+        image = encode_tables(
+            scenario.tables, net.devices, net.pkt0_ifindex, net.fabric_ifindex, self.names
+        )
         for name, entries in image.items():
             m = obj.map(name)
             for key, value in entries.items():
                 m.update(key, value)
         flows = obj.map(L.MAP_FLOWS)
         for flow in scenario.tables.flows.flows.values():
-            entry = encode_flow(flow)
+            entry = encode_flow(flow, self.names)
             if entry is not None:
                 flows.update(*entry)
         rooms = obj.map(L.MAP_FLOW_ROOM)
@@ -194,6 +204,14 @@ class BpfSide:
         for key, value in self.obj.map(L.MAP_FLOWS).items():
             flow = L.Flow.unpack(value)
             out[key] = (flow.packets, flow.nbytes)
+        return out
+
+    def flow_verdicts(self) -> dict[FlowKey, tuple[int, str]]:
+        """Every ov_flows entry's action and what decided it, as strings."""
+        out = {}
+        for key, value in self.obj.map(L.MAP_FLOWS).items():
+            flow = L.Flow.unpack(value)
+            out[decode_flow_key(key)] = (flow.action, self.names.name(flow.by))
         return out
 
 

@@ -13,6 +13,7 @@ from openvpc.model.nodeconfig import (
     VrfConfig,
     VrouterObject,
 )
+from openvpc.model.rules import ANY, AclEntry, NetworkAclConfig, PortSecurity, SgRule
 from openvpc.packet.ethernet import BROADCAST
 from openvpc.packet.ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP, ip_to_bytes
 from openvpc.vrouter.flow import FlowAction
@@ -77,6 +78,15 @@ class Vm:
     source_check: bool = True
     allowed_ips: tuple[bytes, ...] = ()
     attached: bool = True
+    security: PortSecurity | None = None  # its security groups' rules (RULES)
+    acl: NetworkAclConfig | None = None  # its subnet's network ACL
+    # remote addresses whose new flows to or from it have more applicable rules than the fast
+    # path holds (they go up)
+    overflow: frozenset[bytes] = frozenset()
+
+    @property
+    def ruled(self) -> bool:
+        return self.security is not None or self.acl is not None
 
 
 @dataclass(frozen=True)
@@ -131,7 +141,67 @@ def _vms() -> list[Vm]:
     vms.append(
         Vm(15, 1, _ip("10.1.1.9"), bytes.fromhex("02000000010f"), _ip("10.1.1.1"), attached=False)
     )
+    # rules on the vRouter-decided VMs of VRFs 1 and 5 and on their neighbours
+    vms[0] = dataclasses.replace(vms[0], security=WEB, acl=ACL_1)
+    vms[1] = dataclasses.replace(vms[1], security=DB, acl=ACL_1)
+    vms[8] = dataclasses.replace(vms[8], security=CROWDED, overflow=frozenset({_ip("10.5.1.6")}))
+    vms[9] = dataclasses.replace(vms[9], security=PortSecurity(egress=EVERYWHERE))
     return vms
+
+
+def _sg(proto: int, ports: tuple[int, int], cidr: str, ref: str) -> SgRule:
+    return SgRule(proto, ports[0], ports[1], cidr, ref)
+
+
+_ALL = (-1, -1)
+EVERYWHERE = (_sg(ANY, _ALL, "0.0.0.0/0", "sg-all/sgr-out"),)
+# VRF 1: the web VM (10.1.1.5) and the database VM (10.1.1.6); the db group's members are
+# 10.1.1.6 and 10.1.2.5, expanded to /32s as a referenced group is
+WEB = PortSecurity(
+    ingress=(
+        _sg(PROTO_TCP, (80, 80), "10.1.3.0/24", "sg-web/sgr-http"),
+        _sg(PROTO_TCP, (8080, 8080), "10.1.3.12/32", "sg-web/sgr-alt"),
+        _sg(PROTO_UDP, _ALL, "10.1.0.0/16", "sg-web/sgr-udp"),
+        _sg(PROTO_ICMP, _ALL, "0.0.0.0/0", "sg-web/sgr-icmp"),
+    ),
+    egress=(
+        _sg(PROTO_TCP, (80, 80), "10.1.1.6/32", "sg-web/sgr-db1"),
+        _sg(PROTO_TCP, (80, 80), "10.1.2.5/32", "sg-web/sgr-db2"),
+        _sg(PROTO_TCP, (440, 450), "10.1.0.0/16", "sg-web/sgr-tls"),
+        _sg(PROTO_UDP, (53, 53), "10.1.3.0/24", "sg-web/sgr-dns"),
+        _sg(PROTO_UDP, (5001, 9999), "0.0.0.0/0", "sg-web/sgr-hi"),
+        _sg(PROTO_TCP, (22, 22), "10.1.3.11/32", "sg-web/sgr-ssh"),
+    ),
+)
+DB = PortSecurity(
+    ingress=(_sg(PROTO_TCP, (80, 80), "10.1.1.5/32", "sg-db/sgr-web"),),
+    egress=EVERYWHERE,
+)
+ACL_1 = NetworkAclConfig(
+    "acl-1",
+    "10.1.1.0/24",
+    ingress=(
+        AclEntry(100, PROTO_UDP, -1, -1, "10.1.3.13/32", False),
+        AclEntry(110, PROTO_TCP, 32768, 65535, "10.1.3.14/32", False),  # no replies from .14
+        AclEntry(200, ANY, -1, -1, "0.0.0.0/0", True),
+        AclEntry(32767, ANY, -1, -1, "0.0.0.0/0", False),
+    ),
+    egress=(
+        AclEntry(90, PROTO_TCP, 443, 443, "10.1.3.12/32", False),  # deny before allow
+        AclEntry(95, PROTO_TCP, 1024, 65535, "10.1.3.11/32", False),  # ephemeral ports out
+        AclEntry(100, ANY, -1, -1, "0.0.0.0/0", True),
+        AclEntry(32767, ANY, -1, -1, "0.0.0.0/0", False),
+    ),
+)
+# VRF 5: more rules apply to one neighbour than the fast path holds
+CROWDED = PortSecurity(
+    ingress=(
+        *(_sg(PROTO_TCP, (p, p), "10.5.1.6/32", f"sg-many/sgr-{p}") for p in range(7000, 7060)),
+        _sg(PROTO_TCP, (80, 80), "0.0.0.0/0", "sg-many/sgr-http"),
+        _sg(PROTO_UDP, _ALL, "10.5.0.0/16", "sg-many/sgr-udp"),
+    ),
+    egress=EVERYWHERE,
+)
 
 
 def _port(vm: Vm) -> PortConfig:
@@ -155,6 +225,8 @@ def _port(vm: Vm) -> PortConfig:
         agent_decides=vm.agent_decides,
         source_check=vm.source_check,
         allowed_ips=tuple(".".join(str(b) for b in a) for a in vm.allowed_ips),
+        security_groups=vm.security,
+        network_acl=vm.acl,
     )
 
 

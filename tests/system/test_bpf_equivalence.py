@@ -31,7 +31,7 @@ from equiv_harness import (
 from equiv_scenario import NOW, build
 
 from openvpc.lab import netns
-from openvpc.model.forwarding import AGENT_VIF
+from openvpc.model.forwarding import AGENT_VIF, FlowKey
 from openvpc.packet.ethernet import BROADCAST, ETH_P_IP
 from openvpc.packet.ipv4 import PROTO_UDP, build_ipv4
 from openvpc.packet.l4 import build_udp
@@ -39,6 +39,7 @@ from openvpc.vrouter.drops import Drop
 from openvpc.vrouter.ebpf import layout as L
 from openvpc.vrouter.ebpf.drops import drop_id
 from openvpc.vrouter.ebpf.encode import encode_flow_key
+from openvpc.vrouter.flow import FlowAction
 from openvpc.vrouter.limits import NodeLimits
 from openvpc.vrouter.punt import Punt, build_punt
 
@@ -53,6 +54,14 @@ BULK_LIMITS = NodeLimits(
 )
 
 
+_ACTION = {
+    FlowAction.FORWARD: L.FlowActionKind.FORWARD,
+    FlowAction.DROP: L.FlowActionKind.DROP,
+    FlowAction.NAT: L.FlowActionKind.NAT,
+    FlowAction.HOLD: 0,
+}
+
+
 @dataclass
 class Run:
     tally: Tally
@@ -60,6 +69,8 @@ class Run:
     bpf_stats: dict[int, tuple[int, ...]]
     bpf_slow: Counter[str]
     bpf_flows: dict[bytes, tuple[int, int]]
+    bpf_verdicts: dict[FlowKey, tuple[int, str]]
+    py_verdicts: dict[FlowKey, tuple[int, str]]
     seconds: float
 
 
@@ -86,6 +97,8 @@ def bulk() -> Iterator[Run]:
                 bpf.vif_stats(vifs),
                 bpf.slow(),
                 bpf.flow_packets(),
+                bpf.flow_verdicts(),
+                {k: (_ACTION[f.action], f.by) for k, f in scenario.tables.flows.flows.items()},
                 time.monotonic() - start,
             )
         finally:
@@ -165,6 +178,23 @@ def test_flow_counters_move_as_in_python(bulk: Run) -> None:
         if packets and raw not in python_keys:
             wrong.append(f"{L.FlowKey.unpack(raw)}: bpf {packets} packets, python none")
     assert not wrong, "flow packet counters:\n" + "\n".join(wrong[:30])
+
+
+def test_flows_made_carry_pythons_verdict(bulk: Run) -> None:
+    """Every flow the fast path made (security groups and ACLs decided it) is the flow Python
+    made for the same packets: the same action, and the same rule or entry named as its
+    cause (the `by` id read back through encode's Names)."""
+    wrong = [
+        f"{key}: bpf {got}, python {bulk.py_verdicts.get(key)}"
+        for key, got in bulk.bpf_verdicts.items()
+        if bulk.py_verdicts.get(key) != got
+    ]
+    assert not wrong, "flow verdicts:\n" + "\n".join(wrong[:30])
+    ruled = {by for _, by in bulk.bpf_verdicts.values() if by}
+    assert any(by.startswith("acl-1/") for by in ruled), ruled
+    assert any(by.endswith("/replies") for by in ruled), ruled
+    assert any(by.startswith("sg-") for by in ruled), ruled
+    assert any("no security group rule" in by for by in ruled), ruled
 
 
 def test_punts_are_rate_limited_per_source() -> None:

@@ -12,13 +12,14 @@ import subprocess
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from openvpc.lab import netns
-from openvpc.model.forwarding import Encap, Mode
+from openvpc.model.forwarding import Encap, FlowKey, Mode
+from openvpc.model.rules import ANY, AclEntry, NetworkAclConfig, PortSecurity, SgRule
 from openvpc.packet.arp import build_arp
 from openvpc.packet.checksum import checksum
 from openvpc.packet.ethernet import BROADCAST, ETH_P_ARP, ETH_P_IP, build_ethernet
@@ -30,12 +31,14 @@ from openvpc.vrouter.ebpf.drops import DROP_NAMES
 from openvpc.vrouter.ebpf.encode import (
     TABLE_MAPS,
     Device,
+    decode_flow_key,
     encode_flow,
     encode_flow_key,
     encode_tables,
     flow_rooms,
 )
 from openvpc.vrouter.ebpf.libbpf import BpfObject
+from openvpc.vrouter.ebpf.rulesets import Names
 from openvpc.vrouter.encap import OuterTemplate
 from openvpc.vrouter.flow import FlowAction
 from openvpc.vrouter.nexthop import CompositeNH, EncapNH, L2ReceiveNH, ReceiveNH, TunnelNH
@@ -129,10 +132,13 @@ class Fastpath:
     obj: BpfObject
     ns: str
     ifindex: dict[str, int]
+    names: Names = field(default_factory=Names)
 
     def load(self, tables: Tables) -> None:
         devices = {VM1: Device(self.ifindex["vm1"], True), VM2: Device(self.ifindex["vm2"], True)}
-        image = encode_tables(tables, devices, self.ifindex["pkt0"], self.ifindex["fabric"])
+        image = encode_tables(
+            tables, devices, self.ifindex["pkt0"], self.ifindex["fabric"], self.names
+        )
         for name in (*TABLE_MAPS, L.MAP_FLOWS, L.MAP_PUNT_TOKENS, L.MAP_FLOW_ROOM, L.MAP_FLOW_MADE):
             m = self.obj.map(name)
             if name not in L.ARRAY_MAPS:
@@ -141,7 +147,7 @@ class Fastpath:
             for key, value in image.get(name, {}).items():
                 m.update(key, value)
         for flow in tables.flows.flows.values():
-            entry = encode_flow(flow)
+            entry = encode_flow(flow, self.names)
             if entry is not None:
                 self.obj.map(L.MAP_FLOWS).update(*entry)
         for vrf, room in flow_rooms(tables, {}).items():
@@ -483,3 +489,188 @@ def test_mutated_frames_agree(fastpath: Fastpath) -> None:
                     got = agree(fastpath, t, "fabric_in", mutate(rng, base), FABRIC)
                     kinds[got.kind if got else "refused"] += 1
     assert kinds["TX"] > 500 and kinds["DROP"] > 1000, kinds
+
+
+# -- security groups and network ACLs ---------------------------------------------------------
+_ACTIONS = {L.FlowActionKind.FORWARD: FlowAction.FORWARD, L.FlowActionKind.DROP: FlowAction.DROP}
+
+
+def ported(proto: int, src: str, dst: str, sport: int, dport: int, frag: bool = False) -> bytes:
+    """A TCP or UDP packet between two ports (a first fragment when `frag`)."""
+    head = struct.pack("!HH", sport, dport)
+    if proto == PROTO_TCP:
+        body = head + struct.pack("!IIBBHHH", 1, 0, 0x50, 0x02, 1000, 0, 0) + b"data"
+    else:
+        body = head + struct.pack("!HH", 12, 0) + b"data"
+    return build_ipv4(ip(src), ip(dst), proto, body, mf=frag)
+
+
+def sg(proto: int, ports: tuple[int, int], cidr: str, ref: str) -> SgRule:
+    return SgRule(proto, ports[0], ports[1], cidr, ref)
+
+
+def acl_entry(number: int, proto: int, ports: tuple[int, int], cidr: str, allow: bool) -> AclEntry:
+    return AclEntry(number, proto, ports[0], ports[1], cidr, allow)
+
+
+ALL = (-1, -1)
+VM1_SECURITY = PortSecurity(
+    ingress=(),  # nothing may open a flow into VM1
+    egress=(
+        sg(PROTO_TCP, (80, 80), "10.0.0.6/32", "sg-a/sgr-web"),
+        sg(PROTO_UDP, (1000, 2000), "10.0.0.0/24", "sg-a/sgr-udp"),
+        sg(PROTO_ICMP, ALL, "0.0.0.0/0", "sg-a/sgr-icmp"),
+        sg(PROTO_TCP, ALL, "10.1.0.0/16", "sg-a/sgr-remote"),
+    ),
+)
+VM1_ACL = NetworkAclConfig(
+    "acl-1",
+    "10.0.0.0/24",
+    ingress=(  # replies from 10.1.9.0/24 to ephemeral ports may not come back
+        acl_entry(100, PROTO_TCP, (1024, 65535), "10.1.9.0/24", False),
+        acl_entry(200, ANY, ALL, "0.0.0.0/0", True),
+        acl_entry(32767, ANY, ALL, "0.0.0.0/0", False),
+    ),
+    egress=(  # deny before allow
+        acl_entry(100, PROTO_TCP, (443, 443), "0.0.0.0/0", False),
+        acl_entry(200, ANY, ALL, "0.0.0.0/0", True),
+        acl_entry(32767, ANY, ALL, "0.0.0.0/0", False),
+    ),
+)
+VM2_SECURITY = PortSecurity(
+    ingress=(
+        sg(PROTO_TCP, (80, 80), "10.0.0.5/32", "sg-b/sgr-web"),
+        sg(PROTO_UDP, (1000, 1200), "10.0.0.0/24", "sg-b/sgr-udp"),
+    ),
+    egress=(sg(ANY, ALL, "0.0.0.0/0", "sg-b/sgr-all"),),
+)
+
+
+def ruled_tables() -> Tables:
+    t = make_tables(policy=True)
+    t.vifs[VM1].agent_decides = False
+    t.vifs[VM1].security, t.vifs[VM1].acl = VM1_SECURITY, VM1_ACL
+    t.vifs[VM2].security = VM2_SECURITY
+    return t
+
+
+def decided(
+    fp: Fastpath, tables: Tables, prog: str, frame: bytes, vif: int
+) -> tuple[Outcome | None, dict[FlowKey, tuple[FlowAction, str]]]:
+    """Run `frame` through both (agree) on a fresh load; the flows the fast path made, with
+    what decided them, must be Python's."""
+    fp.load(tables)
+    got = agree(fp, tables, prog, frame, vif)
+    py = copy.deepcopy(tables)
+    pipeline.process(py, frame, vif, 0.0)
+    python = {k: (f.action, f.by) for k, f in py.flows.flows.items()}
+    made = {}
+    for raw, value in fp.obj.map(L.MAP_FLOWS).items():
+        flow = L.Flow.unpack(value)
+        made[decode_flow_key(raw)] = (
+            _ACTIONS[L.FlowActionKind(flow.action)],
+            fp.names.name(flow.by),
+        )
+    if got is not None and got.kind != "SLOW":
+        assert made == python, (frame.hex(), made, python)
+    return got, made
+
+
+def test_rules_allow_and_deny_new_flows(fastpath: Fastpath) -> None:
+    t = ruled_tables()
+    fwd, deny = FlowAction.FORWARD, FlowAction.DROP
+    cases = [  # (proto, destination, sport, dport): what decides, and how
+        ((PROTO_TCP, "10.0.0.6", 4000, 80), fwd, "sg-a/sgr-web"),
+        ((PROTO_UDP, "10.0.0.6", 1500, 1100), fwd, "sg-a/sgr-udp"),
+        ((PROTO_UDP, "10.0.0.6", 1100, 1500), deny, "ingress: no security group rule"),
+        ((PROTO_UDP, "10.0.0.6", 1, 2), deny, "egress: no security group rule"),
+        ((PROTO_TCP, "10.1.2.3", 4000, 80), fwd, "sg-a/sgr-remote"),
+        ((PROTO_TCP, "10.1.2.3", 4000, 443), deny, "acl-1/outbound/100"),  # deny before allow
+        ((PROTO_TCP, "10.1.9.3", 4000, 80), deny, "acl-1/inbound/100/replies"),
+        ((PROTO_TCP, "10.1.9.3", 1000, 80), fwd, "sg-a/sgr-remote"),  # a low source port
+        ((PROTO_UDP, "10.1.2.3", 1500, 1500), deny, "egress: no security group rule"),
+    ]
+    for (proto, dst, sport, dport), action, by in cases:
+        frame = eth(GW, M1, ported(proto, "10.0.0.5", dst, sport, dport))
+        got, made = decided(fastpath, t, "vif_in", frame, VM1)
+        key = (VRF, proto, ip("10.0.0.5"), ip(dst), sport, dport)
+        assert got is not None and made[key] == (action, by), (dst, dport, made)
+        if action is deny:
+            assert DROP_NAMES[got.verdict.reason] == "flow_action_drop"
+            assert len(made) == 1 and fastpath.made(VRF) == fastpath.made(L.FLOW_ROOM_ALL) == 1
+        else:
+            assert got.kind == "TX" and len(made) == 2 and fastpath.made(VRF) == 2
+    # a first fragment has no ports: only unrestricted rules and entries match it
+    frag = eth(GW, M1, ported(PROTO_TCP, "10.0.0.5", "10.1.2.3", 4000, 443, frag=True))
+    got, made = decided(fastpath, t, "vif_in", frag, VM1)
+    key = (VRF, PROTO_TCP, ip("10.0.0.5"), ip("10.1.2.3"), 0, 0)
+    assert got is not None and got.kind == "TX" and made[key] == (fwd, "sg-a/sgr-remote")
+    # from the fabric into VM1: the ACL lets it in, VM1's groups do not
+    template = OuterTemplate(Encap.VXLAN, ip("192.168.0.2"), ip("192.168.0.1"), VNI)
+    inner = eth(M1, M7, ported(PROTO_UDP, "10.1.2.3", "10.0.0.5", 1, 2))
+    got, made = decided(
+        fastpath, t, "fabric_in", eth(FAB_MAC, PEER_MAC, template.wrap(inner, 50000)), FABRIC
+    )
+    assert got is not None and DROP_NAMES[got.verdict.reason] == "flow_action_drop"
+    assert list(made.values()) == [(deny, "ingress: no security group rule")]
+
+
+def test_a_denied_flow_is_a_drop_entry_until_it_ages(fastpath: Fastpath) -> None:
+    t = ruled_tables()
+    fastpath.load(t)
+    frame = eth(GW, M1, ported(PROTO_UDP, "10.0.0.5", "10.0.0.6", 1, 2))
+    for n in range(1, 4):
+        got = agree(fastpath, t, "vif_in", frame, VM1)
+        assert got is not None and DROP_NAMES[got.verdict.reason] == "flow_action_drop"
+        ((_, value),) = fastpath.obj.map(L.MAP_FLOWS).items()
+        assert L.Flow.unpack(value).packets == n  # every packet counts on the entry
+    assert fastpath.made(VRF) == 1
+    # the other direction's allowed flow turns that DROP into its reverse, counters kept, as
+    # FlowTable.install does (only the new entry counts against the room)
+    t.vifs[VM1].security = PortSecurity(ingress=(sg(ANY, ALL, "0.0.0.0/0", "sg-a/sgr-in"),))
+    back = eth(GW, M2, ported(PROTO_UDP, "10.0.0.6", "10.0.0.5", 2, 1))
+    got, made = decided(fastpath, t, "vif_in", back, VM2)  # fresh maps: nothing to turn
+    assert got is not None and got.kind == "TX" and len(made) == 2
+    fastpath.load(t)
+    denied = (VRF, PROTO_UDP, ip("10.0.0.5"), ip("10.0.0.6"), 1, 2)
+    fastpath.obj.map(L.MAP_FLOWS).update(
+        encode_flow_key(denied),
+        L.Flow(5, 500, 1, L.ZERO4, L.ZERO4, 0, 0, L.FlowActionKind.DROP, 0, 1).pack(),
+    )
+    got = fastpath.run("vif_in", back, "vm2")
+    assert got is not None and got.kind == "TX"
+    raw = fastpath.obj.map(L.MAP_FLOWS).lookup(encode_flow_key(denied))
+    assert raw is not None
+    turned = L.Flow.unpack(raw)
+    assert (turned.action, turned.packets) == (L.FlowActionKind.FORWARD, 5)
+    assert fastpath.names.name(turned.by) == "sg-b/sgr-all"
+    assert fastpath.made(VRF) == 1
+
+
+def test_rules_beyond_what_the_map_holds_go_up(fastpath: Fastpath) -> None:
+    t = ruled_tables()
+    many = tuple(
+        sg(PROTO_TCP, (port, port), "10.0.0.5/32", f"sg-b/sgr-{port}")
+        for port in range(40, 41 + L.MAX_RULES)  # 80 among them
+    )
+    t.vifs[VM2].security = PortSecurity(ingress=many)
+    frame = eth(GW, M1, ported(PROTO_TCP, "10.0.0.5", "10.0.0.6", 4000, 80))
+    got, made = decided(fastpath, t, "vif_in", frame, VM1)
+    assert got is not None and got.kind == "SLOW" and got.verdict.reason == L.SlowReason.FLOW
+    assert made == {}
+    # one rule fewer fits: decided here, by the sender's rule
+    t.vifs[VM2].security = PortSecurity(ingress=many[: L.MAX_RULES])
+    got, made = decided(fastpath, t, "vif_in", frame, VM1)
+    assert got is not None and got.kind == "TX"
+
+
+def test_what_goes_to_the_gateway_is_not_filtered(fastpath: Fastpath) -> None:
+    t = ruled_tables()
+    t.vifs[VM1].security = PortSecurity()  # no egress rule at all
+    frame = eth(GW, M1, ported(PROTO_UDP, "10.0.0.5", "10.0.0.1", 1, 9))
+    got, made = decided(fastpath, t, "vif_in", frame, VM1)
+    assert got is not None and DROP_NAMES[got.verdict.reason] == "receive_unhandled"
+    assert set(made.values()) == {(FlowAction.FORWARD, "")}
+    frame = eth(GW, M1, ported(PROTO_UDP, "10.0.0.5", "10.0.0.6", 1, 9))
+    got, made = decided(fastpath, t, "vif_in", frame, VM1)
+    assert got is not None and DROP_NAMES[got.verdict.reason] == "flow_action_drop"

@@ -1,7 +1,8 @@
 """The eBPF datapath shell on a real loaded object in a scratch namespace: the table maps are
 written from the Python tables, decided flows are mirrored into ov_flows (and leave with
 their Python flow), fast-path hits are folded into the Python flows before aging (so a flow
-busy only there stays), and close() leaves no pkt0, link or program behind."""
+busy only there stays), a port's changed rules forget the denied flows the fast path made, and
+close() leaves no pkt0, link or program behind."""
 
 import json
 import socket
@@ -15,6 +16,7 @@ import pytest
 from openvpc.lab import netns
 from openvpc.lab.real import ebpf_refusal
 from openvpc.model.forwarding import FABRIC_VIF, FlowKey
+from openvpc.model.rules import PortSecurity, SgRule
 from openvpc.vrouter.ebpf import layout as L
 from openvpc.vrouter.ebpf.datapath import EbpfDatapath
 from openvpc.vrouter.ebpf.encode import encode_flow_key
@@ -22,7 +24,7 @@ from openvpc.vrouter.flow import FlowAction
 from openvpc.vrouter.pipeline import install_flow
 from openvpc.vrouter.ports import PKT0, fabric_link
 from openvpc.vrouter.program import build_tables
-from openvpc.vrouter.tables import Fabric, Tables
+from openvpc.vrouter.tables import Fabric, Tables, Vif, VifKind, Vrf
 
 KEY: FlowKey = (5, 6, socket.inet_aton("10.0.1.3"), socket.inet_aton("10.0.1.4"), 40000, 80)
 REVERSE: FlowKey = (5, 6, KEY[3], KEY[2], 80, 40000)
@@ -139,5 +141,76 @@ def test_flows_the_fast_path_made_are_adopted_counted_and_aged(node: str) -> Non
             assert list(dp.maps[L.MAP_FLOWS].keys()) == []
             room = rooms.lookup(L.u32(L.FLOW_ROOM_ALL))
             assert room is not None and L.FlowRoom.unpack(room) == L.FlowRoom(cap, 0, 2)
+        finally:
+            dp.close()
+
+
+def test_a_ports_changed_rules_forget_the_denied_flows_the_fast_path_made(node: str) -> None:
+    with netns.inside(node):
+        link = fabric_link("fabric0")
+        tables = _tables(link.ip, link.mac, link.mtu)
+        for vrf in (KEY[0], 7):
+            tables.add_vrf(Vrf(vrf, f"vrf{vrf}"))
+            tables.add_vif(
+                Vif(vrf * 10, VifKind.VIRTUAL, f"vm{vrf}", vrf=vrf, mac=b"\2" * 6, ip=KEY[2],
+                    prefix_len=24, policy=True, agent_decides=False, security=PortSecurity())
+            )  # fmt: skip
+        dp = EbpfDatapath(link, 1024)
+        try:
+            dp.start(tables)
+            flows = dp.maps[L.MAP_FLOWS]
+            # DROP entries as flow_make writes them: one adopted already, one not yet, and one
+            # in a VRF whose ports keep their rules
+            adopted: FlowKey = (KEY[0], 17, KEY[2], KEY[3], 1, 2)
+            other: FlowKey = (7, *KEY[1:])
+            denied = L.Flow(1, 60, 1, L.ZERO4, L.ZERO4, 0, 0, L.FlowActionKind.DROP, 0)
+            denied = denied._replace(by=L.BY_EGRESS_NO_RULE)
+            flows.update(encode_flow_key(adopted), denied.pack())
+            dp.fold_flows(tables)
+            flow = tables.flows.lookup(adopted)
+            assert flow is not None and flow.action is FlowAction.DROP and flow.reverse is None
+            assert flow.by == "egress: no security group rule"
+            for key in (KEY, other):
+                flows.update(encode_flow_key(key), denied.pack())
+            # the port's rules change (program.py forgets the VRF's denied flows it knows)
+            tables.flows.forget_denied(KEY[0])
+            everything = PortSecurity(egress=(SgRule(-1, -1, -1, "0.0.0.0/0", "sg-1/sgr-1"),))
+            tables.vifs[KEY[0] * 10].security = everything
+            dp.sync(tables)
+            assert set(flows.keys()) == {encode_flow_key(other)}
+            assert not any(k[0] == KEY[0] for k in tables.flows.flows)
+            # the other VRF's port did not change: its DROP stays, and a sync changes nothing
+            dp.sync(tables)
+            assert set(flows.keys()) == {encode_flow_key(other)}
+        finally:
+            dp.close()
+
+
+def test_a_drop_the_fast_path_turned_into_a_reverse_is_taken_over(node: str) -> None:
+    with netns.inside(node):
+        link = fabric_link("fabric0")
+        tables = _tables(link.ip, link.mac, link.mtu)
+        dp = EbpfDatapath(link, 1024)
+        try:
+            dp.start(tables)
+            flows = dp.maps[L.MAP_FLOWS]
+            denied = L.Flow(1, 60, 1, L.ZERO4, L.ZERO4, 0, 0, L.FlowActionKind.DROP, 0)
+            flows.update(encode_flow_key(REVERSE), denied._replace(by=L.BY_INGRESS_NO_RULE).pack())
+            dp.fold_flows(tables)
+            back = tables.flows.lookup(REVERSE)
+            assert back is not None and back.action is FlowAction.DROP
+            assert tables.flows.denied == {KEY[0]: {REVERSE}}
+            # the other direction is allowed: flow_make adds it and turns the DROP into its
+            # reverse in place (counters kept)
+            by = dp.names.by("sg-1/sgr-1")
+            allowed = denied._replace(action=L.FlowActionKind.FORWARD, by=by)
+            flows.update(encode_flow_key(KEY), allowed.pack())
+            flows.update(encode_flow_key(REVERSE), allowed._replace(packets=2, nbytes=120).pack())
+            dp.fold_flows(tables)
+            flow = tables.flows.lookup(KEY)
+            assert flow is not None and (flow.action, flow.reverse) == (FlowAction.FORWARD, REVERSE)
+            assert (back.action, back.reverse, back.by) == (FlowAction.FORWARD, KEY, "sg-1/sgr-1")
+            assert back.packets == 2 and tables.flows.denied == {}
+            assert tables.flows.dirty == set()  # nothing to mirror back
         finally:
             dp.close()

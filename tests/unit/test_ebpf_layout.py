@@ -41,6 +41,15 @@ def _asserts() -> str:
         "VRF_DECREMENT_TTL",
         "VRF_UNICAST_ONLY",
         "VERDICT_TAGGED",
+        "MAX_RULES",
+        "RULES_OVERFLOW",
+        "RULE_ANY_PROTO",
+        "RULE_FRAGMENTS",
+        "RULE_ALLOW",
+        "BY_NONE",
+        "BY_EGRESS_NO_RULE",
+        "BY_INGRESS_NO_RULE",
+        "BY_REPLIES",
     ):
         check(f"{name} == {getattr(L, name)}u")
     return "\n".join(lines) + "\n"

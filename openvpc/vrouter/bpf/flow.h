@@ -1,14 +1,16 @@
 /* The flow table (pipeline.flow_stage): a hit counts atomically and forwards or drops. A miss
- * for ports the vRouter decides for makes the flow and its reverse here, within the room the
+ * for ports the vRouter decides for is judged by their security groups and network ACLs
+ * (rules.h) and makes the flow and its reverse, or a DROP entry alone, within the room the
  * slow path gives (the table's capacity, the VRF's quota); a miss the agent decides, a NAT
- * flow, or a first packet that is neither TCP nor UDP goes up to the slow path, which owns
- * HOLD entries and the agent. */
+ * flow, a first packet that is neither TCP nor UDP, or one with more applicable rules than
+ * ov_rules holds goes up to the slow path, which owns HOLD entries and the agent. */
 #ifndef OPENVPC_FLOW_H
 #define OPENVPC_FLOW_H
 
 #include "common.h"
 #include "slow.h"
 #include "parse.h"
+#include "rules.h"
 
 #define EEXIST_ 17
 
@@ -56,10 +58,11 @@ INLINE void count_made(__u32 key, __u64 n)
 	__sync_fetch_and_add(made, n);
 }
 
-/* The vRouter's own verdict on a new flow (route.decide): every port allows every flow until
- * security groups compile into rules. Makes the flow and its reverse (fields swapped) as
- * FlowTable.install admits them: the table's capacity first, then the VRF's quota. */
-NOINLINE int flow_make(struct pkt *p, struct flow_key *key)
+/* The vRouter's own verdict on a new flow (route.decide): the ports' rules allow it, and it
+ * goes in with its reverse (fields swapped), or deny it, and a DROP entry goes in alone. Both
+ * are admitted as FlowTable.install admits them: the table's capacity first, then the VRF's
+ * quota. */
+NOINLINE int flow_make(struct pkt *p, struct flow_key *key, __u32 nh_id)
 {
 	struct flow_key rkey = {
 		.vrf = key->vrf,
@@ -70,12 +73,31 @@ NOINLINE int flow_make(struct pkt *p, struct flow_key *key)
 		.proto = key->proto,
 	};
 	struct flow f = { .action = FLOW_FORWARD, .last_used = bpf_ktime_get_ns() };
+	struct flow *rf = NULL;
 	__u64 wanted = (rkey.src == key->src && rkey.sport == key->sport) ? 1 : 2;
-	__u32 all = FLOW_ROOM_ALL, vrf = key->vrf;
+	__u32 all = FLOW_ROOM_ALL, vrf = key->vrf, by = BY_NONE;
 	long err;
+	int rc;
 
 	if (!bpf_map_lookup_elem(&ov_flow_room, &vrf))
 		return send_up(p, SLOW_FLOW); /* the slow path has not given this VRF room yet */
+	rc = flow_verdict(p, nh_id, &by);
+	if (rc == RULES_UP)
+		return send_up(p, SLOW_FLOW);
+	if (rc != RULES_ALLOW) {
+		f.action = FLOW_DROP;
+		wanted = 1;
+	}
+	f.by = by;
+	/* FlowTable.install admits only the entries it adds, and turns an existing reverse (a
+	 * DROP of the other direction, say) into this flow's, counters kept */
+	if (wanted == 2) {
+		rf = bpf_map_lookup_elem(&ov_flows, &rkey);
+		if (rf && rf->action != FLOW_FORWARD && rf->action != FLOW_DROP)
+			return send_up(p, SLOW_FLOW); /* NAT: the slow path rewrites it */
+		if (rf)
+			wanted = 1;
+	}
 	if (!room_for(all, wanted))
 		return drop(p, DROP_FLOW_TABLE_FULL);
 	if (!room_for(vrf, wanted))
@@ -85,7 +107,10 @@ NOINLINE int flow_make(struct pkt *p, struct flow_key *key)
 		return CONTINUE; /* another CPU made it first */
 	if (err)
 		return drop(p, DROP_FLOW_TABLE_FULL);
-	if (wanted == 2) {
+	if (rf) {
+		rf->action = FLOW_FORWARD; /* the slow path takes it over at its next fold */
+		rf->by = by;
+	} else if (wanted == 2) {
 		err = bpf_map_update_elem(&ov_flows, &rkey, &f, BPF_NOEXIST);
 		if (err == -EEXIST_)
 			wanted = 1;
@@ -117,9 +142,7 @@ NOINLINE int flow_stage(struct pkt *p, __u32 nh_id)
 	if (!f && !ports_say(p, nh_id, VIF_POLICY | VIF_AGENT)) { /* the vRouter decides */
 		if (p->proto != IPPROTO_TCP_ && p->proto != IPPROTO_UDP_)
 			return send_up(p, SLOW_FLOW); /* ICMP keys: see encode.encode_flow_key */
-		if (ports_say(p, nh_id, VIF_POLICY | VIF_RULES))
-			return send_up(p, SLOW_FLOW); /* the slow path evaluates the rules */
-		rc = flow_make(p, &key);
+		rc = flow_make(p, &key, nh_id);
 		if (rc != CONTINUE)
 			return rc;
 		f = bpf_map_lookup_elem(&ov_flows, &key);

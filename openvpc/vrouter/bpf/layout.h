@@ -21,7 +21,6 @@ enum vif_kind { VIF_NONE = 0, VIF_VM = 1, VIF_FABRIC = 2 };
 #define VIF_SOURCE_CHECK 0x02 /* Amazon's source/destination check */
 #define VIF_PEER 0x04 /* a veth: deliver with bpf_redirect_peer, else to the device's egress */
 #define VIF_AGENT 0x08 /* with VIF_POLICY: first packets of new flows wait for the agent */
-#define VIF_RULES 0x10 /* with VIF_POLICY: security groups or a network ACL decide new flows */
 
 struct vif {
 	__u32 ifindex; /* node-side device; 0 while not attached (deliveries to it punt) */
@@ -34,6 +33,15 @@ struct vif {
 	__u8 flags; /* VIF_* */
 	__u8 mac[6];
 	__u8 has_ip;
+	/* the port's compiled rules (ov_rules set ids; 0: none compiled, which allows): its
+	 * security groups' ingress and egress rules, its subnet's network ACL inbound and
+	 * outbound (both 0 or both set) and the subnet the ACL guards */
+	__u32 sg_ingress;
+	__u32 sg_egress;
+	__u32 acl_inbound;
+	__u32 acl_outbound;
+	__be32 acl_net;
+	__be32 acl_mask;
 } OV_PACKED;
 
 struct allowed_ip_key { /* ov_allowed_ips: HASH -> __u8 1, the extra source addresses (VIPs) */
@@ -164,6 +172,48 @@ struct flow { /* 8-byte aligned: the fast path adds to the counters atomically *
 	__u8 action; /* enum flow_action */
 	__u8 tcp_flags; /* OR of the flags the fast path saw */
 	__u8 pad[2];
+	__u32 by; /* what decided it: a BY_* id, see ov_rules */
+} OV_PACKED;
+
+/* -- security groups and network ACLs: ov_rules is an LPM_TRIE keyed by (rule set, remote
+ * prefix), prefixlen = 32 + the prefix's length so that the set always matches whole. A rule
+ * set is one direction of a port's security groups, or of a network ACL, in its evaluation
+ * order (an ACL's ends with the `*` deny on 0.0.0.0/0). The value at a prefix lists every
+ * rule of the set whose prefix contains it, in the set's order, so the longest match for an
+ * address holds exactly the rules that can match it and their first match is the set's.
+ * Only rules that can match TCP or UDP are compiled (the fast path decides nothing else).
+ * A miss: no rule matches. n == RULES_OVERFLOW: more than MAX_RULES apply (the slow path
+ * decides). ------------------------------------------------------------------------------ */
+#define MAX_RULES 48 /* an ACL direction holds at most 40 entries, plus the `*` deny */
+#define RULES_OVERFLOW 0xffffffffu
+
+#define RULE_ANY_PROTO 0x01 /* every protocol, else `proto` */
+#define RULE_FRAGMENTS 0x02 /* unrestricted selectors: matches fragments too (lo..hi is all) */
+#define RULE_ALLOW 0x04 /* an ACL's allow entry, and every security group rule */
+
+/* `by` ids: what decided a flow, as the Python side interns the strings (rules.Decision.by) */
+#define BY_NONE 0 /* "": nothing compiled for the ports */
+#define BY_EGRESS_NO_RULE 1 /* "egress: no security group rule" */
+#define BY_INGRESS_NO_RULE 2 /* "ingress: no security group rule" */
+#define BY_REPLIES 0x80000000u /* an ACL entry's id, deciding the reply direction ("/replies") */
+
+struct rule_key {
+	__u32 prefixlen;
+	__u32 set;
+	__be32 addr;
+} OV_PACKED;
+
+struct rule {
+	__u8 proto; /* an IP protocol unless RULE_ANY_PROTO */
+	__u8 flags; /* RULE_* */
+	__u16 lo; /* the destination ports (a flow's reply direction: its source ports) */
+	__u16 hi;
+	__u32 by;
+} OV_PACKED;
+
+struct rule_list {
+	__u32 n; /* 0..MAX_RULES, or RULES_OVERFLOW */
+	struct rule rules[MAX_RULES];
 } OV_PACKED;
 
 /* -- the slow path: frames go up to, and come down from, the vRouter process through pkt0,

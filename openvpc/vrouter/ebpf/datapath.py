@@ -22,10 +22,12 @@ from openvpc.vrouter.ebpf.encode import (
     encode_flow_key,
     encode_tables,
     flow_rooms,
+    rules_changed,
 )
 from openvpc.vrouter.ebpf.layout import SlowReason
 from openvpc.vrouter.ebpf.libbpf import BpfMap, BpfObject, TcxLink
 from openvpc.vrouter.ebpf.objects import datapath_object
+from openvpc.vrouter.ebpf.rulesets import Names
 from openvpc.vrouter.flow import FlowAction
 from openvpc.vrouter.ports import FabricLink, Pkt0Port
 from openvpc.vrouter.tables import Tables
@@ -57,6 +59,7 @@ class EbpfDatapath:
         self.rooms: dict[int, L.FlowRoom] = {}
         self.made_seen: dict[int, int] = {}
         self.folded_vifs: dict[int, tuple[int, ...]] = {}
+        self.names = Names()  # rule set and `by` ids, for the life of the maps
         try:
             self.obj = BpfObject.open(
                 path or datapath_object(), max_entries={L.MAP_FLOWS: flow_capacity}
@@ -105,16 +108,36 @@ class EbpfDatapath:
     # -- maps ---------------------------------------------------------------------------
     def sync(self, tables: Tables) -> None:
         """Make the table maps what `tables` says now (only the differences are written),
-        then mirror the flows that changed."""
+        then mirror the flows that changed.
+
+        New rule sets are written before the vifs name them and old ones deleted after, so a
+        first packet never meets a port whose set is half there. When a port's rules changed,
+        the DROP flows the programs made in its VRF are adopted and forgotten with the ones
+        the slow path already forgot (FlowTable.forget_denied): a flow they denied is decided
+        again at its next packet."""
         assert self.pkt0 is not None
-        image = encode_tables(tables, self.devices, self.pkt0.ifindex, self.fabric.index)
-        for name, diff in diff_images(self.image, image).items():
+        image = encode_tables(
+            tables, self.devices, self.pkt0.ifindex, self.fabric.index, self.names
+        )
+        diffs = diff_images(self.image, image)
+        rules = diffs.pop(L.MAP_RULES, None)
+        m = self.maps[L.MAP_RULES]
+        for key, value in rules.update.items() if rules is not None else ():
+            m.update(key, value)
+        for name, diff in diffs.items():
             m = self.maps[name]
             for key in diff.delete:
                 m.delete(key)
             for key, value in diff.update.items():
                 m.update(key, value)
+        for key in rules.delete if rules is not None else ():
+            self.maps[L.MAP_RULES].delete(key)
+        changed = rules_changed(self.image.get(L.MAP_VIFS, {}), image[L.MAP_VIFS])
         self.image = image
+        if changed:
+            self.fold_flows(tables)
+            for vrf in sorted(changed):
+                tables.flows.forget_denied(vrf)
         self.sync_flows(tables)
 
     def sync_flows(self, tables: Tables) -> None:
@@ -131,7 +154,7 @@ class EbpfDatapath:
         m = self.maps[L.MAP_FLOWS]
         for key in dirty:
             flow = flows.lookup(key)
-            entry = None if flow is None else encode_flow(flow)
+            entry = None if flow is None else encode_flow(flow, self.names)
             if entry is None:
                 if key in self.folded or flow is None:
                     raw = encode_flow_key(key)
@@ -178,14 +201,21 @@ class EbpfDatapath:
                 continue
             packets, nbytes, last_ns = _COUNTERS.unpack_from(value, 0)
             flow = flows.lookup(key)
+            action = _ACTIONS.get(value[_ACTION_AT])
+            by_id = L.U32.unpack_from(value, _BY_AT)[0]
+            vrf, proto, src, dst, sport, dport = key
+            reverse = (vrf, proto, dst, src, dport, sport)
             if flow is None:
-                action = _ACTIONS.get(value[_ACTION_AT])
                 if action is None:
                     continue
-                vrf, proto, src, dst, sport, dport = key
-                flow = flows.adopt(key, action, last_ns * _NS, (vrf, proto, dst, src, dport, sport))
+                by = self.names.name(by_id)
+                flow = flows.adopt(key, action, last_ns * _NS, _reverse(action, reverse), by)
                 before = (0, 0)
             else:
+                if action is FlowAction.FORWARD and flow.action in _REWRITTEN:
+                    by = self.names.name(by_id)
+                    if (flow.action, flow.by) != (action, by):  # flow_make's rewrite
+                        flows.take_verdict(flow, action, reverse, by)
                 before = self.folded.get(key, (packets, nbytes))
             if packets == before[0]:
                 self.folded.setdefault(key, before)
@@ -259,6 +289,7 @@ class EbpfDatapath:
 _VIF_COUNTERS = tuple(L.VIF_STATS.offsets)  # rx_packets ... drops, as VifStats names them
 _COUNTERS = struct.Struct("=QQQ")  # packets, bytes, last_used: the head of struct flow
 _ACTION_AT, _FLAGS_AT = L.FLOW.offsets["action"], L.FLOW.offsets["tcp_flags"]
+_BY_AT = L.FLOW.offsets["by"]
 _ACTIONS: dict[int, FlowAction] = {
     L.FlowActionKind.FORWARD: FlowAction.FORWARD,
     L.FlowActionKind.DROP: FlowAction.DROP,
@@ -272,6 +303,14 @@ _MAPS = (
     L.MAP_VIF_STATS,
     L.MAP_SLOW,
 )
+
+
+_REWRITTEN = (FlowAction.FORWARD, FlowAction.DROP)  # what flow_make may turn into a reverse
+
+
+def _reverse(action: FlowAction, reverse: FlowKey) -> FlowKey | None:
+    """A FORWARD flow the fast path made has its reverse; a DROP stands alone."""
+    return reverse if action is FlowAction.FORWARD else None
 
 
 def _percpu_sums(m: BpfMap, ids: Iterable[int]) -> dict[int, int]:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from openvpc.model.forwarding import ArpMode, Encap, FlowKey, Mode
 from openvpc.vrouter.ebpf import layout as L
+from openvpc.vrouter.ebpf.rulesets import Names
 from openvpc.vrouter.flow import Flow, FlowAction
 from openvpc.vrouter.nexthop import (
     CompositeNH,
@@ -35,6 +36,7 @@ TABLE_MAPS: tuple[str, ...] = (
     L.MAP_VNIS,
     L.MAP_VLANS,
     L.MAP_NODE,
+    L.MAP_RULES,
 )
 
 _MODE = {Mode.L3: L.VrfMode.L3, Mode.L2: L.VrfMode.L2, Mode.L2_L3: L.VrfMode.L2_L3}
@@ -72,10 +74,18 @@ class MapDiff:
 
 
 def encode_tables(
-    tables: Tables, devices: Mapping[int, Device], pkt0_ifindex: int, fabric_ifindex: int
+    tables: Tables,
+    devices: Mapping[int, Device],
+    pkt0_ifindex: int,
+    fabric_ifindex: int,
+    names: Names | None = None,
 ) -> MapImage:
     """Every table map's contents for `tables`; `devices` by vif id (a VM vif without one is
-    not attached: deliveries to it go up). ValueError for a vif id beyond MAX_VIFS."""
+    not attached: deliveries to it go up). ValueError for a vif id beyond MAX_VIFS. `names`:
+    the rule set and `by` ids so far (the shell keeps them across syncs; it learns the sets
+    used now)."""
+    names = Names() if names is None else names
+    names.begin()
     image: MapImage = {name: {} for name in TABLE_MAPS}
     for vif in tables.vifs.values():
         if vif.kind is VifKind.AGENT:
@@ -88,7 +98,7 @@ def encode_tables(
             device = devices.get(vif.id)
             ifindex = device.ifindex if device is not None else 0
             flags = _vif_flags(vif, device)
-        image[L.MAP_VIFS][L.u32(vif.id)] = _vif(vif, ifindex, flags).pack()
+        image[L.MAP_VIFS][L.u32(vif.id)] = _vif(vif, ifindex, flags, names).pack()
         if ifindex:
             image[L.MAP_IFINDEX][L.u32(ifindex)] = L.u32(vif.id)
         if vif.kind is VifKind.VIRTUAL:
@@ -120,6 +130,7 @@ def encode_tables(
         agent=int(tables.agent_vif is not None),
     )
     image[L.MAP_NODE][L.u32(0)] = node.pack()
+    image[L.MAP_RULES] = names.take_entries()
     return image
 
 
@@ -129,8 +140,6 @@ def _vif_flags(vif: Vif, device: Device | None) -> int:
         flags |= L.VIF_POLICY
         if vif.agent_decides:
             flags |= L.VIF_AGENT
-        if vif.security is not None or vif.acl is not None:
-            flags |= L.VIF_RULES
     if vif.source_check:
         flags |= L.VIF_SOURCE_CHECK
     if device is not None and device.peer:
@@ -138,8 +147,14 @@ def _vif_flags(vif: Vif, device: Device | None) -> int:
     return flags
 
 
-def _vif(vif: Vif, ifindex: int, flags: int) -> L.Vif:
+def _vif(vif: Vif, ifindex: int, flags: int, names: Names) -> L.Vif:
     kind = L.VifKind.FABRIC if vif.kind is VifKind.FABRIC else L.VifKind.VM
+    sg_in = sg_out = acl_in = acl_out = acl_net = acl_mask = 0
+    if vif.security is not None:
+        sg_in, sg_out = names.sg_set(vif.security.ingress), names.sg_set(vif.security.egress)
+    if vif.acl is not None:
+        acl_in, acl_out = names.acl_set(vif.acl, True), names.acl_set(vif.acl, False)
+        acl_net, acl_mask = vif.acl.net, vif.acl.mask
     return L.Vif(
         ifindex=ifindex,
         vrf=vif.vrf,
@@ -151,6 +166,12 @@ def _vif(vif: Vif, ifindex: int, flags: int) -> L.Vif:
         flags=flags,
         mac=vif.mac,
         has_ip=int(vif.ip is not None),
+        sg_ingress=sg_in,
+        sg_egress=sg_out,
+        acl_inbound=acl_in,
+        acl_outbound=acl_out,
+        acl_net=acl_net.to_bytes(4, "big"),
+        acl_mask=acl_mask.to_bytes(4, "big"),
     )
 
 
@@ -253,9 +274,9 @@ def decode_flow_key(raw: bytes) -> FlowKey:
     return k.vrf, k.proto, k.src, k.dst, sport, dport
 
 
-def encode_flow(flow: Flow) -> tuple[bytes, bytes] | None:
-    """The ov_flows entry for a decided flow (fast-path counters at zero); None for a HOLD,
-    which only the slow path keeps."""
+def encode_flow(flow: Flow, names: Names | None = None) -> tuple[bytes, bytes] | None:
+    """The ov_flows entry for a decided flow (fast-path counters at zero, what decided it as
+    a `names` id, BY_NONE without); None for a HOLD, which only the slow path keeps."""
     action = _ACTION.get(flow.action)
     if action is None:
         return None
@@ -270,8 +291,28 @@ def encode_flow(flow: Flow) -> tuple[bytes, bytes] | None:
         nat_dport=nat_dport,
         action=action,
         tcp_flags=0,
+        by=L.BY_NONE if names is None else names.by(flow.by),
     )
     return encode_flow_key(flow.key), value.pack()
+
+
+_RULE_FIELDS = ("sg_ingress", "sg_egress", "acl_inbound", "acl_outbound", "acl_net", "acl_mask")
+
+
+def rules_changed(before: dict[bytes, bytes], after: dict[bytes, bytes]) -> set[int]:
+    """The VRFs (as they were) of the VM vifs whose compiled rules differ between two ov_vifs
+    images: program.py forgets their denied flows when a port's rules change."""
+    vrfs: set[int] = set()
+    for key, old_raw in before.items():
+        new_raw = after.get(key)
+        if new_raw is None or new_raw == old_raw:
+            continue
+        old, new = L.Vif.unpack(old_raw), L.Vif.unpack(new_raw)
+        if old.kind != L.VifKind.VM or new.kind != L.VifKind.VM:
+            continue
+        if any(getattr(old, f) != getattr(new, f) for f in _RULE_FIELDS):
+            vrfs.add(old.vrf)
+    return vrfs
 
 
 def diff_images(old: MapImage, new: MapImage) -> dict[str, MapDiff]:

@@ -19,6 +19,7 @@ MAP_IFINDEX = "ov_ifindex"
 MAP_ALLOWED_IPS = "ov_allowed_ips"
 MAP_VRFS = "ov_vrfs"
 MAP_IP_FIB = "ov_ip_fib"
+MAP_RULES = "ov_rules"
 MAP_MAC_FIB = "ov_mac_fib"
 MAP_NEXTHOPS = "ov_nexthops"
 MAP_LABELS = "ov_labels"
@@ -40,10 +41,19 @@ VIF_POLICY = 0x01
 VIF_SOURCE_CHECK = 0x02
 VIF_PEER = 0x04
 VIF_AGENT = 0x08
-VIF_RULES = 0x10
 FLOW_ROOM_ALL = 0xFFFFFFFF
 VRF_DECREMENT_TTL = 0x01
 VRF_UNICAST_ONLY = 0x02
+# ov_rules (layout.h says how a rule set is laid out)
+MAX_RULES = 48
+RULES_OVERFLOW = 0xFFFFFFFF
+RULE_ANY_PROTO = 0x01
+RULE_FRAGMENTS = 0x02
+RULE_ALLOW = 0x04
+BY_NONE = 0
+BY_EGRESS_NO_RULE = 1
+BY_INGRESS_NO_RULE = 2
+BY_REPLIES = 0x80000000
 
 
 class VifKind(IntEnum):
@@ -153,6 +163,12 @@ VIF = _layout(
         ("flags", "B"),
         ("mac", "6s"),
         ("has_ip", "B"),
+        ("sg_ingress", "I"),
+        ("sg_egress", "I"),
+        ("acl_inbound", "I"),
+        ("acl_outbound", "I"),
+        ("acl_net", "4s"),
+        ("acl_mask", "4s"),
     ),
 )
 ALLOWED_IP_KEY = _layout("allowed_ip_key", "=", (("vif", "I"), ("ip", "4s")))
@@ -220,8 +236,12 @@ FLOW = _layout(
         ("action", "B"),
         ("tcp_flags", "B"),
         ("pad", "2s"),
+        ("by", "I"),
     ),
 )
+RULE_KEY = _layout("rule_key", "=", (("prefixlen", "I"), ("set", "I"), ("addr", "4s")))
+RULE = _layout("rule", "=", (("proto", "B"), ("flags", "B"), ("lo", "H"), ("hi", "H"), ("by", "I")))
+RULE_LIST = _layout("rule_list", "=", (("n", "I"), ("rules", f"{RULE.struct.size * MAX_RULES}s")))
 FLOW_ROOM = _layout("flow_room", "=", (("limit", "Q"), ("used", "Q"), ("seen", "Q")))
 SLOW_HDR = _layout(
     "slow_hdr",
@@ -257,6 +277,9 @@ LAYOUTS: tuple[Layout, ...] = (
     FLOW_KEY,
     FLOW,
     FLOW_ROOM,
+    RULE_KEY,
+    RULE,
+    RULE_LIST,
     SLOW_HDR,
     PUNT_KEY,
     PUNT_BUCKET,
@@ -288,6 +311,12 @@ class Vif(NamedTuple):
     flags: int
     mac: bytes
     has_ip: int
+    sg_ingress: int = 0  # ov_rules set ids; 0: nothing compiled (allow)
+    sg_egress: int = 0
+    acl_inbound: int = 0
+    acl_outbound: int = 0
+    acl_net: bytes = ZERO4
+    acl_mask: bytes = ZERO4
 
     def pack(self) -> bytes:
         return VIF.struct.pack(*self)
@@ -419,6 +448,7 @@ class Flow(NamedTuple):
     nat_dport: int
     action: int
     tcp_flags: int
+    by: int = 0  # what decided it (encode.Names)
 
     def pack(self) -> bytes:
         return FLOW.struct.pack(
@@ -432,11 +462,14 @@ class Flow(NamedTuple):
             self.action,
             self.tcp_flags,
             bytes(2),
+            self.by,
         )
 
     @classmethod
     def unpack(cls, data: bytes) -> Self:
-        packets, nbytes, last, src, dst, sport, dport, action, flags, _ = FLOW.struct.unpack(data)
+        packets, nbytes, last, src, dst, sport, dport, action, flags, _, by = FLOW.struct.unpack(
+            data
+        )
         return cls(
             packets,
             nbytes,
@@ -447,6 +480,7 @@ class Flow(NamedTuple):
             int.from_bytes(dport, "big"),
             action,
             flags,
+            by,
         )
 
 
@@ -521,6 +555,44 @@ class Verdict(NamedTuple):
 def fib_key(vrf: int, addr: bytes, plen: int) -> bytes:
     """An ov_ip_fib key: the VRF always matches whole, then `plen` bits of the address."""
     return FIB_KEY.struct.pack(32 + plen, vrf, addr)
+
+
+class Rule(NamedTuple):
+    proto: int
+    flags: int  # RULE_*
+    lo: int
+    hi: int
+    by: int
+
+    def pack(self) -> bytes:
+        return RULE.struct.pack(*self)
+
+    @classmethod
+    def unpack(cls, data: bytes) -> Self:
+        return cls._make(RULE.struct.unpack(data))
+
+
+def rule_list(rules: tuple[Rule, ...] | None) -> bytes:
+    """An ov_rules value: the rules in order, or None for RULES_OVERFLOW."""
+    if rules is None:
+        return RULE_LIST.struct.pack(RULES_OVERFLOW, b"")
+    if len(rules) > MAX_RULES:
+        raise ValueError(f"{len(rules)} rules: at most {MAX_RULES}")
+    return RULE_LIST.struct.pack(len(rules), b"".join(r.pack() for r in rules))
+
+
+def unpack_rule_list(data: bytes) -> tuple[Rule, ...] | None:
+    """rule_list's inverse (None: RULES_OVERFLOW)."""
+    n, raw = RULE_LIST.struct.unpack(data)
+    if n == RULES_OVERFLOW:
+        return None
+    size = RULE.struct.size
+    return tuple(Rule.unpack(raw[i * size : (i + 1) * size]) for i in range(min(n, MAX_RULES)))
+
+
+def rule_key(set_id: int, addr: bytes, plen: int) -> bytes:
+    """An ov_rules key: the set always matches whole, then `plen` bits of the address."""
+    return RULE_KEY.struct.pack(32 + plen, set_id, addr)
 
 
 def mac_key(vrf: int, mac: bytes) -> bytes:

@@ -1,0 +1,169 @@
+/* Security groups and network ACLs on the first packet of a new TCP or UDP flow
+ * (stages/route.verdict with model/rules.leaving and entering): one ov_rules lookup per rule
+ * set yields every rule that can match the remote address, in the set's order, and the first
+ * one matching the protocol and the selector decides. The selector is the destination port
+ * (the reply direction's: the source port), -1 for a fragment, which carries no ports. */
+#ifndef OPENVPC_RULES_H
+#define OPENVPC_RULES_H
+
+#include "common.h"
+
+enum rules_rc {
+	RULES_DENY = 0,
+	RULES_ALLOW = 1,
+	RULES_UP = 2, /* more rules apply than ov_rules holds: the slow path decides */
+	RULES_NONE = 3, /* no rule of the set matches */
+};
+
+/* The first rule of `set` matching the packet: RULES_ALLOW or RULES_DENY, with its `by`,
+ * as rc << 32 | by. A global function: the verifier checks its loop once, not at every call
+ * site of every caller (six per first packet, which ran past its instruction limit), and it
+ * returns a scalar rather than writing through a pointer. */
+__attribute__((noinline)) __u64 rules_first(__u32 set, __be32 remote, __u8 proto, int sel)
+{
+	struct rule_key key = { .prefixlen = 64, .set = set, .addr = remote };
+	struct rule_list *l = bpf_map_lookup_elem(&ov_rules, &key);
+	struct rule *r;
+	__u32 n;
+
+	if (!l)
+		return (__u64)RULES_NONE << 32;
+	n = l->n;
+	if (n == RULES_OVERFLOW)
+		return (__u64)RULES_UP << 32;
+	/* the constant bound keeps the loop verifiable; n never exceeds it (encode) */
+	for (__u32 i = 0; i < MAX_RULES; i++) {
+		if (i >= n)
+			break;
+		r = &l->rules[i];
+		if (!(r->flags & RULE_ANY_PROTO) && r->proto != proto)
+			continue;
+		if (sel < 0 ? !(r->flags & RULE_FRAGMENTS) : (sel < r->lo || sel > r->hi))
+			continue;
+		return (__u64)((r->flags & RULE_ALLOW) ? RULES_ALLOW : RULES_DENY) << 32 | r->by;
+	}
+	return (__u64)RULES_NONE << 32;
+}
+
+/* rules_first's verdict, its `by` into *by when a rule matched. */
+INLINE int rules_match(__u32 set, __be32 remote, __u8 proto, int sel, __u32 *by)
+{
+	__u64 found = rules_first(set, remote, proto, sel);
+	int rc = (int)(found >> 32);
+
+	if (rc == RULES_ALLOW || rc == RULES_DENY)
+		*by = (__u32)found;
+	return rc;
+}
+
+/* One direction of a network ACL (`replies`: BY_REPLIES when it judges the reply direction).
+ * Every compiled ACL set ends with the `*` deny on 0.0.0.0/0, so some entry always matches. */
+INLINE int acl_check(__u32 set, __be32 remote, __u8 proto, int sel, __u32 replies, __u32 *by)
+{
+	__u32 b = BY_NONE;
+	int rc = rules_match(set, remote, proto, sel, &b);
+
+	*by = b | replies;
+	return rc == RULES_NONE ? RULES_DENY : rc;
+}
+
+/* rules.leaving: the sending port's egress rules, then, when the flow leaves its subnet, the
+ * subnet's ACL outbound for the packet and inbound for the replies. */
+INLINE int leaving(struct vif *v, struct pkt *p, int sel, int back, __u32 *by)
+{
+	__u32 ref = BY_NONE, out = BY_NONE;
+	int rc;
+
+	if (v->sg_egress) {
+		rc = rules_match(v->sg_egress, p->dst, p->proto, sel, &ref);
+		if (rc == RULES_UP)
+			return rc;
+		if (rc != RULES_ALLOW) {
+			*by = BY_EGRESS_NO_RULE;
+			return RULES_DENY;
+		}
+	}
+	if (v->acl_outbound && (p->dst & v->acl_mask) != v->acl_net) {
+		rc = acl_check(v->acl_outbound, p->dst, p->proto, sel, 0, &out);
+		if (rc != RULES_ALLOW) {
+			*by = out;
+			return rc;
+		}
+		rc = acl_check(v->acl_inbound, p->dst, p->proto, back, BY_REPLIES, by);
+		if (rc != RULES_ALLOW)
+			return rc;
+		*by = ref ? ref : out;
+		return RULES_ALLOW;
+	}
+	*by = ref;
+	return RULES_ALLOW;
+}
+
+/* rules.entering: when the flow comes from outside the receiving port's subnet, the ACL
+ * inbound for the packet and outbound for the replies; then the port's ingress rules. */
+INLINE int entering(struct vif *v, struct pkt *p, int sel, int back, __u32 *by)
+{
+	__u32 via = BY_NONE, ref = BY_NONE;
+	int rc;
+
+	if (v->acl_inbound && (p->src & v->acl_mask) != v->acl_net) {
+		rc = acl_check(v->acl_inbound, p->src, p->proto, sel, 0, &via);
+		if (rc != RULES_ALLOW) {
+			*by = via;
+			return rc;
+		}
+		rc = acl_check(v->acl_outbound, p->src, p->proto, back, BY_REPLIES, by);
+		if (rc != RULES_ALLOW)
+			return rc;
+	}
+	if (!v->sg_ingress) {
+		*by = via;
+		return RULES_ALLOW;
+	}
+	rc = rules_match(v->sg_ingress, p->src, p->proto, sel, &ref);
+	if (rc == RULES_UP)
+		return rc;
+	if (rc != RULES_ALLOW) {
+		*by = BY_INGRESS_NO_RULE;
+		return RULES_DENY;
+	}
+	*by = ref;
+	return RULES_ALLOW;
+}
+
+/* route.verdict: what goes to the gateway itself is not filtered; else the sending VM's side,
+ * then the receiving local VM's (at an NH_ENCAP next hop). The first side that names what
+ * allowed the flow names it for both. */
+NOINLINE int flow_verdict(struct pkt *p, __u32 nh_id, __u32 *by)
+{
+	struct nexthop *nh = bpf_map_lookup_elem(&ov_nexthops, &nh_id);
+	int sel = p->is_fragment ? -1 : (int)p->dport_h;
+	int back = p->is_fragment ? -1 : (int)p->sport_h;
+	__u32 out = BY_NONE, vif_id;
+	struct vif *receiver;
+	int rc;
+
+	*by = BY_NONE;
+	if (nh && nh->kind == NH_RECEIVE)
+		return RULES_ALLOW;
+	if (p->vif->kind == VIF_VM) {
+		rc = leaving(p->vif, p, sel, back, &out);
+		if (rc != RULES_ALLOW) {
+			*by = out;
+			return rc;
+		}
+	}
+	if (nh && nh->kind == NH_ENCAP) {
+		vif_id = nh->vif;
+		receiver = bpf_map_lookup_elem(&ov_vifs, &vif_id);
+		if (receiver && receiver->kind == VIF_VM) {
+			rc = entering(receiver, p, sel, back, by);
+			if (rc != RULES_ALLOW || !out)
+				return rc;
+		}
+	}
+	*by = out;
+	return RULES_ALLOW;
+}
+
+#endif

@@ -1,0 +1,157 @@
+"""Security groups and network ACLs as ov_rules contents (layout.h): each rule set, one
+direction of a port's groups or of a network ACL, laid out per remote prefix so that one
+longest-prefix lookup yields every rule that can match an address, in the set's order. `Names`
+keeps the numbers the maps use for rule sets and for what decided a flow stable across syncs."""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from openvpc.model.policy import ACL_DEFAULT_RULE
+from openvpc.model.rules import (
+    ANY,
+    NO_RULE,
+    PROTO_TCP,
+    PROTO_UDP,
+    UNKNOWN,
+    NetworkAclConfig,
+    SgRule,
+)
+from openvpc.vrouter.ebpf import layout as L
+
+# one compiled rule: what the program matches, and the remote prefix (network, length)
+Compiled = tuple[L.Rule, int, int]
+_FAST = (ANY, PROTO_TCP, PROTO_UDP)  # the protocols the fast path decides first packets of
+_FIXED = ("", f"egress: {NO_RULE}", f"ingress: {NO_RULE}")  # BY_NONE, BY_*_NO_RULE
+
+
+def _rule(proto: int, lo: int, hi: int, allow: bool, by: int) -> L.Rule:
+    flags = L.RULE_ALLOW if allow else 0
+    if proto == ANY:
+        flags |= L.RULE_ANY_PROTO
+    if lo == UNKNOWN:
+        flags |= L.RULE_FRAGMENTS
+    return L.Rule(0 if proto == ANY else proto, flags, max(lo, 0), hi, by)
+
+
+def _plen(mask: int) -> int:
+    return mask.bit_count()
+
+
+def compile_set(
+    rules: tuple[tuple[int, int, int, bool, int, int, int], ...],
+) -> tuple[Compiled, ...]:
+    """(proto, lo, hi, allow, by, net, mask) in evaluation order as compiled rules: only those
+    that can match TCP or UDP, and none that an earlier rule of the same match hides (it can
+    never be the first match)."""
+    seen: set[tuple[int, int, int, int, int]] = set()
+    out: list[Compiled] = []
+    for proto, lo, hi, allow, by, net, mask in rules:
+        if proto not in _FAST:
+            continue
+        match = (proto, lo, hi, net, mask)
+        if match in seen:
+            continue
+        seen.add(match)
+        out.append((_rule(proto, lo, hi, allow, by), net, _plen(mask)))
+    return tuple(out)
+
+
+def set_entries(set_id: int, compiled: tuple[Compiled, ...]) -> dict[bytes, bytes]:
+    """ov_rules entries of one set: at each distinct prefix, every rule whose prefix contains
+    it (pushed down from the shorter ones), in order; RULES_OVERFLOW beyond MAX_RULES."""
+    at: dict[tuple[int, int], list[int]] = {}
+    for pos, (_, net, plen) in enumerate(compiled):
+        at.setdefault((net, plen), []).append(pos)
+    entries: dict[bytes, bytes] = {}
+    for net, plen in at:
+        positions: list[int] = []
+        for shorter in range(plen + 1):
+            mask = (0xFFFFFFFF << (32 - shorter)) & 0xFFFFFFFF
+            positions.extend(at.get((net & mask, shorter), ()))
+        positions.sort()
+        rules = None if len(positions) > L.MAX_RULES else tuple(compiled[i][0] for i in positions)
+        entries[L.rule_key(set_id, net.to_bytes(4, "big"), plen)] = L.rule_list(rules)
+    return entries
+
+
+@dataclass(slots=True)
+class Names:
+    """The numbers the maps name things by, stable while the things live: `by` ids of what
+    decided a flow (interned strings; BY_REPLIES marks an ACL entry judging replies) and rule
+    set ids (by content, so that a set keeps its id, and its entries stay put, while ports
+    come and go). The shell keeps one for the life of its maps."""
+
+    _by: dict[str, int] = field(default_factory=lambda: {s: i for i, s in enumerate(_FIXED)})
+    _names: list[str] = field(default_factory=lambda: list(_FIXED))
+    _sets: dict[tuple[Compiled, ...], int] = field(default_factory=dict)
+    _next_set: int = 1
+    # compiled sets by their source (a rules tuple, or (ACL, inbound)), as of the last encode
+    _cache: dict[object, tuple[int, dict[bytes, bytes]]] = field(default_factory=dict)
+    _used: dict[object, tuple[int, dict[bytes, bytes]]] = field(default_factory=dict)
+
+    def by(self, name: str) -> int:
+        """The id of a `by` string, interned on first use."""
+        found = self._by.get(name)
+        if found is None:
+            found = self._by[name] = len(self._names)
+            self._names.append(name)
+        return found
+
+    def name(self, by: int) -> str:
+        """The string of a `by` id read from a flow ("" for an id never given out)."""
+        base = by & ~L.BY_REPLIES
+        name = self._names[base] if base < len(self._names) else ""
+        return f"{name}/replies" if by & L.BY_REPLIES and name else name
+
+    def _set(self, source: object, make: Callable[[], tuple[Compiled, ...]]) -> int:
+        known = self._used.get(source) or self._cache.get(source)
+        if known is None:
+            compiled = make()
+            set_id = self._sets.get(compiled)
+            if set_id is None:
+                set_id = self._sets[compiled] = self._next_set
+                self._next_set += 1
+            known = (set_id, set_entries(set_id, compiled))
+        self._used[source] = known
+        return known[0]
+
+    def sg_set(self, rules: tuple[SgRule, ...]) -> int:
+        """The set id of one direction of a port's security group rules."""
+        return self._set(
+            rules,
+            lambda: compile_set(
+                tuple((r.proto, r.lo, r.hi, True, self.by(r.ref), r.net, r.mask) for r in rules)
+            ),
+        )
+
+    def acl_set(self, acl: NetworkAclConfig, inbound: bool) -> int:
+        """The set id of one direction of a network ACL, ending with its `*` deny."""
+        name = "inbound" if inbound else "outbound"
+        entries = acl.ingress if inbound else acl.egress
+
+        def make() -> tuple[Compiled, ...]:
+            default = (ANY, UNKNOWN, 0xFFFF, False, ACL_DEFAULT_RULE, 0, 0)
+            rows = [(e.proto, e.lo, e.hi, e.allow, e.number, e.net, e.mask) for e in entries]
+            return compile_set(
+                tuple(
+                    (proto, lo, hi, allow, self.by(f"{acl.id}/{name}/{number}"), net, mask)
+                    for proto, lo, hi, allow, number, net, mask in (*rows, default)
+                )
+            )
+
+        return self._set((acl, inbound), make)
+
+    def begin(self) -> None:
+        """A new encode starts: what an encode that failed half way used is not used."""
+        self._used = {}
+
+    def take_entries(self) -> dict[bytes, bytes]:
+        """Every entry of the sets used since the last call (the ov_rules image); the sets
+        no longer used are forgotten (their content gets a new id if it comes back)."""
+        image: dict[bytes, bytes] = {}
+        for _, entries in self._used.values():
+            image.update(entries)
+        live = {set_id for set_id, _ in self._used.values()}
+        self._sets = {c: i for c, i in self._sets.items() if i in live}
+        self._cache, self._used = self._used, {}
+        return image

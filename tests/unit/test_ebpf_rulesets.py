@@ -1,0 +1,253 @@
+"""Rule sets as ov_rules contents: the longest-prefix entry for an address, read as the
+program reads it, finds the rule model/rules.py's flat evaluation finds (pushdown, order,
+fragments, ACL first match and `*` deny); identical sets share an id and their entries; too
+many applicable rules mark the entry overflow; `by` ids read back as their strings."""
+
+import ipaddress
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from openvpc.model.rules import (
+    ANY,
+    PROTO_ICMP,
+    PROTO_TCP,
+    PROTO_UDP,
+    UNKNOWN,
+    AclEntry,
+    NetworkAclConfig,
+    PortSecurity,
+    SgRule,
+    acl_verdict,
+    sg_verdict,
+)
+from openvpc.vrouter.ebpf import layout as L
+from openvpc.vrouter.ebpf.encode import encode_flow, encode_tables, rules_changed
+from openvpc.vrouter.ebpf.rulesets import Names
+from openvpc.vrouter.flow import Flow, FlowAction
+from openvpc.vrouter.tables import Fabric, Tables, Vif, VifKind
+
+FABRIC = Fabric(1, bytes([192, 168, 0, 1]), bytes(6), mtu=1500)
+
+
+def lookup(entries: dict[bytes, bytes], set_id: int, addr: int) -> tuple[L.Rule, ...] | None:
+    """What the LPM trie answers for (set, addr): the longest entry containing it; () on a
+    miss; None for RULES_OVERFLOW."""
+    best: tuple[int, bytes] | None = None
+    for key, value in entries.items():
+        plen32, sid, net = L.RULE_KEY.struct.unpack(key)
+        plen = plen32 - 32
+        mask = (0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF
+        if (
+            sid == set_id
+            and addr & mask == int.from_bytes(net)
+            and (best is None or plen > best[0])
+        ):
+            best = (plen, value)
+    return () if best is None else L.unpack_rule_list(best[1])
+
+
+def first(rules: tuple[L.Rule, ...], proto: int, sel: int) -> L.Rule | None:
+    """rules.h's rules_first over one entry (an independent reading of the flags)."""
+    for r in rules:
+        if not r.flags & L.RULE_ANY_PROTO and r.proto != proto:
+            continue
+        if (not r.flags & L.RULE_FRAGMENTS) if sel < 0 else not r.lo <= sel <= r.hi:
+            continue
+        return r
+    return None
+
+
+def _ports(proto: int, p: tuple[int, int]) -> tuple[int, int]:
+    return (8, -1) if proto == PROTO_ICMP else p  # ICMP: a type, every code
+
+
+PREFIXES = ["0.0.0.0/0", "10.0.0.0/8", "10.1.0.0/16", "10.1.2.0/24", "10.1.2.3/32", "10.1.2.4/32"]
+ADDRS = [int(ipaddress.IPv4Address(a)) for a in ("10.1.2.3", "10.1.2.4", "10.1.9.9", "11.0.0.1")]
+ports = st.sampled_from([(-1, -1), (80, 80), (1024, 65535), (0, 65535), (53, 53), (1, 100)])
+sg_rules = st.lists(
+    st.builds(
+        lambda proto, p, cidr, n: SgRule(proto, *_ports(proto, p), cidr, f"sg-{n}/sgr-{n}"),
+        st.sampled_from([ANY, PROTO_TCP, PROTO_UDP, PROTO_ICMP]),
+        ports,
+        st.sampled_from(PREFIXES),
+        st.integers(0, 5),
+    ),
+    max_size=12,
+)
+sels = st.sampled_from([UNKNOWN, 0, 53, 80, 1000, 1024, 65535])
+protos = st.sampled_from([PROTO_TCP, PROTO_UDP])
+
+
+@settings(max_examples=200, deadline=None)
+@given(sg_rules, protos, sels)
+def test_the_longest_prefix_entry_holds_the_first_matching_rule(
+    rules: list[SgRule], proto: int, sel: int
+) -> None:
+    names = Names()
+    set_id = names.sg_set(tuple(rules))
+    entries = names.take_entries()
+    for addr in ADDRS:
+        found = lookup(entries, set_id, addr)
+        assert found is not None  # 12 rules always fit
+        rule = first(found, proto, sel)
+        want = sg_verdict(tuple(rules), proto, addr.to_bytes(4), sel)
+        assert (names.name(rule.by) if rule else None) == want
+
+
+acl_entries = st.lists(
+    st.builds(
+        lambda proto, p, cidr, allow: (proto, _ports(proto, p), cidr, allow),
+        st.sampled_from([ANY, PROTO_TCP, PROTO_UDP, PROTO_ICMP]),
+        ports,
+        st.sampled_from(PREFIXES),
+        st.booleans(),
+    ),
+    max_size=10,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(acl_entries, protos, sels)
+def test_acl_entries_first_match_then_the_star_deny(
+    rows: list[tuple[int, tuple[int, int], str, bool]], proto: int, sel: int
+) -> None:
+    entries = tuple(
+        AclEntry(10 * (i + 1), pr, p[0], p[1], cidr, allow)
+        for i, (pr, p, cidr, allow) in enumerate(rows)
+    )
+    acl = NetworkAclConfig("acl-9", "10.1.2.0/24", ingress=entries)
+    names = Names()
+    set_id = names.acl_set(acl, True)
+    image = names.take_entries()
+    for addr in ADDRS:
+        found = lookup(image, set_id, addr)
+        assert found  # the `*` deny on 0.0.0.0/0 is in every entry
+        rule = first(found, proto, sel)
+        assert rule is not None
+        allowed, number = acl_verdict(entries, proto, addr.to_bytes(4), sel)
+        assert (bool(rule.flags & L.RULE_ALLOW), names.name(rule.by)) == (
+            allowed,
+            f"acl-9/inbound/{number}",
+        )
+
+
+def test_rules_push_down_in_order() -> None:
+    rules = (
+        SgRule(PROTO_TCP, 22, 22, "10.1.2.3/32", "a"),
+        SgRule(ANY, -1, -1, "10.0.0.0/8", "b"),
+        SgRule(PROTO_UDP, 53, 53, "10.1.2.3/32", "c"),
+        SgRule(PROTO_ICMP, -1, -1, "10.1.2.3/32", "icmp"),  # never a TCP/UDP match: left out
+    )
+    names = Names()
+    set_id = names.sg_set(rules)
+    entries = names.take_entries()
+    assert len(entries) == 2  # one per distinct prefix
+    host = lookup(entries, set_id, ADDRS[0])
+    assert host is not None
+    assert [names.name(r.by) for r in host] == ["a", "b", "c"]
+    assert host[1].flags == L.RULE_ALLOW | L.RULE_ANY_PROTO | L.RULE_FRAGMENTS
+    assert (host[0].proto, host[0].lo, host[0].hi) == (PROTO_TCP, 22, 22)
+    other = lookup(entries, set_id, ADDRS[2])
+    assert other is not None and [names.name(r.by) for r in other] == ["b"]
+    assert lookup(entries, set_id, ADDRS[3]) == ()  # no rule: the program denies
+
+
+def test_a_rule_hidden_by_an_earlier_one_of_the_same_match_is_left_out() -> None:
+    rules = (
+        SgRule(PROTO_TCP, 80, 80, "0.0.0.0/0", "x"),
+        SgRule(PROTO_TCP, 80, 80, "0.0.0.0/0", "y"),
+    )
+    names = Names()
+    entries = names.take_entries() if names.sg_set(rules) else {}
+    (value,) = entries.values()
+    found = L.unpack_rule_list(value)
+    assert found is not None and [names.name(r.by) for r in found] == ["x"]
+
+
+def test_too_many_applicable_rules_overflow() -> None:
+    wide = tuple(SgRule(PROTO_TCP, p, p, "0.0.0.0/0", f"w{p}") for p in range(1, L.MAX_RULES))
+    host = (SgRule(PROTO_TCP, 9999, 9999, "10.1.2.3/32", "h"),)
+    names = Names()
+    fits = names.sg_set(wide + host)
+    over = names.sg_set(wide + host + (SgRule(PROTO_UDP, 1, 1, "10.1.2.3/32", "h2"),))
+    entries = names.take_entries()
+    assert lookup(entries, fits, ADDRS[0]) is not None
+    assert lookup(entries, over, ADDRS[0]) is None  # 49 apply: the slow path decides
+    fine = lookup(entries, over, ADDRS[1])
+    assert fine is not None and len(fine) == L.MAX_RULES - 1  # other addresses still fit
+
+
+def _tables(*securities: PortSecurity | None, acl: NetworkAclConfig | None = None) -> Tables:
+    t = Tables(FABRIC)
+    for i, security in enumerate(securities):
+        t.add_vif(
+            Vif(10 + i, VifKind.VIRTUAL, f"vm{i}", vrf=1, mac=bytes(6), ip=bytes([10, 1, 2, i]),
+                prefix_len=24, security=security, acl=acl)
+        )  # fmt: skip
+    return t
+
+
+def test_identical_sets_share_an_id_and_keep_it_across_encodes() -> None:
+    web = PortSecurity(ingress=(SgRule(PROTO_TCP, 80, 80, "0.0.0.0/0", "sg-1/sgr-1"),))
+    same = PortSecurity(ingress=(SgRule(PROTO_TCP, 80, 80, "0.0.0.0/0", "sg-1/sgr-1"),))
+    ssh = PortSecurity(ingress=(SgRule(PROTO_TCP, 22, 22, "0.0.0.0/0", "sg-2/sgr-1"),))
+    acl = NetworkAclConfig("acl-1", "10.1.2.0/24")
+    names = Names()
+    image = encode_tables(_tables(web, same, None, acl=acl), {}, 0, 0, names)
+    vifs = [L.Vif.unpack(image[L.MAP_VIFS][L.u32(10 + i)]) for i in range(3)]
+    assert vifs[0].sg_ingress == vifs[1].sg_ingress != 0
+    assert vifs[0].sg_egress == vifs[1].sg_egress != vifs[0].sg_ingress  # empty: deny all
+    assert (vifs[2].sg_ingress, vifs[2].sg_egress) == (0, 0)  # nothing compiled: allow
+    assert vifs[2].acl_inbound and vifs[2].acl_outbound
+    assert (vifs[2].acl_net, vifs[2].acl_mask) == (bytes([10, 1, 2, 0]), bytes([255, 255, 255, 0]))
+    # web's ingress, the ACL's two directions (the empty egress set has no entry)
+    assert len(image[L.MAP_RULES]) == 3
+    again = encode_tables(_tables(ssh, web, acl=acl), {}, 0, 0, names)
+    moved = [L.Vif.unpack(again[L.MAP_VIFS][L.u32(10 + i)]) for i in range(2)]
+    assert moved[1].sg_ingress == vifs[0].sg_ingress  # web kept its id (and its entries)
+    assert moved[0].sg_ingress not in (0, vifs[0].sg_ingress)
+    kept = {
+        k: v
+        for k, v in image[L.MAP_RULES].items()
+        if L.RULE_KEY.struct.unpack(k)[1] == vifs[0].sg_ingress
+    }
+    assert kept.items() <= again[L.MAP_RULES].items()
+
+
+def test_by_ids_round_trip() -> None:
+    names = Names()
+    assert names.name(L.BY_NONE) == ""
+    assert names.name(L.BY_EGRESS_NO_RULE) == "egress: no security group rule"
+    assert names.name(L.BY_INGRESS_NO_RULE) == "ingress: no security group rule"
+    acl = NetworkAclConfig("acl-2", "10.1.2.0/24")
+    names.acl_set(acl, True)
+    by = names.by("acl-2/inbound/32767")
+    assert names.name(by | L.BY_REPLIES) == "acl-2/inbound/32767/replies"
+    assert names.name(12345) == ""  # never given out
+    key = (1, PROTO_TCP, bytes(4), bytes(4), 1, 2)
+    entry = encode_flow(Flow(key, FlowAction.DROP, 0, 0, by="sg-9/sgr-9"), names)
+    assert entry is not None
+    assert names.name(L.Flow.unpack(entry[1]).by) == "sg-9/sgr-9"
+
+
+def test_the_vrfs_of_ports_whose_rules_changed() -> None:
+    web = PortSecurity(ingress=(SgRule(PROTO_TCP, 80, 80, "0.0.0.0/0", "sg-1/sgr-1"),))
+    acl = NetworkAclConfig("acl-1", "10.1.2.0/24")
+    names = Names()
+    before = encode_tables(_tables(web, None, acl=acl), {}, 0, 0, names)[L.MAP_VIFS]
+    same = encode_tables(_tables(web, None, acl=acl), {}, 0, 0, names)[L.MAP_VIFS]
+    assert rules_changed(before, same) == set()
+    changed = _tables(PortSecurity(), None, acl=acl)
+    after = encode_tables(changed, {}, 0, 0, names)[L.MAP_VIFS]
+    assert rules_changed(before, after) == {1}
+    other_acl = NetworkAclConfig("acl-1", "10.1.0.0/16")  # the same entries, another subnet
+    after = encode_tables(_tables(web, None, acl=other_acl), {}, 0, 0, names)[L.MAP_VIFS]
+    assert rules_changed(before, after) == {1}
+    # (a set unused for one encode gets a new id when it comes back: a change, as it was)
+    before = encode_tables(_tables(web, None, acl=acl), {}, 0, 0, names)[L.MAP_VIFS]
+    fewer = _tables(web, acl=acl)  # a port that goes is not a port whose rules changed
+    assert rules_changed(before, encode_tables(fewer, {}, 0, 0, names)[L.MAP_VIFS]) == set()
+    moved = _tables(web, None, acl=acl)
+    moved.vifs[10].mtu = 1400  # another change of the port: its rules stay
+    assert rules_changed(before, encode_tables(moved, {}, 0, 0, names)[L.MAP_VIFS]) == set()

@@ -58,6 +58,21 @@ INLINE void count_made(__u32 key, __u64 n)
 	__sync_fetch_and_add(made, n);
 }
 
+/* Whether the packet goes to a VM here whose VRF is not `vrf` (route tables of one VPC, a
+ * peering): route.decide keys the reverse in the receiver's VRF. */
+INLINE int other_vrf_receives(__u32 nh_id, __u32 vrf)
+{
+	struct nexthop *nh = bpf_map_lookup_elem(&ov_nexthops, &nh_id);
+	struct vif *receiver;
+	__u32 vif_id;
+
+	if (!nh || nh->kind != NH_ENCAP)
+		return 0;
+	vif_id = nh->vif;
+	receiver = bpf_map_lookup_elem(&ov_vifs, &vif_id);
+	return receiver && receiver->kind == VIF_VM && receiver->vrf != vrf;
+}
+
 /* The vRouter's own verdict on a new flow (route.decide): the ports' rules allow it, and it
  * goes in with its reverse (fields swapped), or deny it, and a DROP entry goes in alone. Both
  * are admitted as FlowTable.install admits them: the table's capacity first, then the VRF's
@@ -81,6 +96,9 @@ NOINLINE int flow_make(struct pkt *p, struct flow_key *key, __u32 nh_id)
 
 	if (!bpf_map_lookup_elem(&ov_flow_room, &vrf))
 		return send_up(p, SLOW_FLOW); /* the slow path has not given this VRF room yet */
+	if (other_vrf_receives(nh_id, vrf))
+		return send_up(p, SLOW_FLOW); /* the reverse goes in the receiver's VRF, whose room
+						 * the slow path counts apart */
 	rc = flow_verdict(p, nh_id, &by);
 	if (rc == RULES_UP)
 		return send_up(p, SLOW_FLOW);

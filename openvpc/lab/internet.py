@@ -24,18 +24,15 @@ def log_path(sdir: Path) -> Path:
 
 
 def start_web_server(sdir: Path, lab: str) -> None:
-    """`python -m http.server` in the internet namespace once the agent made it, its access
-    log in the lab's state directory. `down` stops it with everything else in the VMs."""
+    """The web server (`openvpc.lab.web`) in the internet namespace once the agent made it,
+    its access log in the lab's state directory. `down` stops it with the VMs."""
     ns = internet_netns(lab)
     deadline = time.monotonic() + APPEAR_TIMEOUT
     while not netns.netns_exists(ns):
         if time.monotonic() > deadline:
             raise TimeoutError(f"the internet namespace {ns} did not appear")
         time.sleep(0.2)
-    web_root = sdir / "internet-www"
-    web_root.mkdir(mode=0o755, exist_ok=True)
-    (web_root / "index.html").write_text("hello from the internet\n")
-    argv = [sys.executable, "-u", "-m", "http.server", str(WEB_PORT), "-d", str(web_root)]
+    argv = [sys.executable, "-u", "-m", "openvpc.lab.web", str(WEB_PORT)]
     with open(log_path(sdir), "ab") as log:
         subprocess.Popen(
             nsexec.command(ns, argv),

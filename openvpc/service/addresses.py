@@ -33,7 +33,7 @@ def set_public_pool(repo: Repo, cidr: str) -> None:
 def set_internet_node(repo: Repo, node: str) -> None:
     """Name the gateway node ("" for none): the compiler gives it the internet port."""
     if node and repo.get(ComputeNode, node) is None:
-        raise not_found("node", node)
+        raise ServiceError("InvalidHostID.NotFound", f"The host ID '{node}' does not exist")
     repo.set_text_setting(INTERNET_NODE, node)
 
 

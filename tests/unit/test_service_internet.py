@@ -61,7 +61,7 @@ def test_the_allocator_never_hands_out_the_public_numbers() -> None:
     near_end = NodeHints(vrf=VRF_RANGE[1], label=LABEL_RANGE[1] - 1, vif=INTERNET_VIF)
     allocation, _ = plan_node(NodeAllocation("n"), ["rtb-a", "rtb-b"], ["eni-a"], near_end)
     assert PUBLIC_VRF not in dict(allocation.vrfs).values()
-    assert all(PUBLIC_L3_LABEL > n for _, l3, l2 in allocation.labels for n in (l3, l2))
+    assert all(n < PUBLIC_L3_LABEL for _, l3, l2 in allocation.labels for n in (l3, l2))
     assert INTERNET_VIF not in dict(allocation.vifs).values()
 
 

@@ -3,21 +3,42 @@ Elastic IP in a subnet routed to an attached internet gateway fetches the intern
 (whose log names the EIP) and the internet reaches it; without the route or the address it
 is neither; re-associating the EIP moves it. On both datapaths."""
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import HostSnapshot, LabHandle, Labs
+from conftest import HostSnapshot, LabHandle, Labs, wait_for_line
 
-from openvpc.lab import internet
+from openvpc.lab import internet, nsexec
 from openvpc.lab.real import ebpf_refusal
 
 IMAGE = "ami-0abcdef1234567890"
 WAIT = {"Delay": 1, "MaxAttempts": 90}
 WEB = "198.51.100.254"  # the internet host: the pool's last host (model/internet.py)
 INTERNET_VM = "internet"  # its namespace's name as its agent reports it
+PORT = 7400
+# answers one connection with the address it came from
+SERVER = f"""
+import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", {PORT}))
+s.listen(1)
+print("listening", flush=True)
+s.settimeout(30)
+c, peer = s.accept()
+c.sendall(peer[0].encode())
+c.close()
+"""
+CLIENT = f"""
+import socket, sys
+c = socket.create_connection((sys.argv[1], {PORT}), timeout=10)
+print(c.recv(100).decode(), flush=True)
+"""
 
 
 def topology(datapath: str) -> dict[str, Any]:
@@ -60,6 +81,25 @@ def fetch(h: LabHandle, vm: str, attempts: int = 1) -> bool:
 def reached(h: LabHandle, address: str, attempts: int = 1) -> bool:
     """Whether the internet namespace's ping to `address` is answered."""
     return any(h.ping(INTERNET_VM, address, count=1, wait=2) for _ in range(attempts))
+
+
+def connect_in(h: LabHandle, vm: str, public: str) -> str:
+    """The address a TCP server in `vm` sees a connection from the internet to `public` come
+    from ("" when none came)."""
+    server = nsexec.popen(
+        h.vm_netns(vm),
+        [sys.executable, "-c", SERVER],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for_line(server, "listening")
+        done = h.exec(INTERNET_VM, [sys.executable, "-c", CLIENT, public], timeout=20)
+        return done.stdout.strip() if done.returncode == 0 else ""
+    finally:
+        server.kill()
+        server.wait(timeout=10)
 
 
 def web_log(h: LabHandle) -> str:
@@ -111,6 +151,21 @@ def scenario(h: LabHandle) -> None:
     assert fetch(h, first, attempts=10), "the EIP instance does not reach the internet"
     assert f"{eip['PublicIp']} " in web_log(h)
     assert reached(h, eip["PublicIp"], attempts=3), "the internet does not reach the EIP"
+    # TCP in: refused by the default group until a rule lets it in, then the source is kept
+    assert connect_in(h, first, eip["PublicIp"]) == ""
+    ec2.authorize_security_group_ingress(
+        GroupId=group,
+        IpPermissions=[
+            {
+                "IpProtocol": "tcp",
+                "FromPort": PORT,
+                "ToPort": PORT,
+                "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
+            }
+        ],
+    )
+    settle(h)
+    assert connect_in(h, first, eip["PublicIp"]) == WEB
     # the route without the address, the address without the route: neither
     assert not fetch(h, second)
     assert not fetch(h, hidden)

@@ -308,6 +308,11 @@ class Service:
         with self._write() as repo:
             addresses.set_internet_node(repo, node)
 
+    def internet_node(self) -> str:
+        with self._read() as repo:
+            edge = addresses.internet_edge(repo)
+            return "" if edge is None else edge.node
+
     def public_pool(self) -> str:
         with self._read() as repo:
             return str(addresses.public_pool(repo))

@@ -70,3 +70,23 @@ def test_a_topology_names_one_of_its_nodes_as_the_gateway() -> None:
     assert loads_topology("name: x\nnodes: [a]\n").internet is None
     with pytest.raises(TopologyError, match="internet"):
         loads_topology("name: x\nnodes: [a]\ninternet: c\n")
+
+
+def test_the_operator_names_the_gateway_node_from_the_command_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from openvpc.cli import app
+    from openvpc.store import Store
+
+    db = str(tmp_path / "ov.db")
+    store = Store(Path(db))
+    Service(store).register_node("gw", "172.16.1.10")
+    store.close()
+    run = CliRunner().invoke
+    assert run(app, ["internet-node", "--db", db]).output == "(none)\n"
+    assert (r := run(app, ["internet-node", "gw", "--db", db])).exit_code == 0
+    assert r.output == "gw\n"
+    refused = run(app, ["internet-node", "nowhere", "--db", db])
+    assert refused.exit_code == 1
+    assert run(app, ["internet-node", "--db", db]).output == "gw\n"
+    assert run(app, ["internet-node", "", "--db", db]).output == "(none)\n"

@@ -272,7 +272,8 @@ class _NodeCompiler:
         """The public VRF on this node, and on the gateway node the internet port; None
         where the node has neither the internet nor an Elastic IP's instance."""
         gateway = edge.node == self.node
-        mine = [m for m in self.x.mappings if m.node == self.node]
+        # an instance's own node translates (its routing instance is there)
+        mine = [m for m in self.x.mappings if m.node == self.node and m.table in self.vrf_of_table]
         if not gateway and not mine:
             return None
         if gateway:
@@ -282,7 +283,7 @@ class _NodeCompiler:
                 RouteConfig(PUBLIC_VRF, f"{edge.gateway}/32", self.nh(RECEIVE), mac=GATEWAY_MAC)
             )
             for m in self.x.mappings:
-                if m.node == self.node:
+                if m in mine:
                     route = RouteConfig(PUBLIC_VRF, f"{m.public}/32", self.to_private(m))
                 else:
                     nh_key, vni = self.to_public(m.node)

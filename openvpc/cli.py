@@ -680,5 +680,33 @@ def public_pool(
     print(pool)
 
 
+@app.command("internet-node")
+def internet_node(
+    node: str | None = typer.Argument(None, help='the gateway node ("" for none)'),
+    db: DbOption = None,
+    lab: LabOption = None,
+) -> None:
+    """Show, or set, the gateway node: its vRouter holds the port into the internet, through
+    which instances with Elastic IPs go out and are reached (docs/internet.md)."""
+    from pathlib import Path
+
+    from openvpc.service import Service
+    from openvpc.store import Store
+
+    try:
+        store = Store(Path(_store_path(db, lab)))
+        try:
+            service = Service(store)
+            if node is not None:
+                service.set_internet_node(node)
+            shown = service.internet_node()
+        finally:
+            store.close()
+    except _service_errors() as exc:
+        Console(stderr=True).print(f"internet node: {exc}", style="red", markup=False)
+        raise typer.Exit(1) from None
+    print(shown or "(none)")
+
+
 def main() -> None:
     app()

@@ -8,11 +8,21 @@ appliance interface) win as they do in AWS.
 
 import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from openvpc.compiler.internet import PublicMapping, active_mappings, attached_gateways
 from openvpc.compiler.policy import PolicyCompiler
 from openvpc.model.forwarding import LINK_LOCAL_GATEWAY, VROUTER_MAC, Encap, overhead
 from openvpc.model.gateways import VpcPeeringConnection
+from openvpc.model.internet import (
+    INTERNET_VIF,
+    PUBLIC_L2_LABEL,
+    PUBLIC_L3_LABEL,
+    PUBLIC_VNI,
+    PUBLIC_VRF,
+    PUBLIC_VRF_NAME,
+    InternetEdge,
+)
 from openvpc.model.nodeconfig import (
     DnsRecord,
     MacRouteConfig,
@@ -56,23 +66,30 @@ class _Index:
     allocation: dict[str, NodeAllocation]
     policy: PolicyCompiler
     peerings: dict[str, VpcPeeringConnection]
+    gateways: dict[str, str]  # attached internet gateway -> its VPC
+    mappings: list[PublicMapping]  # the Elastic IPs that forward
 
     @classmethod
     def of(cls, s: Snapshot) -> "_Index":
         vpcs = {v.id: v for v in s.vpcs}
         subnets = {n.id: n for n in s.subnets}
+        tables = {t.id: t for t in s.route_tables}
+        table_of = subnet_tables(s)
+        interfaces = {i.id: i for i in active_interfaces(s)}
         return cls(
             s,
             vpcs,
             subnets,
-            {t.id: t for t in s.route_tables},
-            subnet_tables(s),
-            {i.id: i for i in active_interfaces(s)},
+            tables,
+            table_of,
+            interfaces,
             {i.id: i.name for i in s.instances},
             {n.name: n.fabric_ip for n in s.nodes},
             {a.node: a for a in s.allocations},
             PolicyCompiler(s),
             {p.id: p for p in s.peerings},
+            attached_gateways(s),
+            active_mappings(s, interfaces, subnets, table_of, tables),
         )
 
     def vpc_of(self, iface: Interface) -> Vpc:
@@ -204,7 +221,11 @@ class _NodeCompiler:
             peer = x.peer_vpc(route.target, vpc.id)
             if peer is not None:
                 peers[route.target] = peer
-            if peer is not None or route.target == "blackhole" or route.target not in x.interfaces:
+            if x.gateways.get(route.target) == vpc.id and x.snapshot.internet is not None:
+                fib[route.destination] = RouteConfig(vrf_id, route.destination, self.to_out(table))
+            elif (
+                peer is not None or route.target == "blackhole" or route.target not in x.interfaces
+            ):
                 # a peering's prefix discards what no peer interface answers (host routes
                 # below), so that no less specific route carries it elsewhere
                 fib[route.destination] = RouteConfig(vrf_id, route.destination, self.nh(DISCARD))
@@ -248,6 +269,96 @@ class _NodeCompiler:
             vpc.link_local_gateway,
             vpc.decrement_ttl,
         )
+
+    def to_out(self, table: RouteTable) -> str:
+        """The outbound NAT next hop of routing instance `table`: this node's private
+        addresses with an Elastic IP become it and go on in the public VRF."""
+        vrf_id = self.vrf_of_table[table.id]
+        pairs = tuple(
+            (m.private, m.public)
+            for m in self.x.mappings
+            if m.node == self.node and m.table == table.id
+        )
+        nh = NextHopConfig(f"nat:src:{vrf_id}", "nat", nat=pairs, nat_vrf=PUBLIC_VRF)
+        return self.nh(nh)
+
+    def to_private(self, m: PublicMapping) -> str:
+        """The inbound NAT next hop of one Elastic IP on its instance's node."""
+        nh = NextHopConfig(
+            f"nat:dst:{m.public}",
+            "nat",
+            nat=((m.public, m.private),),
+            nat_side="dst",
+            nat_vrf=self.vrf_of_table[m.table],
+        )
+        return self.nh(nh)
+
+    def to_public(self, node: str) -> tuple[str, int]:
+        """A tunnel to `node`'s public VRF."""
+        peer_ip = self.x.node_ip.get(node)
+        if peer_ip is None:
+            return self.nh(DISCARD), PUBLIC_VNI
+        key = f"tunnel:vxlan:{peer_ip}"
+        return self.nh(NextHopConfig(key, "tunnel", encap="vxlan", dst_ip=peer_ip)), PUBLIC_VNI
+
+    def public(self, edge: InternetEdge) -> tuple[VrfConfig, PortConfig | None] | None:
+        """The public VRF on this node, and on the gateway node the internet port; None
+        where the node has neither the internet nor an Elastic IP's instance."""
+        gateway = edge.node == self.node
+        # an instance's own node translates (its routing instance is there)
+        mine = [m for m in self.x.mappings if m.node == self.node and m.table in self.vrf_of_table]
+        if not gateway and not mine:
+            return None
+        if gateway:
+            nh = NextHopConfig(f"encap:{INTERNET_VIF}", "encap", vif=INTERNET_VIF, dst_mac=edge.mac)
+            self.routes.append(RouteConfig(PUBLIC_VRF, "0.0.0.0/0", self.nh(nh)))
+            self.routes.append(
+                RouteConfig(PUBLIC_VRF, f"{edge.gateway}/32", self.nh(RECEIVE), mac=GATEWAY_MAC)
+            )
+            for m in self.x.mappings:
+                if m in mine:
+                    route = RouteConfig(PUBLIC_VRF, f"{m.public}/32", self.to_private(m))
+                else:
+                    nh_key, vni = self.to_public(m.node)
+                    route = RouteConfig(PUBLIC_VRF, f"{m.public}/32", nh_key, vni)
+                self.routes.append(replace(route, mac=GATEWAY_MAC))
+        else:
+            nh_key, vni = self.to_public(edge.node)
+            self.routes.append(RouteConfig(PUBLIC_VRF, "0.0.0.0/0", nh_key, vni))
+            for m in mine:
+                self.routes.append(RouteConfig(PUBLIC_VRF, f"{m.public}/32", self.to_private(m)))
+        vrf = VrfConfig(
+            PUBLIC_VRF,
+            PUBLIC_VRF_NAME,
+            "l3",
+            "vxlan",
+            PUBLIC_VNI,
+            None,
+            PUBLIC_L3_LABEL,
+            PUBLIC_L2_LABEL,
+        )
+        if not gateway:
+            return vrf, None
+        port = PortConfig(
+            vif=INTERNET_VIF,
+            interface_id="internet",
+            instance_id="internet",
+            name="internet",
+            netns=edge.netns,
+            ifname=edge.ifname,
+            vrf=PUBLIC_VRF,
+            mac=edge.mac,
+            ip=edge.ip,
+            prefix_len=edge.prefix_len,
+            gateway=edge.gateway,
+            dns=edge.gateway,
+            domain="internet",
+            hostname="internet",
+            mtu=self.x.snapshot.fabric_mtu - overhead(Encap.VXLAN, False),
+            policy=False,  # the tenant side decides: its flows and security groups
+            agent_decides=False,
+        )
+        return vrf, port
 
     def bridge_domain(
         self, table: RouteTable, vrf_id: int, vpc: Vpc, members: Iterable[Interface]
@@ -334,6 +445,11 @@ class _NodeCompiler:
             and x.interfaces[i].node == self.node
             and x.table_of(x.interfaces[i]) in self.vrf_of_table
         ]
+        public = None if x.snapshot.internet is None else self.public(x.snapshot.internet)
+        if public is not None:
+            vrfs.append(public[0])
+            if public[1] is not None:
+                ports.append(public[1])
         return canonical(
             NodeConfig(
                 self.node,

@@ -15,6 +15,9 @@ def _nexthop(nh: NextHopConfig) -> str:
     if nh.kind == "composite":
         members = ", ".join(f"{key}{_label(label)}" for key, label in nh.members)
         return f"nh {nh.key}: {'ecmp' if nh.ecmp else 'replicate'} [{members}]"
+    if nh.kind == "nat":
+        pairs = ", ".join(f"{a} > {b}" for a, b in nh.nat)
+        return f"nh {nh.key}: nat {nh.nat_side} [{pairs}] then vrf {nh.nat_vrf}"
     return f"nh {nh.key}: {nh.kind}"
 
 

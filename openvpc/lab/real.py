@@ -31,7 +31,7 @@ from typing import Any
 from openvpc.api.app import DEFAULT_REGION
 from openvpc.credentials import Credential, CredentialError, new_secret, read_secret_file
 from openvpc.credentials import write_secret_file as _write_secret
-from openvpc.lab import netns, nsexec, supervise, sweep, tenants
+from openvpc.lab import internet, netns, nsexec, supervise, sweep, tenants
 from openvpc.lab.naming import RUN_ROOT, STATE_FILE, check_name, state_dir, vm_prefix
 from openvpc.lab.preflight import check_topology
 from openvpc.lab.processes import (
@@ -254,6 +254,9 @@ def _up(
     _build(topo, plan, state, progress)
     progress(f"processes: controller (EC2 API on {api}), a vRouter and an agent per node")
     _run_processes(state, plan.nodes, root, dhcp, api, topo.encap, datapath)
+    if topo.internet is not None:
+        progress(f"internet: a web server in the namespace behind {topo.internet}")
+        internet.start_web_server(sdir, name)
     if topo.tenants:
         progress("tenants: the file applied through the EC2 API, as a client would")
         _apply(name, root, topo, progress)

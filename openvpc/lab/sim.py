@@ -6,7 +6,7 @@ exists), then moves frames between devices until the network is quiet. No thread
 
 import ipaddress
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -15,7 +15,13 @@ from openvpc.lab.endpoint import VmEndpoint
 from openvpc.lab.fabric import Router, RouterPort, Switch
 from openvpc.model import resources as model
 from openvpc.model.forwarding import AGENT_VIF, FABRIC_VIF, LINK_LOCAL_GATEWAY, ArpMode, Encap, Mode
-from openvpc.model.nodeconfig import vrouter_objects
+from openvpc.model.nodeconfig import (
+    NodeConfig,
+    diff_objects,
+    object_key,
+    object_kind,
+    vrouter_objects,
+)
 from openvpc.model.resources import Snapshot
 from openvpc.model.rules import NetworkAclConfig, PortSecurity
 from openvpc.packet.errors import Malformed
@@ -122,6 +128,9 @@ class SimLab:
         self.switches: dict[str, Switch] = {}  # the l2 underlay, or each leaf's node segment
         self.links: dict[Device, Device] = {}
         self.fabric_frames: list[tuple[str, bytes]] = []
+        # endpoints on vifs of configs compiled elsewhere (`attach`, `program`)
+        self.attached: dict[str, tuple[VmEndpoint, str, int]] = {}
+        self.programmers: dict[str, Programmer] = {}
         for i in range(nodes):
             self._add_node(f"node{i + 1}", i, fabric_mtu)
         self._wire_underlay()
@@ -240,6 +249,26 @@ class SimLab:
     def vm(self, name: str) -> VmEndpoint:
         return self.ports[name].vm
 
+    def attach(self, endpoint: VmEndpoint, node: str, vif: int) -> None:
+        """An endpoint on vif `vif` of `node`, named by a config `program` loads (the API's
+        store compiled, rather than this lab's own topology)."""
+        self.attached[endpoint.name] = (endpoint, node, vif)
+        self._link((node, vif), (endpoint.name, 0))
+
+    def program(self, configs: Mapping[str, NodeConfig]) -> None:
+        """Bring every node's vRouter to its config, as the agent does: only the difference
+        is written (deletes in the reverse kind order), so flows and next-hop ids stay."""
+        for name, config in configs.items():
+            node = self.nodes.get(name)
+            if node is None:
+                continue
+            programmer = self.programmers.setdefault(name, Programmer(node.tables))
+            stale, changed = diff_objects(programmer.dump(), vrouter_objects(config))
+            for obj in reversed(stale):
+                programmer.delete(object_kind(obj), object_key(obj))
+            for obj in changed:
+                programmer.set(object_kind(obj), obj)
+
     # -- programming the vRouters ------------------------------------------------------
     def build(self) -> None:
         """Program every vRouter from the compiler's output for this topology (again after a
@@ -354,6 +383,8 @@ class SimLab:
         for port in self.ports.values():
             for frame in port.vm.take_outbox():
                 queue.append((port.node, port.vif, frame))
+        for endpoint, node_name, vif in self.attached.values():
+            queue.extend((node_name, vif, frame) for frame in endpoint.take_outbox())
         delivered = 0
         while queue:
             delivered += 1
@@ -370,6 +401,10 @@ class SimLab:
             self.current_node = device
             emits = process(node.tables, frame, port, self.now, self.recorder)
             return self._from_node(node, emits)
+        if device in self.attached:
+            endpoint, node_name, vif = self.attached[device]
+            endpoint.receive(frame)
+            return [(node_name, vif, f) for f in endpoint.take_outbox()]
         if device in self.ports:
             vm = self.ports[device].vm
             vm.receive(frame)

@@ -27,6 +27,8 @@ def seed(service: Service, topo: Topology, nodes: Sequence[NodePlacement], prefi
     except ServiceError as e:
         raise TopologyError(f"fabric_mtu: {e.code}: {e.message}") from e
     service.set_vm_netns_prefix(prefix)
+    if topo.internet is not None:
+        service.set_internet_node(topo.internet)
     ensure_tenants(service, [t.name for t in topo.tenants])
 
 

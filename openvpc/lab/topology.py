@@ -101,6 +101,7 @@ class Topology:
     tenants: tuple[TenantSpec, ...] = ()
     # every vRouter's forwarding plane; auto: ebpf where this machine can run it
     datapath: LabDatapath = "auto"
+    internet: str | None = None  # the gateway node, holding the internet (docs/internet.md)
 
     def vms(self) -> Iterator[tuple[TenantSpec, VpcSpec, VmSpec]]:
         for tenant in self.tenants:
@@ -143,7 +144,10 @@ def loads_topology(text: str, source: str = "<topology>") -> Topology:
 def parse_topology(data: object) -> Topology:
     """Check a loaded YAML document and build the Topology; raises TopologyError."""
     top = _mapping(
-        data, "", {"name", "nodes"}, {"underlay", "encap", "fabric_mtu", "tenants", "datapath"}
+        data,
+        "",
+        {"name", "nodes"},
+        {"underlay", "encap", "fabric_mtu", "tenants", "datapath", "internet"},
     )
     name = _name(top["name"], "name", MAX_LAB_NAME)
     underlay = cast(Underlay, _choice(top.get("underlay", "l2"), "underlay", get_args(Underlay)))
@@ -166,7 +170,10 @@ def parse_topology(data: object) -> Topology:
     _unique([t.name for t in tenants], "tenants", "tenant")
     vm_names = [vm.name for tenant in tenants for vpc in tenant.vpcs for vm in vpc.vms]
     _unique(vm_names, "tenants", "VM", " (VM names are global to the lab)")
-    return Topology(name, underlay, encap, mtu, nodes, tenants, datapath)
+    internet = top.get("internet")
+    if internet is not None and internet not in nodes:
+        raise TopologyError(f"internet: expected one of the nodes {list(nodes)}, got {internet!r}")
+    return Topology(name, underlay, encap, mtu, nodes, tenants, datapath, internet)
 
 
 def _tenant(

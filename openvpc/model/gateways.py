@@ -1,7 +1,7 @@
 """Internet and NAT gateways, Elastic IPs and VPC peering connections as the store keeps them.
 
-Stored and validated only: the compiler does not forward through them yet (a route to one is
-a blackhole until it does).
+The compiler forwards through internet gateways and Elastic IPs (docs/internet.md); NAT
+gateways and peering are stored and validated only (a route to one is a blackhole).
 """
 
 from dataclasses import dataclass

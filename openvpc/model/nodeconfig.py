@@ -15,7 +15,10 @@ from openvpc.model.rules import NetworkAclConfig, PortSecurity
 
 Mode = Literal["l3", "l2", "l2_l3"]
 EncapName = Literal["vxlan", "mplsoudp", "mplsogre", "vlan"]
-NextHopKind = Literal["encap", "tunnel", "receive", "l2receive", "discard", "resolve", "composite"]
+NextHopKind = Literal[
+    "encap", "tunnel", "receive", "l2receive", "discard", "resolve", "composite", "nat"
+]
+NatSide = Literal["src", "dst"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +50,11 @@ class NextHopConfig:
     dst_ip: str | None = None  # tunnel: the remote node's fabric address
     ecmp: bool = False  # composite: ECMP (True) or replication (False)
     members: tuple[tuple[str, int | None], ...] = ()
+    # nat: 1:1 stateless translation (docs/internet.md): the `nat_side` address found in
+    # `nat` (pairs: from, to) is rewritten and the packet continues in VRF `nat_vrf`
+    nat: tuple[tuple[str, str], ...] = ()
+    nat_side: NatSide = "src"
+    nat_vrf: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

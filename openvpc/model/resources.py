@@ -8,7 +8,8 @@ per-node VRF ids, labels and vif ids) is allocated by the service and stored her
 from dataclasses import dataclass
 from typing import Literal
 
-from openvpc.model.gateways import VpcPeeringConnection
+from openvpc.model.gateways import ElasticIp, InternetGateway, VpcPeeringConnection
+from openvpc.model.internet import InternetEdge
 from openvpc.model.nodeconfig import EncapName, Mode
 from openvpc.model.policy import AclAssociation, NetworkAcl, SecurityGroup
 
@@ -193,3 +194,6 @@ class Snapshot:
     network_acls: tuple[NetworkAcl, ...] = ()
     acl_associations: tuple[AclAssociation, ...] = ()
     peerings: tuple[VpcPeeringConnection, ...] = ()
+    internet: InternetEdge | None = None  # the gateway node's port into the internet
+    internet_gateways: tuple[InternetGateway, ...] = ()
+    elastic_ips: tuple[ElasticIp, ...] = ()

@@ -5,12 +5,15 @@ from dataclasses import replace
 from ipaddress import IPv4Network
 
 from openvpc.model.gateways import ElasticIp, InternetGateway, NatGateway
-from openvpc.model.resources import Instance, Interface, Subnet
+from openvpc.model.internet import INTERNET_NETNS_SUFFIX, InternetEdge, edge_addresses
+from openvpc.model.resources import ComputeNode, Instance, Interface, Subnet
 from openvpc.service.errors import ServiceError, in_use, invalid_value, not_found
+from openvpc.service.instances import netns_prefix
 from openvpc.service.repo import Repo
 from openvpc.service.validate import parse_address, parse_cidr
 
 PUBLIC_POOL = "public_pool"
+INTERNET_NODE = "internet_node"  # the gateway node: its vRouter holds the internet port
 DEFAULT_PUBLIC_POOL = "198.51.100.0/24"  # TEST-NET-2: never routed on the internet
 MAX_ADDRESSES = 5  # per tenant, AWS's default quota
 
@@ -25,6 +28,25 @@ def set_public_pool(repo: Repo, cidr: str) -> None:
     if net.prefixlen > 30:
         raise invalid_value("publicPool", cidr, "The pool needs at least a /30.")
     repo.set_text_setting(PUBLIC_POOL, str(net))
+
+
+def set_internet_node(repo: Repo, node: str) -> None:
+    """Name the gateway node ("" for none): the compiler gives it the internet port."""
+    if node and repo.get(ComputeNode, node) is None:
+        raise ServiceError("InvalidHostID.NotFound", f"The host ID '{node}' does not exist")
+    repo.set_text_setting(INTERNET_NODE, node)
+
+
+def internet_edge(repo: Repo) -> InternetEdge | None:
+    """The internet port, where a gateway node is set: in a namespace named after the VMs'
+    prefix, with the pool's last two hosts (docs/internet.md)."""
+    node = repo.text_setting(INTERNET_NODE, "")
+    if not node:
+        return None
+    pool = public_pool(repo)
+    ip, gateway = edge_addresses(str(pool))
+    netns = netns_prefix(repo) + INTERNET_NETNS_SUFFIX
+    return InternetEdge(node, netns, ip, gateway, pool.prefixlen)
 
 
 def live(repo: Repo, eip: ElasticIp) -> ElasticIp:
@@ -43,6 +65,9 @@ def allocate(repo: Repo, tenant: str) -> ElasticIp:
         )
     pool = public_pool(repo)
     taken = {e.public_ip for e in repo.all(ElasticIp)}
+    edge = internet_edge(repo)
+    if edge is not None:
+        taken |= {edge.ip, edge.gateway}
     hosts = pool.hosts() if pool.prefixlen < 31 else iter(pool)
     free = next((str(a) for a in hosts if str(a) not in taken), None)
     if free is None:

@@ -6,13 +6,15 @@ from collections.abc import Iterable, Set
 from dataclasses import dataclass
 from itertools import chain
 
+from openvpc.model.internet import INTERNET_VIF, PUBLIC_L3_LABEL, PUBLIC_VRF
 from openvpc.model.resources import NodeAllocation
 
 VNI_RANGE = (5001, (1 << 24) - 1)
 VLAN_RANGE = (101, 4094)
-VRF_RANGE = (1, 65535)
-LABEL_RANGE = (16, (1 << 20) - 1)  # 0-15 are reserved MPLS labels
+VRF_RANGE = (1, PUBLIC_VRF - 1)  # the public VRF's id is the last (model/internet.py)
+LABEL_RANGE = (16, PUBLIC_L3_LABEL - 1)  # 0-15 are reserved MPLS labels; the public VRF's last
 VIF_RANGE = (2, 65535)  # 0 is the fabric, 1 the agent; the punt header carries 16 bits
+RESERVED_VIFS = frozenset({INTERNET_VIF})  # the internet port on the gateway node
 
 
 class Exhausted(Exception):
@@ -65,7 +67,7 @@ def plan_node(
             used_labels.add(l2)
             labels[table] = (l3, l2)
             label_hint = l2 + 1
-    used_vifs = set(vifs.values())
+    used_vifs = set(vifs.values()) | RESERVED_VIFS
     for iface in want_ifaces:
         if iface not in vifs:
             vifs[iface] = vif_hint = next_free(used_vifs, VIF_RANGE, vif_hint)

@@ -254,7 +254,8 @@ def _canonical(
 ) -> SecurityGroupRule:
     """The rule `spec` asks for in canonical form (protocol names, ports -1 where ignored,
     CIDR host bits cleared), id left empty. With `resolve`, a referenced group must be the
-    tenant's and in the same VPC, or in a peered VPC (any tenant's); a revoke only matches, so it need not exist any more."""
+    tenant's and in the same VPC, or in a peered VPC (any tenant's); a revoke only matches, so
+    it need not exist any more."""
     protocol = canonical_protocol(spec.protocol)
     lo, hi = _ports(protocol, spec.from_port, spec.to_port)
     if bool(spec.cidr) == bool(spec.group):

@@ -303,6 +303,16 @@ class Service:
         with self._write() as repo:
             addresses.set_public_pool(repo, cidr)
 
+    def set_internet_node(self, node: str) -> None:
+        """The gateway node whose vRouter holds the internet port ("" for none)."""
+        with self._write() as repo:
+            addresses.set_internet_node(repo, node)
+
+    def internet_node(self) -> str:
+        with self._read() as repo:
+            edge = addresses.internet_edge(repo)
+            return "" if edge is None else edge.node
+
     def public_pool(self) -> str:
         with self._read() as repo:
             return str(addresses.public_pool(repo))
@@ -684,6 +694,9 @@ class Service:
                 network_acls=tuple(repo.all(NetworkAcl)),
                 acl_associations=tuple(repo.all(AclAssociation)),
                 peerings=tuple(repo.all(VpcPeeringConnection)),
+                internet=addresses.internet_edge(repo),
+                internet_gateways=tuple(repo.all(InternetGateway)),
+                elastic_ips=tuple(addresses.live(repo, e) for e in repo.all(ElasticIp)),
             )
 
     def _owned_all(self, cls: type[T], tenant: str) -> tuple[T, ...]:

@@ -14,6 +14,7 @@ from openvpc.vrouter.nexthop import (
     DiscardNH,
     EncapNH,
     L2ReceiveNH,
+    NatNH,
     NextHop,
     ReceiveNH,
     ResolveNH,
@@ -145,6 +146,9 @@ def _nh_detail(t: Tables, nh: NextHop) -> tuple[str, str]:
             f"encap {nh.encap.value} sip {ip_to_str(t.fabric.ip)} dip {ip_to_str(nh.dst_ip)}"
             f" oif vif0/{t.fabric.vif}"
         )
+    if isinstance(nh, NatNH):
+        pairs = " ".join(f"{ip_to_str(a)}>{ip_to_str(b)}" for a, b in nh.table) or "(none)"
+        return "nat", f"{'dst' if nh.dst else 'src'} vrf {nh.vrf} {pairs}"
     if isinstance(nh, CompositeNH):
         members = " ".join(f"{m}({_opt(label)})" for m, label in nh.members) or "(none)"
         return "composite", ("ecmp " if nh.ecmp else "replicate ") + f"sub-nh(label) {members}"

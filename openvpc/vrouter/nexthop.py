@@ -50,6 +50,20 @@ class CompositeNH:
     members: tuple[tuple[int, int | None], ...]
 
 
-NextHop = EncapNH | TunnelNH | ReceiveNH | L2ReceiveNH | DiscardNH | ResolveNH | CompositeNH
+@dataclass(frozen=True, slots=True)
+class NatNH:
+    """1:1 stateless NAT (docs/internet.md): the source (or, with `dst`, the destination)
+    address found in `table` is rewritten to its value and the packet continues in VRF `vrf`;
+    an address not in the table has no way out (dropped)."""
+
+    dst: bool
+    vrf: int
+    table: tuple[tuple[bytes, bytes], ...]
+
+    def translate(self, addr: bytes) -> bytes | None:
+        return next((to for frm, to in self.table if frm == addr), None)
+
+
+NextHop = EncapNH | TunnelNH | ReceiveNH | L2ReceiveNH | DiscardNH | ResolveNH | CompositeNH | NatNH
 
 DISCARD_NH_ID = 0

@@ -138,6 +138,8 @@ class Steps(Protocol):
 
     def to_node(self, run: "Pass", node_ip: bytes, rest: bytes) -> None: ...
 
+    def rewrites(self, run: "Pass") -> None: ...
+
 
 class PerFrame:
     """The steps of one frame: drops are counted, punts and frames emitted, and the flow
@@ -181,6 +183,9 @@ class PerFrame:
 
     def to_node(self, run: "Pass", node_ip: bytes, rest: bytes) -> None:
         fabric.to_node(run, node_ip, rest)
+
+    def rewrites(self, run: "Pass") -> None:
+        pass  # one frame: its checksums are recomputed whole
 
 
 PER_FRAME = PerFrame()
@@ -263,3 +268,7 @@ class Pass:
 
     def to_node(self, node_ip: bytes, rest: bytes) -> None:
         self.steps.to_node(self, node_ip, rest)
+
+    def rewrites(self) -> None:
+        """The packet's addresses are about to be rewritten (a NAT next hop)."""
+        self.steps.rewrites(self)

@@ -37,6 +37,7 @@ from openvpc.vrouter.nexthop import (
     DiscardNH,
     EncapNH,
     L2ReceiveNH,
+    NatNH,
     NextHop,
     ReceiveNH,
     ResolveNH,
@@ -250,6 +251,11 @@ class Programmer:
                 _label(label, what)
                 members.append((self.nh_id(key), label))
             return CompositeNH(cfg.ecmp, tuple(members))
+        if cfg.kind == "nat":
+            if cfg.nat_vrf is None:
+                raise ValueError(f"{what}: nat needs nat_vrf")
+            table = tuple((_ip(a, what), _ip(b, what)) for a, b in cfg.nat)
+            return NatNH(cfg.nat_side == "dst", cfg.nat_vrf, table)
         simple: dict[str, NextHop] = {
             "receive": ReceiveNH(),
             "l2receive": L2ReceiveNH(),

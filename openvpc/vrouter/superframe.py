@@ -77,6 +77,9 @@ class _WholeSteps:
             raise _Split  # NAT recomputes the checksums a super-frame leaves partial
         return verdict
 
+    def rewrites(self, run: Pass) -> None:
+        raise _Split  # NAT recomputes the checksums a super-frame leaves partial
+
     def touch(self, run: Pass, flow: Flow, size: int, tcp_flags: int) -> None:
         self.touched.append(flow)
 

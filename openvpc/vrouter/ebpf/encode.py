@@ -14,6 +14,7 @@ from openvpc.vrouter.nexthop import (
     DiscardNH,
     EncapNH,
     L2ReceiveNH,
+    NatNH,
     NextHop,
     ReceiveNH,
     ResolveNH,
@@ -217,6 +218,8 @@ def _nexthop(nh: NextHop, tables: Tables) -> L.Nexthop:
         return L.Nexthop(L.NhKind.RESOLVE)
     if isinstance(nh, DiscardNH):
         return L.Nexthop(L.NhKind.DISCARD)
+    if isinstance(nh, NatNH):
+        return _SLOW  # 1:1 NAT rewrites in the slow path
     return _composite(nh, tables)
 
 

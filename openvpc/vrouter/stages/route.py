@@ -36,12 +36,13 @@ from openvpc.vrouter.nexthop import (
     CompositeNH,
     DiscardNH,
     EncapNH,
+    NatNH,
     ReceiveNH,
     ResolveNH,
     TunnelNH,
 )
 from openvpc.vrouter.punt import Punt
-from openvpc.vrouter.stages import IP_TYPE, MAX_DEPTH, fabric
+from openvpc.vrouter.stages import IP_TYPE, MAX_DEPTH, fabric, nat
 from openvpc.vrouter.tables import Vif, VifKind, Vrf
 from openvpc.vrouter.trace import Stage
 
@@ -304,6 +305,8 @@ def ip_nexthop(
         run.punt(Punt.RESOLVE, vrf.id, packet)
     elif isinstance(nh, DiscardNH):
         run.drop(Drop.DISCARD)
+    elif isinstance(nh, NatNH):
+        nat.nat_nexthop(run, nh, packet, ip, depth)
     else:
         run.drop(Drop.INVALID_NH)
 

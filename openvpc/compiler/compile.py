@@ -10,7 +10,13 @@ import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from openvpc.compiler.internet import PublicMapping, active_mappings, attached_gateways
+from openvpc.compiler.internet import (
+    ActiveNatGateway,
+    PublicMapping,
+    active_mappings,
+    active_nat_gateways,
+    attached_gateways,
+)
 from openvpc.compiler.policy import PolicyCompiler
 from openvpc.model.forwarding import LINK_LOCAL_GATEWAY, VROUTER_MAC, Encap, overhead
 from openvpc.model.gateways import VpcPeeringConnection
@@ -68,6 +74,7 @@ class _Index:
     peerings: dict[str, VpcPeeringConnection]
     gateways: dict[str, str]  # attached internet gateway -> its VPC
     mappings: list[PublicMapping]  # the Elastic IPs that forward
+    nat_gateways: dict[str, ActiveNatGateway]  # the NAT gateways that translate
 
     @classmethod
     def of(cls, s: Snapshot) -> "_Index":
@@ -90,6 +97,7 @@ class _Index:
             {p.id: p for p in s.peerings},
             attached_gateways(s),
             active_mappings(s, interfaces, subnets, table_of, tables),
+            active_nat_gateways(s, table_of, tables),
         )
 
     def vpc_of(self, iface: Interface) -> Vpc:
@@ -221,8 +229,12 @@ class _NodeCompiler:
             peer = x.peer_vpc(route.target, vpc.id)
             if peer is not None:
                 peers[route.target] = peer
+            nat = x.nat_gateways.get(route.target)
             if x.gateways.get(route.target) == vpc.id and x.snapshot.internet is not None:
                 fib[route.destination] = RouteConfig(vrf_id, route.destination, self.to_out(table))
+            elif nat is not None and nat.vpc == vpc.id:
+                nh, label = self.to_nat_gateway(nat, table, vpc)
+                fib[route.destination] = RouteConfig(vrf_id, route.destination, nh, label)
             elif (
                 peer is not None or route.target == "blackhole" or route.target not in x.interfaces
             ):
@@ -282,6 +294,37 @@ class _NodeCompiler:
         nh = NextHopConfig(f"nat:src:{vrf_id}", "nat", nat=pairs, nat_vrf=PUBLIC_VRF)
         return self.nh(nh)
 
+    def to_nat_gateway(
+        self, nat: ActiveNatGateway, table: RouteTable, vpc: Vpc
+    ) -> tuple[str, int | None]:
+        """A route to a NAT gateway: on the gateway node, which hosts the routing instance
+        for it, its source NAT into the public VRF; elsewhere a tunnel to that instance."""
+        edge = self.x.snapshot.internet
+        assert edge is not None  # active NAT gateways need the internet
+        if edge.node != self.node:
+            return self.to_instance(edge.node, vpc, table, l2=False)
+        nh = NextHopConfig(
+            f"natgw:src:{nat.id}",
+            "nat",
+            nat=((nat.private, nat.public),),
+            nat_vrf=PUBLIC_VRF,
+            nat_gateway=nat.id,
+        )
+        return self.nh(nh), None
+
+    def from_nat_gateway(self, nat: ActiveNatGateway) -> str:
+        """The NAT gateway's Elastic IP in the gateway node's public VRF: replies to its
+        translations."""
+        nh = NextHopConfig(
+            f"natgw:dst:{nat.id}",
+            "nat",
+            nat=((nat.public, nat.private),),
+            nat_side="dst",
+            nat_vrf=PUBLIC_VRF,
+            nat_gateway=nat.id,
+        )
+        return self.nh(nh)
+
     def to_private(self, m: PublicMapping) -> str:
         """The inbound NAT next hop of one Elastic IP on its instance's node."""
         nh = NextHopConfig(
@@ -322,6 +365,12 @@ class _NodeCompiler:
                     nh_key, vni = self.to_public(m.node)
                     route = RouteConfig(PUBLIC_VRF, f"{m.public}/32", nh_key, vni)
                 self.routes.append(replace(route, mac=GATEWAY_MAC))
+            for nat in self.x.nat_gateways.values():
+                self.routes.append(
+                    RouteConfig(
+                        PUBLIC_VRF, f"{nat.public}/32", self.from_nat_gateway(nat), mac=GATEWAY_MAC
+                    )
+                )
         else:
             nh_key, vni = self.to_public(edge.node)
             self.routes.append(RouteConfig(PUBLIC_VRF, "0.0.0.0/0", nh_key, vni))

@@ -1,6 +1,6 @@
-"""Which Elastic IPs forward (docs/internet.md): an address mapped onto an active VM
-interface whose subnet's route table routes somewhere to an internet gateway attached to its
-VPC. Pure."""
+"""Which Elastic IPs and NAT gateways forward (docs/internet.md): an address mapped onto an
+active VM interface, or a NAT gateway, whose subnet's route table routes somewhere to an
+internet gateway attached to its VPC. Pure."""
 
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -52,3 +52,34 @@ def active_mappings(
             continue
         found.append(PublicMapping(eip.public_ip, eip.private_ip, iface.id, table.id, iface.node))
     return sorted(found, key=lambda m: tuple(int(x) for x in m.public.split(".")))
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveNatGateway:
+    """A NAT gateway that translates: `private` (its address in its subnet) goes out as
+    `public` (its Elastic IP)."""
+
+    id: str
+    vpc: str
+    private: str
+    public: str
+
+
+def active_nat_gateways(
+    s: Snapshot, table_of_subnet: Mapping[str, str], tables: Mapping[str, RouteTable]
+) -> dict[str, ActiveNatGateway]:
+    """NAT gateway id -> its translation, for the available public ones whose own subnet
+    routes to an attached internet gateway (else, as in AWS, their traffic has no way out)."""
+    if s.internet is None:
+        return {}
+    gateways = attached_gateways(s)
+    public = {e.id: e.public_ip for e in s.elastic_ips if e.nat_gateway}
+    found = {}
+    for nat in s.nat_gateways:
+        table = tables.get(table_of_subnet.get(nat.subnet, ""))
+        address = public.get(nat.allocation)
+        if nat.state != "available" or not nat.ip or address is None or table is None:
+            continue
+        if routes_out(table, gateways):
+            found[nat.id] = ActiveNatGateway(nat.id, nat.vpc, nat.ip, address)
+    return found

@@ -17,6 +17,8 @@ def _nexthop(nh: NextHopConfig) -> str:
         return f"nh {nh.key}: {'ecmp' if nh.ecmp else 'replicate'} [{members}]"
     if nh.kind == "nat":
         pairs = ", ".join(f"{a} > {b}" for a, b in nh.nat)
+        if nh.nat_gateway:
+            return f"nh {nh.key}: nat gateway {nh.nat_gateway} {nh.nat_side} [{pairs}]"
         return f"nh {nh.key}: nat {nh.nat_side} [{pairs}] then vrf {nh.nat_vrf}"
     return f"nh {nh.key}: {nh.kind}"
 

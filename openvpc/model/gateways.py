@@ -1,7 +1,7 @@
 """Internet and NAT gateways, Elastic IPs and VPC peering connections as the store keeps them.
 
-The compiler forwards through internet gateways and Elastic IPs (docs/internet.md); NAT
-gateways and peering are stored and validated only (a route to one is a blackhole).
+The compiler forwards through internet gateways, Elastic IPs and NAT gateways
+(docs/internet.md).
 """
 
 from dataclasses import dataclass

@@ -55,6 +55,10 @@ class NextHopConfig:
     nat: tuple[tuple[str, str], ...] = ()
     nat_side: NatSide = "src"
     nat_vrf: int | None = None
+    # a NAT gateway's stateful source NAT (docs/internet.md) instead: `nat` holds one pair,
+    # its private address and its Elastic IP; outbound ("src") continues in `nat_vrf`,
+    # inbound ("dst") in the VRF each translation came from
+    nat_gateway: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ per-node VRF ids, labels and vif ids) is allocated by the service and stored her
 from dataclasses import dataclass
 from typing import Literal
 
-from openvpc.model.gateways import ElasticIp, InternetGateway, VpcPeeringConnection
+from openvpc.model.gateways import ElasticIp, InternetGateway, NatGateway, VpcPeeringConnection
 from openvpc.model.internet import InternetEdge
 from openvpc.model.nodeconfig import EncapName, Mode
 from openvpc.model.policy import AclAssociation, NetworkAcl, SecurityGroup
@@ -197,3 +197,4 @@ class Snapshot:
     internet: InternetEdge | None = None  # the gateway node's port into the internet
     internet_gateways: tuple[InternetGateway, ...] = ()
     elastic_ips: tuple[ElasticIp, ...] = ()
+    nat_gateways: tuple[NatGateway, ...] = ()

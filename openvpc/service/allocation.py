@@ -3,11 +3,13 @@ the transaction of the change that moved them."""
 
 from collections import defaultdict
 
+from openvpc.model.gateways import NatGateway
 from openvpc.model.resources import (
     Association,
     ComputeNode,
     Interface,
     NodeAllocation,
+    RouteTable,
     Subnet,
     Vpc,
 )
@@ -27,6 +29,9 @@ _INPUTS = frozenset(KINDS[c] for c in (Vpc, Subnet, Association, Interface))
 # created with nothing on any node yet: their creation changes no allocation
 _BORN_EMPTY = frozenset(KINDS[c] for c in (Vpc, Subnet))
 _INTERFACE = KINDS[Interface]
+# what decides which routing instances the gateway node hosts for NAT gateways
+_NAT_INPUTS = frozenset(KINDS[c] for c in (RouteTable, NatGateway))
+INTERNET_NODE = "internet_node"  # the setting (addresses.INTERNET_NODE; no import cycle)
 
 
 def reconcile(repo: Repo) -> None:
@@ -38,6 +43,8 @@ def reconcile(repo: Repo) -> None:
     call costs the same in a store of ten VMs as of ten thousand."""
     inputs = {kk: created for kk, created in repo.changes.items() if kk[0] in _INPUTS}
     if not inputs:
+        if any(kind in _NAT_INPUTS for kind, _ in repo.changes):
+            _plan_gateway_node(repo)
         return
     if any(
         not created or kind not in (_BORN_EMPTY | {_INTERFACE})
@@ -64,6 +71,28 @@ def reconcile(repo: Repo) -> None:
             tables | {t for t, _ in current.vrfs},
             ifaces | {i for i, _ in current.vifs},
         )
+    if any(kind in _NAT_INPUTS for kind, _ in repo.changes):
+        _plan_gateway_node(repo)
+
+
+def nat_tables(repo: Repo) -> set[str]:
+    """The route tables with a route to a NAT gateway that is not gone: the gateway node
+    hosts their routing instances, where it translates for them (docs/internet.md)."""
+    live = {n.id for n in repo.all(NatGateway) if n.state not in ("deleted", "failed")}
+    if not live:
+        return set()
+    return {t.id for t in repo.all(RouteTable) if any(r.target in live for r in t.routes)}
+
+
+def _plan_gateway_node(repo: Repo) -> None:
+    """Re-plan the gateway node alone: a route to a NAT gateway, or one, came or went."""
+    node = repo.text_setting(INTERNET_NODE, "")
+    if not node or repo.get(ComputeNode, node) is None:
+        return
+    current = repo.get(NodeAllocation, node) or NodeAllocation(node)
+    hosted = [i for i in repo.all(Interface) if i.node == node]
+    tables = {_table_of(repo, i.subnet) for i in hosted} - {""}
+    _plan(repo, current, tables | nat_tables(repo), {i.id for i in hosted})
 
 
 def _table_of(repo: Repo, subnet_id: str) -> str:
@@ -86,6 +115,9 @@ def reconcile_all(repo: Repo) -> None:
         interfaces[iface.node].add(iface.id)
         if table_of.get(iface.subnet):
             tables[iface.node].add(table_of[iface.subnet])
+    gateway_node = repo.text_setting(INTERNET_NODE, "")
+    if gateway_node:
+        tables[gateway_node] |= nat_tables(repo)
     for node in repo.all(ComputeNode):
         current = repo.get(NodeAllocation, node.name) or NodeAllocation(node.name)
         _plan(repo, current, tables[node.name], interfaces[node.name])

@@ -307,6 +307,7 @@ class Service:
         """The gateway node whose vRouter holds the internet port ("" for none)."""
         with self._write() as repo:
             addresses.set_internet_node(repo, node)
+            allocation.reconcile_all(repo)  # the gateway node hosts NAT gateways' instances
 
     def internet_node(self) -> str:
         with self._read() as repo:
@@ -697,6 +698,7 @@ class Service:
                 internet=addresses.internet_edge(repo),
                 internet_gateways=tuple(repo.all(InternetGateway)),
                 elastic_ips=tuple(addresses.live(repo, e) for e in repo.all(ElasticIp)),
+                nat_gateways=tuple(repo.all(NatGateway)),
             )
 
     def _owned_all(self, cls: type[T], tenant: str) -> tuple[T, ...]:

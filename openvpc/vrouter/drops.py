@@ -50,3 +50,6 @@ class Drop(StrEnum):
     INVALID_VRF = "invalid_vrf"
     OUTER_FRAGMENT = "outer_fragment"
     DST_IP_MISMATCH = "dst_ip_mismatch"  # routed to a VM whose destination check is on
+    # a NAT gateway's ports toward one destination are all taken (ErrorPortAllocation)
+    NAT_PORT_ALLOCATION = "nat_port_allocation"
+    NAT_NO_TRANSLATION = "nat_no_translation"  # to a NAT gateway's address: no flow of its

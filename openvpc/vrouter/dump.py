@@ -148,7 +148,8 @@ def _nh_detail(t: Tables, nh: NextHop) -> tuple[str, str]:
         )
     if isinstance(nh, NatNH):
         pairs = " ".join(f"{ip_to_str(a)}>{ip_to_str(b)}" for a, b in nh.table) or "(none)"
-        return "nat", f"{'dst' if nh.dst else 'src'} vrf {nh.vrf} {pairs}"
+        gateway = f" gateway {nh.gateway}" if nh.gateway else ""
+        return "nat", f"{'dst' if nh.dst else 'src'} vrf {nh.vrf}{gateway} {pairs}"
     if isinstance(nh, CompositeNH):
         members = " ".join(f"{m}({_opt(label)})" for m, label in nh.members) or "(none)"
         return "composite", ("ecmp " if nh.ecmp else "replicate ") + f"sub-nh(label) {members}"
@@ -345,6 +346,7 @@ def stats(t: Tables) -> dict[str, Any]:
             }
             for vif in sorted(t.vifs.values(), key=lambda v: v.id)
         },
+        "nat_gateways": t.nat_gateways.stats(),
     }
 
 

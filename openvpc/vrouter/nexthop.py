@@ -54,11 +54,14 @@ class CompositeNH:
 class NatNH:
     """1:1 stateless NAT (docs/internet.md): the source (or, with `dst`, the destination)
     address found in `table` is rewritten to its value and the packet continues in VRF `vrf`;
-    an address not in the table has no way out (dropped)."""
+    an address not in the table has no way out (dropped). With `gateway`, NAT gateway
+    `gateway`'s stateful source NAT instead (stages/natgw.py): `table` holds its private
+    address and its Elastic IP."""
 
     dst: bool
     vrf: int
     table: tuple[tuple[bytes, bytes], ...]
+    gateway: str = ""
 
     def translate(self, addr: bytes) -> bytes | None:
         return next((to for frm, to in self.table if frm == addr), None)

@@ -255,7 +255,9 @@ class Programmer:
             if cfg.nat_vrf is None:
                 raise ValueError(f"{what}: nat needs nat_vrf")
             table = tuple((_ip(a, what), _ip(b, what)) for a, b in cfg.nat)
-            return NatNH(cfg.nat_side == "dst", cfg.nat_vrf, table)
+            if cfg.nat_gateway and len(table) != 1:
+                raise ValueError(f"{what}: a NAT gateway has one private and one public address")
+            return NatNH(cfg.nat_side == "dst", cfg.nat_vrf, table, cfg.nat_gateway)
         simple: dict[str, NextHop] = {
             "receive": ReceiveNH(),
             "l2receive": L2ReceiveNH(),

@@ -12,6 +12,7 @@ from openvpc.vrouter.encap import OuterTemplate
 from openvpc.vrouter.flow import FlowTable
 from openvpc.vrouter.limits import DEFAULT_LIMITS, NodeLimits
 from openvpc.vrouter.lpm import Lpm
+from openvpc.vrouter.natgw import NatGateways
 from openvpc.vrouter.nexthop import DISCARD_NH_ID, DiscardNH, NextHop
 from openvpc.vrouter.ratelimit import PuntLimiter
 
@@ -125,6 +126,7 @@ class Tables:
             hold_limit=limits.vif_hold_limit,
         )
         self.punts = PuntLimiter(limits.vif_punt_rate, limits.vif_punt_burst)
+        self.nat_gateways = NatGateways()  # the NAT gateways' translations on this node
         self.agent_vif: int | None = None
         self.templates: dict[tuple[Encap, bytes, int], OuterTemplate] = {}
         self.generation = 0
@@ -206,8 +208,10 @@ class Tables:
         self.neighbors[ip] = mac
 
     def expire(self, now: float) -> None:
-        """The periodic pass: age flows, forget refilled punt buckets."""
+        """The periodic pass: age flows and NAT gateway translations, forget refilled punt
+        buckets."""
         self.flows.age(now)
+        self.nat_gateways.age(now)
         self.punts.prune(now)
 
     def count_drop(self, reason: str, vif: Vif | None) -> None:

@@ -42,7 +42,7 @@ from openvpc.vrouter.nexthop import (
     TunnelNH,
 )
 from openvpc.vrouter.punt import Punt
-from openvpc.vrouter.stages import IP_TYPE, MAX_DEPTH, fabric, nat
+from openvpc.vrouter.stages import IP_TYPE, MAX_DEPTH, fabric, nat, natgw
 from openvpc.vrouter.tables import Vif, VifKind, Vrf
 from openvpc.vrouter.trace import Stage
 
@@ -305,6 +305,11 @@ def ip_nexthop(
         run.punt(Punt.RESOLVE, vrf.id, packet)
     elif isinstance(nh, DiscardNH):
         run.drop(Drop.DISCARD)
+    elif isinstance(nh, NatNH) and nh.gateway:
+        if nh.dst:
+            natgw.inbound(run, nh, packet, ip, depth)
+        else:
+            natgw.outbound(run, vrf, nh, packet, ip, depth)
     elif isinstance(nh, NatNH):
         nat.nat_nexthop(run, nh, packet, ip, depth)
     else:

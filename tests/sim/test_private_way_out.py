@@ -125,3 +125,29 @@ def test_a_destinations_ports_run_out_and_are_counted(api: Api) -> None:
     assert gateway.nat_gateways.stats()[nat]["error_port_allocation"] == 1
     gateway.expire(world.lab.now + 400)  # idle past AWS's 350 s: the ports are free again
     assert syn(world, vm, 40003) is not None
+
+
+def hosted(api: Api, node: str) -> set[str]:
+    """The route tables whose routing instances `node` hosts."""
+    allocation = next(a for a in api.service.snapshot().allocations if a.node == node)
+    return {table for table, _ in allocation.vrfs}
+
+
+def test_the_gateway_node_hosts_the_tables_routed_to_a_nat_gateway(api: Api) -> None:
+    api.service.set_internet_node(GATEWAY_NODE)
+    ec2 = api.ec2("alice")
+    vpc, public, _ = vpc_out(ec2)
+    nat, _ = nat_gateway(ec2, public)
+    _, table = private_subnet(ec2, vpc, None)
+    launch(ec2, ec2.describe_subnets(SubnetIds=[public])["Subnets"][0]["SubnetId"], "node2")
+    assert table not in hosted(api, GATEWAY_NODE)
+    ec2.create_route(RouteTableId=table, DestinationCidrBlock="0.0.0.0/0", NatGatewayId=nat)
+    assert table in hosted(api, GATEWAY_NODE)
+    assert table not in hosted(api, "node2")  # no VM of it there
+    api.service.set_internet_node("node2")  # the gateway node moves: the instance with it
+    assert table in hosted(api, "node2") and table not in hosted(api, GATEWAY_NODE)
+    ec2.delete_route(RouteTableId=table, DestinationCidrBlock="0.0.0.0/0")
+    assert table not in hosted(api, "node2")
+    ec2.create_route(RouteTableId=table, DestinationCidrBlock="0.0.0.0/0", NatGatewayId=nat)
+    ec2.delete_nat_gateway(NatGatewayId=nat)
+    assert table not in hosted(api, "node2")

@@ -8,9 +8,21 @@ import struct
 from typing import TYPE_CHECKING
 
 from openvpc.packet.checksum import checksum
-from openvpc.packet.ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP, IPv4, ip_to_str, parse_ipv4
+from openvpc.packet.errors import Malformed
+from openvpc.packet.ipv4 import (
+    PROTO_ICMP,
+    PROTO_TCP,
+    PROTO_UDP,
+    IPv4,
+    build_ipv4,
+    ip_to_str,
+    parse_ipv4,
+)
+from openvpc.packet.l4 import TCP_ACK, TCP_RST, TCP_SYN, build_tcp, parse_tcp
 from openvpc.vrouter.drops import Drop
 from openvpc.vrouter.nexthop import NatNH
+from openvpc.vrouter.stages import IP_TYPE
+from openvpc.vrouter.tables import VifKind
 from openvpc.vrouter.trace import Stage
 
 if TYPE_CHECKING:
@@ -75,7 +87,12 @@ def outbound(run: Pass, vrf: Vrf, nh: NatNH, packet: bytes, ip: IPv4, depth: int
         return run.drop(Drop.NAT_NO_TRANSLATION)
     state = run.t.nat_gateways.get(nh.gateway)
     private = (vrf.id, ip.proto, ip.src, ports[0], ip.dst, ports[1])
-    binding = state.outbound(private, run.now, _tcp_flags(packet, ip))
+    flags = _tcp_flags(packet, ip)
+    if ip.proto == PROTO_TCP and private not in state.out and not flags & TCP_SYN:
+        # a segment of a connection the gateway does not know (timed out): AWS answers
+        # with a RST rather than give it a new port
+        return _reset(run, vrf, packet, ip, depth)
+    binding = state.outbound(private, run.now, flags)
     if binding is None:
         return run.drop(Drop.NAT_PORT_ALLOCATION)
     binding.packets += 1
@@ -131,3 +148,31 @@ def inbound(run: Pass, nh: NatNH, packet: bytes, ip: IPv4, depth: int) -> None:
         )
     run.fabric_in = False
     route.route(run, vrf, packet, ip, depth + 1)
+
+
+def _reset(run: Pass, vrf: Vrf, packet: bytes, ip: IPv4, depth: int) -> None:
+    """Drop the segment (counted) and send its sender a RST: straight back to a VM here,
+    else routed back in `vrf`."""
+    from openvpc.vrouter.stages import route
+
+    run.drop(Drop.NAT_NO_TRANSLATION)
+    try:
+        tcp = parse_tcp(packet, ip.header_len)
+    except Malformed:
+        return
+    if tcp.flags & TCP_RST:
+        return  # never a RST for a RST
+    if tcp.flags & TCP_ACK:
+        flags, seq, ack = TCP_RST, tcp.ack, 0
+    else:
+        length = ip.total_length - ip.header_len - tcp.header_len
+        flags, seq, ack = TCP_RST | TCP_ACK, 0, (tcp.seq + length) & 0xFFFFFFFF
+    seg = build_tcp(ip.dst, ip.src, tcp.dport, tcp.sport, flags, seq=seq, ack=ack)
+    rst = build_ipv4(ip.dst, ip.src, PROTO_TCP, seg)
+    if run.rec is not None:
+        run.rec(Stage.NEXTHOP, f"nat gateway: no connection, RST to {ip_to_str(ip.src)}")
+    vif = run.in_vif
+    if vif.kind is VifKind.VIRTUAL:
+        return run.emit(vif.id, vif.mac + vrf.gateway_mac + IP_TYPE + rst)
+    run.fabric_in = False
+    route.route(run, vrf, rst, parse_ipv4(rst, verify=False), depth + 1)

@@ -309,6 +309,7 @@ class _NodeCompiler:
             nat=((nat.private, nat.public),),
             nat_vrf=PUBLIC_VRF,
             nat_gateway=nat.id,
+            nat_acl=self.x.policy.network_acl(self.x.subnets[nat.subnet]),
         )
         return self.nh(nh), None
 
@@ -322,6 +323,7 @@ class _NodeCompiler:
             nat_side="dst",
             nat_vrf=PUBLIC_VRF,
             nat_gateway=nat.id,
+            nat_acl=self.x.policy.network_acl(self.x.subnets[nat.subnet]),
         )
         return self.nh(nh)
 

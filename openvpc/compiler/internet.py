@@ -61,6 +61,7 @@ class ActiveNatGateway:
 
     id: str
     vpc: str
+    subnet: str
     private: str
     public: str
 
@@ -81,5 +82,5 @@ def active_nat_gateways(
         if nat.state != "available" or not nat.ip or address is None or table is None:
             continue
         if routes_out(table, gateways):
-            found[nat.id] = ActiveNatGateway(nat.id, nat.vpc, nat.ip, address)
+            found[nat.id] = ActiveNatGateway(nat.id, nat.vpc, nat.subnet, nat.ip, address)
     return found

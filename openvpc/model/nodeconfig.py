@@ -59,6 +59,7 @@ class NextHopConfig:
     # its private address and its Elastic IP; outbound ("src") continues in `nat_vrf`,
     # inbound ("dst") in the VRF each translation came from
     nat_gateway: str = ""
+    nat_acl: NetworkAclConfig | None = None  # the NAT gateway's subnet's network ACL
 
 
 @dataclass(frozen=True, slots=True)

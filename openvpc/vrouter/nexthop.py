@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 
 from openvpc.model.forwarding import Encap
+from openvpc.model.rules import NetworkAclConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +63,7 @@ class NatNH:
     vrf: int
     table: tuple[tuple[bytes, bytes], ...]
     gateway: str = ""
+    acl: NetworkAclConfig | None = None  # the NAT gateway's subnet's, checked per packet
 
     def translate(self, addr: bytes) -> bytes | None:
         return next((to for frm, to in self.table if frm == addr), None)

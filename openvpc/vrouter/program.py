@@ -257,7 +257,7 @@ class Programmer:
             table = tuple((_ip(a, what), _ip(b, what)) for a, b in cfg.nat)
             if cfg.nat_gateway and len(table) != 1:
                 raise ValueError(f"{what}: a NAT gateway has one private and one public address")
-            return NatNH(cfg.nat_side == "dst", cfg.nat_vrf, table, cfg.nat_gateway)
+            return NatNH(cfg.nat_side == "dst", cfg.nat_vrf, table, cfg.nat_gateway, cfg.nat_acl)
         simple: dict[str, NextHop] = {
             "receive": ReceiveNH(),
             "l2receive": L2ReceiveNH(),

@@ -18,6 +18,7 @@ from openvpc.model.forwarding import VROUTER_MAC
 from openvpc.model.gateways import ElasticIp, NatGateway
 from openvpc.model.internet import INTERNET_MAC, INTERNET_VIF, PUBLIC_VRF
 from openvpc.model.nodeconfig import vrouter_objects
+from openvpc.model.policy import AclAssociation, NaclEntry, NetworkAcl
 from openvpc.model.resources import Instance, NodeAllocation, Route, Snapshot
 from openvpc.packet.ethernet import ETH_P_IP, build_ethernet
 from openvpc.packet.ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP, build_ipv4
@@ -206,3 +207,39 @@ def test_a_destinations_ports_run_out() -> None:
     assert [len(o) for o in outs] == [1, 0, 1]
     assert t.drops["nat_port_allocation"] == 1
     assert t.nat_gateways.stats()["nat-1"]["error_port_allocation"] == 1
+
+
+def acl_node(ephemeral_in: bool) -> Tables:
+    """gateway_node with an ACL on the NAT gateway's subnet (subnet-web): everything allowed
+    but, unless `ephemeral_in`, TCP into the subnet on ports 1024-65535 (its public ports)."""
+    entries = [
+        NaclEntry(100, False, "-1", "allow", "0.0.0.0/0"),
+        NaclEntry(100, True, "-1", "allow", "0.0.0.0/0"),
+    ]
+    if not ephemeral_in:
+        entries.insert(0, NaclEntry(50, False, "6", "deny", "0.0.0.0/0", 1024, 65535))
+    s = nat_snapshot()
+    acl = NetworkAcl("acl-web", "red", "vpc-1", entries=tuple(entries))
+    s = replace(
+        s,
+        network_acls=(acl,),
+        acl_associations=(AclAssociation("aclassoc-1", "subnet-web", "acl-web", "red", "vpc-1"),),
+    )
+    config = compile_all(s)["node1"]
+    out = route(config, PRIVATE_VRF, "0.0.0.0/0")
+    assert out is not None and nexthop(config, out.nh).nat_acl is not None
+    fabric = Fabric(0, b("172.16.1.10"), bytes.fromhex("02fa00000001"), 1500)
+    return build_tables(fabric, vrouter_objects(config)).tables
+
+
+def test_the_nat_gateways_subnet_acl_decides_each_packet() -> None:
+    for allowed in (True, False):
+        t = acl_node(ephemeral_in=allowed)
+        syn = build_tcp(b(VM4), b(WEB), 40000, 80, TCP_SYN)
+        (out,) = process(t, frame(VROUTER_MAC, VM_MAC, VM4, WEB, PROTO_TCP, syn), VM_VIF, 1.0)
+        public = Ether(out[1])[TCP].sport
+        back = build_tcp(b(WEB), b(EIP), 80, public, TCP_SYN | TCP_ACK)
+        frm = frame(VROUTER_MAC, NET_MAC, WEB, EIP, PROTO_TCP, back)
+        got = process(t, frm, INTERNET_VIF, 1.1)
+        assert [v for v, _ in got] == ([VM_VIF] if allowed else [])
+        assert t.drops["flow_action_drop"] == (0 if allowed else 1)

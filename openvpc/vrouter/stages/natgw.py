@@ -7,6 +7,7 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
+from openvpc.model.rules import NetworkAclConfig, acl_verdict, selector
 from openvpc.packet.checksum import checksum
 from openvpc.packet.errors import Malformed
 from openvpc.packet.ipv4 import (
@@ -30,6 +31,38 @@ if TYPE_CHECKING:
     from openvpc.vrouter.tables import Vrf
 
 ECHO_REQUEST, ECHO_REPLY = 8, 0
+
+
+def _acl_allows(
+    acl: NetworkAclConfig | None,
+    packet: bytes,
+    ip: IPv4,
+    inside: bytes,
+    inside_port: int,
+    outside: bytes,
+    outside_port: int,
+    toward_outside: bool,
+) -> bool:
+    """Whether the NAT gateway's subnet's network ACL lets the packet through, statelessly:
+    in across its boundary from where it comes, out to where it goes. `inside` is the private
+    side, `outside` the remote one, each with the destination port the packet has at that
+    crossing (the public port coming in from outside, the private one going on inside)."""
+    if acl is None:
+        return True
+    icmp_type = icmp_code = -1
+    if ip.proto == PROTO_ICMP and len(packet) >= ip.header_len + 2:
+        icmp_type, icmp_code = packet[ip.header_len], packet[ip.header_len + 1]
+    checks = ((inside, inside_port), (outside, outside_port))
+    for n, (remote, port) in enumerate(checks):
+        if not acl.crosses(remote):
+            continue
+        # the first crossing is into the subnet, the second out of it
+        inbound = (n == 0) == toward_outside
+        entries = acl.ingress if inbound else acl.egress
+        sel = selector(ip.proto, port, icmp_type, icmp_code, ip.is_fragment)
+        if not acl_verdict(entries, ip.proto, remote, sel)[0]:
+            return False
+    return True
 
 
 def _ports(packet: bytes, ip: IPv4, icmp_type: int) -> tuple[int, int] | None:
@@ -85,6 +118,8 @@ def outbound(run: Pass, vrf: Vrf, nh: NatNH, packet: bytes, ip: IPv4, depth: int
     public_vrf = run.t.vrfs.get(nh.vrf)
     if ports is None or public_vrf is None:
         return run.drop(Drop.NAT_NO_TRANSLATION)
+    if not _acl_allows(nh.acl, packet, ip, ip.src, ports[1], ip.dst, ports[1], True):
+        return run.drop(Drop.FLOW_ACTION_DROP)  # the NAT gateway's subnet's ACL
     state = run.t.nat_gateways.get(nh.gateway)
     private = (vrf.id, ip.proto, ip.src, ports[0], ip.dst, ports[1])
     flags = _tcp_flags(packet, ip)
@@ -134,10 +169,12 @@ def inbound(run: Pass, nh: NatNH, packet: bytes, ip: IPv4, depth: int) -> None:
     vrf = None if binding is None else run.t.vrfs.get(binding.private[0])
     if binding is None or vrf is None:
         return run.drop(Drop.NAT_NO_TRANSLATION)
+    _, _, private, private_port, _, _ = binding.private
+    if not _acl_allows(nh.acl, packet, ip, private, private_port, ip.src, ports[1], False):
+        return run.drop(Drop.FLOW_ACTION_DROP)
     binding.packets += 1
     binding.octets += len(packet)
     run.rewrites()
-    _, _, private, private_port, _, _ = binding.private
     packet = _rewrite(packet, ip, ip.src, private, ports[0], private_port, private_port)
     ip = parse_ipv4(packet, verify=False)
     if run.rec is not None:

@@ -151,3 +151,18 @@ def test_the_gateway_node_hosts_the_tables_routed_to_a_nat_gateway(api: Api) -> 
     ec2.create_route(RouteTableId=table, DestinationCidrBlock="0.0.0.0/0", NatGatewayId=nat)
     ec2.delete_nat_gateway(NatGatewayId=nat)
     assert table not in hosted(api, "node2")
+
+
+def test_a_private_instance_reaches_an_elastic_ip_of_the_lab_through_it(api: Api) -> None:
+    world, ec2, public, _, address = setup(api)
+    vm = private_vm(ec2, "node2")
+    server = launch(ec2, public, "node2")  # the NAT gateway's traffic comes back to node2
+    eip = ec2.allocate_address(Domain="vpc")
+    ec2.associate_address(AllocationId=eip["AllocationId"], InstanceId=server.instance)
+    world.sync()
+    world.vms[vm.instance].ping(b(eip["PublicIp"]), ident=9)
+    world.lab.run()
+    asked = world.vms[server.instance].got("echo_request")
+    assert [text(r.src) for r in asked] == [address]  # it sees the NAT gateway's address
+    answered = world.vms[vm.instance].got("echo_reply", b(eip["PublicIp"]))
+    assert [r.detail[2] >> 16 for r in answered] == [9]

@@ -78,10 +78,14 @@ def reconcile(repo: Repo) -> None:
 def nat_tables(repo: Repo) -> set[str]:
     """The route tables with a route to a NAT gateway that is not gone: the gateway node
     hosts their routing instances, where it translates for them (docs/internet.md)."""
-    live = {n.id for n in repo.all(NatGateway) if n.state not in ("deleted", "failed")}
-    if not live:
-        return set()
-    return {t.id for t in repo.all(RouteTable) if any(r.target in live for r in t.routes)}
+    live = [n for n in repo.all(NatGateway) if n.state not in ("deleted", "failed")]
+    ids = {n.id for n in live}
+    return {
+        t.id
+        for vpc in sorted({n.vpc for n in live})
+        for t in repo.find(RouteTable, "vpc", vpc)
+        if any(r.target in ids for r in t.routes)
+    }
 
 
 def _plan_gateway_node(repo: Repo) -> None:
@@ -90,9 +94,11 @@ def _plan_gateway_node(repo: Repo) -> None:
     if not node or repo.get(ComputeNode, node) is None:
         return
     current = repo.get(NodeAllocation, node) or NodeAllocation(node)
-    hosted = [i for i in repo.all(Interface) if i.node == node]
-    tables = {_table_of(repo, i.subnet) for i in hosted} - {""}
-    _plan(repo, current, tables | nat_tables(repo), {i.id for i in hosted})
+    # its own interfaces are the ones its allocation numbers (no scan of every interface)
+    hosted = [i for i in (repo.get(Interface, key) for key, _ in current.vifs) if i is not None]
+    tables = {_table_of(repo, i.subnet) for i in hosted} - {""} | nat_tables(repo)
+    if tables != {t for t, _ in current.vrfs}:
+        _plan(repo, current, tables, {i.id for i in hosted})
 
 
 def _table_of(repo: Repo, subnet_id: str) -> str:

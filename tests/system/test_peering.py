@@ -7,9 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import HostSnapshot, LabHandle, Labs
-
-from openvpc.lab.real import ebpf_refusal
+from conftest import LabHandle, datapath_lab
 
 
 def _vpc(name: str, second: int, vm: str, node: str) -> dict[str, Any]:
@@ -35,14 +33,8 @@ TOPOLOGY: dict[str, Any] = {
 def lab(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LabHandle]:
-    if request.param == "ebpf" and (why := ebpf_refusal()) is not None:
-        pytest.skip(f"no eBPF datapath here: {why}")
-    labs = Labs(tmp_path_factory.mktemp("pcx"), HostSnapshot.take(), prefix="pcx")
-    try:
-        yield labs.make({**TOPOLOGY, "datapath": request.param})
-    finally:
-        problems = labs.close()
-        assert not problems, "; ".join(problems)
+    with datapath_lab(request, tmp_path_factory, TOPOLOGY, "pcx") as h:
+        yield h
 
 
 class Side:

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from conftest import LabHandle, datapath_lab
+from ec2kit import default_group
 
 
 def _vpc(name: str, second: int, vm: str, node: str) -> dict[str, Any]:
@@ -47,12 +48,7 @@ class Side:
         filters = [{"Name": "vpc-id", "Values": [self.vpc]}]
         (table,) = ec2.describe_route_tables(Filters=filters)["RouteTables"]
         self.table = table["RouteTableId"]
-        (group,) = [
-            g
-            for g in ec2.describe_security_groups(Filters=filters)["SecurityGroups"]
-            if g["GroupName"] == "default"
-        ]
-        self.group = group["GroupId"]
+        self.group = default_group(ec2, self.vpc)
 
     def peer(self, other: "Side") -> str:
         """A connection requested by this side, accepted by the other."""

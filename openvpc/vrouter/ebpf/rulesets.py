@@ -1,6 +1,7 @@
-"""Security groups and network ACLs as ov_rules contents (layout.h): each rule set, one
-direction of a port's groups or of a network ACL, laid out per remote prefix so that one
-longest-prefix lookup yields every rule that can match an address, in the set's order. `Names`
+"""Security groups and network ACLs as ov_rules and ov_rule_chunks contents (layout.h): each
+rule set, one direction of a port's groups or of a network ACL, laid out per remote prefix so
+that one longest-prefix lookup yields every rule that can match an address, in the set's order
+(chained over chunks when more than a chunk's worth apply). `Names`
 keeps the numbers the maps use for rule sets and for what decided a flow stable across syncs."""
 
 from collections.abc import Callable
@@ -20,6 +21,8 @@ from openvpc.vrouter.ebpf import layout as L
 
 # one compiled rule: what the program matches, and the remote prefix (network, length)
 Compiled = tuple[L.Rule, int, int]
+# map name (MAP_RULES, MAP_RULE_CHUNKS) -> key -> value
+RuleImage = dict[str, dict[bytes, bytes]]
 _FAST = (ANY, PROTO_TCP, PROTO_UDP)  # the protocols the fast path decides first packets of
 _FIXED = ("", f"egress: {NO_RULE}", f"ingress: {NO_RULE}")  # BY_NONE, BY_*_NO_RULE
 
@@ -56,22 +59,38 @@ def compile_set(
     return tuple(out)
 
 
-def set_entries(set_id: int, compiled: tuple[Compiled, ...]) -> dict[bytes, bytes]:
-    """ov_rules entries of one set: at each distinct prefix, every rule whose prefix contains
-    it (pushed down from the shorter ones), in order; RULES_OVERFLOW beyond MAX_RULES."""
+def set_entries(set_id: int, compiled: tuple[Compiled, ...]) -> RuleImage:
+    """ov_rules and ov_rule_chunks entries of one set: at each distinct prefix, every rule
+    whose prefix contains it (pushed down from the shorter ones), in order, cut into chunks of
+    MAX_RULES; RULES_OVERFLOW beyond MAX_RULE_CHUNKS of them. Chunks after the first are
+    numbered within the set, and identical ones (the same rules, the same rest) are shared."""
     at: dict[tuple[int, int], list[int]] = {}
     for pos, (_, net, plen) in enumerate(compiled):
         at.setdefault((net, plen), []).append(pos)
-    entries: dict[bytes, bytes] = {}
+    heads: dict[bytes, bytes] = {}
+    chunks: dict[bytes, bytes] = {}
+    numbers: dict[bytes, int] = {}  # a chunk's value -> its number
     for net, plen in at:
         positions: list[int] = []
         for shorter in range(plen + 1):
             mask = (0xFFFFFFFF << (32 - shorter)) & 0xFFFFFFFF
             positions.extend(at.get((net & mask, shorter), ()))
         positions.sort()
-        rules = None if len(positions) > L.MAX_RULES else tuple(compiled[i][0] for i in positions)
-        entries[L.rule_key(set_id, net.to_bytes(4, "big"), plen)] = L.rule_list(rules)
-    return entries
+        key = L.rule_key(set_id, net.to_bytes(4, "big"), plen)
+        if len(positions) > L.MAX_RULES * L.MAX_RULE_CHUNKS:
+            heads[key] = L.rule_list(None)
+            continue
+        rules = [compiled[i][0] for i in positions]
+        cuts = [tuple(rules[i : i + L.MAX_RULES]) for i in range(0, len(rules), L.MAX_RULES)]
+        following = 0
+        for cut in reversed(cuts[1:]):  # the last first: each chunk names the one after it
+            value = L.rule_list(cut, following)
+            following = numbers.get(value, 0)
+            if not following:
+                following = numbers[value] = len(numbers) + 1
+                chunks[L.rule_chunk_key(set_id, following)] = value
+        heads[key] = L.rule_list(cuts[0] if cuts else (), following)
+    return {L.MAP_RULES: heads, L.MAP_RULE_CHUNKS: chunks}
 
 
 @dataclass(slots=True)
@@ -86,8 +105,8 @@ class Names:
     _sets: dict[tuple[Compiled, ...], int] = field(default_factory=dict)
     _next_set: int = 1
     # compiled sets by their source (a rules tuple, or (ACL, inbound)), as of the last encode
-    _cache: dict[object, tuple[int, dict[bytes, bytes]]] = field(default_factory=dict)
-    _used: dict[object, tuple[int, dict[bytes, bytes]]] = field(default_factory=dict)
+    _cache: dict[object, tuple[int, RuleImage]] = field(default_factory=dict)
+    _used: dict[object, tuple[int, RuleImage]] = field(default_factory=dict)
 
     def by(self, name: str) -> int:
         """The id of a `by` string, interned on first use."""
@@ -145,12 +164,14 @@ class Names:
         """A new encode starts: what an encode that failed half way used is not used."""
         self._used = {}
 
-    def take_entries(self) -> dict[bytes, bytes]:
-        """Every entry of the sets used since the last call (the ov_rules image); the sets
-        no longer used are forgotten (their content gets a new id if it comes back)."""
-        image: dict[bytes, bytes] = {}
+    def take_entries(self) -> RuleImage:
+        """Every entry of the sets used since the last call (the ov_rules and ov_rule_chunks
+        images); the sets no longer used are forgotten (their content gets a new id if it
+        comes back)."""
+        image: RuleImage = {L.MAP_RULES: {}, L.MAP_RULE_CHUNKS: {}}
         for _, entries in self._used.values():
-            image.update(entries)
+            for name, found in entries.items():
+                image[name].update(found)
         live = {set_id for set_id, _ in self._used.values()}
         self._sets = {c: i for c, i in self._sets.items() if i in live}
         self._cache, self._used = self._used, {}

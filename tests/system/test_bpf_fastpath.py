@@ -649,15 +649,17 @@ def test_a_denied_flow_is_a_drop_entry_until_it_ages(fastpath: Fastpath) -> None
 
 def heavy_groups(source: str, admitted: int) -> tuple[SgRule, ...]:
     """Five groups of 60 ingress rules, as AWS allows a port: every one applies to `source`
-    (its /32, its /24, everywhere), none admits TCP `admitted` but the very last."""
+    (its /32, its /24, everywhere) and none hides another; only the last admits TCP
+    `admitted`."""
     rules: list[SgRule] = []
     for g in range(5):
         for k in range(60):
             n = g * 60 + k
             cidr = (f"{source}/32", "10.0.0.0/24", "0.0.0.0/0")[n % 3]
             proto = (PROTO_TCP, PROTO_UDP)[n % 2]
-            port = 20000 + n if proto == PROTO_TCP else admitted  # UDP rules: not for TCP
+            port = (20000 if proto == PROTO_TCP else 30000) + n  # none covers another
             rules.append(sg(proto, (port, port), cidr, f"sg-h{g}/sgr-{k}"))
+    rules[-2] = sg(PROTO_UDP, (admitted, admitted), "0.0.0.0/0", "sg-h4/sgr-udp")  # not TCP
     rules[-1] = sg(PROTO_TCP, (admitted, admitted), f"{source}/32", "sg-h4/sgr-last")
     return tuple(rules)
 

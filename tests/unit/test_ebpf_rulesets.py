@@ -6,6 +6,7 @@ applicable rules than the chunks hold mark the entry overflow; `by` ids read bac
 strings."""
 
 import ipaddress
+from collections.abc import Sequence
 
 import pytest
 from hypothesis import given, settings
@@ -26,7 +27,7 @@ from openvpc.model.rules import (
 )
 from openvpc.vrouter.ebpf import layout as L
 from openvpc.vrouter.ebpf.encode import encode_flow, encode_tables, rules_changed
-from openvpc.vrouter.ebpf.rulesets import Names, RuleImage
+from openvpc.vrouter.ebpf.rulesets import Names, RuleImage, compile_set, live_rules
 from openvpc.vrouter.flow import Flow, FlowAction
 from openvpc.vrouter.tables import Fabric, Tables, Vif, VifKind
 
@@ -64,7 +65,7 @@ def lookup(image: RuleImage, set_id: int, addr: int) -> tuple[L.Rule, ...] | Non
     return rules
 
 
-def first(rules: tuple[L.Rule, ...], proto: int, sel: int) -> L.Rule | None:
+def first(rules: Sequence[L.Rule], proto: int, sel: int) -> L.Rule | None:
     """rules.h's rules_first over one entry (an independent reading of the flags)."""
     for r in rules:
         if not r.flags & L.RULE_ANY_PROTO and r.proto != proto:
@@ -81,7 +82,9 @@ def _ports(proto: int, p: tuple[int, int]) -> tuple[int, int]:
 
 PREFIXES = ["0.0.0.0/0", "10.0.0.0/8", "10.1.0.0/16", "10.1.2.0/24", "10.1.2.3/32", "10.1.2.4/32"]
 ADDRS = [int(ipaddress.IPv4Address(a)) for a in ("10.1.2.3", "10.1.2.4", "10.1.9.9", "11.0.0.1")]
-ports = st.sampled_from([(-1, -1), (80, 80), (1024, 65535), (0, 65535), (53, 53), (1, 100)])
+ports = st.sampled_from(
+    [(-1, -1), (80, 80), (1024, 65535), (0, 65535), (53, 53), (1, 100), (0, 1023)]
+)
 sg_rule = st.builds(
     lambda proto, p, cidr, n: SgRule(proto, *_ports(proto, p), cidr, f"sg-{n}/sgr-{n}"),
     st.sampled_from([ANY, PROTO_TCP, PROTO_UDP, PROTO_ICMP]),
@@ -98,7 +101,7 @@ sels = st.sampled_from([UNKNOWN, 0, 53, 80, 1000, 1024, 65535])
 protos = st.sampled_from([PROTO_TCP, PROTO_UDP])
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(sg_rules, protos, sels)
 def test_the_longest_prefix_entry_holds_the_first_matching_rule(
     rules: list[SgRule], proto: int, sel: int
@@ -154,8 +157,8 @@ def test_acl_entries_first_match_then_the_star_deny(
 def test_rules_push_down_in_order() -> None:
     rules = (
         SgRule(PROTO_TCP, 22, 22, "10.1.2.3/32", "a"),
-        SgRule(ANY, -1, -1, "10.0.0.0/8", "b"),
-        SgRule(PROTO_UDP, 53, 53, "10.1.2.3/32", "c"),
+        SgRule(PROTO_UDP, 1, 100, "10.0.0.0/8", "b"),
+        SgRule(ANY, -1, -1, "10.1.2.3/32", "c"),
         SgRule(PROTO_ICMP, -1, -1, "10.1.2.3/32", "icmp"),  # never a TCP/UDP match: left out
     )
     names = Names()
@@ -166,8 +169,9 @@ def test_rules_push_down_in_order() -> None:
     host = lookup(entries, set_id, ADDRS[0])
     assert host is not None
     assert [names.name(r.by) for r in host] == ["a", "b", "c"]
-    assert host[1].flags == L.RULE_ALLOW | L.RULE_ANY_PROTO | L.RULE_FRAGMENTS
+    assert host[2].flags == L.RULE_ALLOW | L.RULE_ANY_PROTO | L.RULE_FRAGMENTS
     assert (host[0].proto, host[0].lo, host[0].hi) == (PROTO_TCP, 22, 22)
+    assert (host[1].proto, host[1].lo, host[1].hi, host[1].flags) == (PROTO_UDP, 1, 100, 4)
     other = lookup(entries, set_id, ADDRS[2])
     assert other is not None and [names.name(r.by) for r in other] == ["b"]
     assert lookup(entries, set_id, ADDRS[3]) == ()  # no rule: the program denies
@@ -182,6 +186,69 @@ def test_a_rule_hidden_by_an_earlier_one_of_the_same_match_is_left_out() -> None
     set_id = names.sg_set(rules)
     found = lookup(names.take_entries(), set_id, ADDRS[0])
     assert found is not None and [names.name(r.by) for r in found] == ["x"]
+
+
+def _compiled(rules: tuple[SgRule, ...]) -> tuple[list[L.Rule], Names]:
+    names = Names()
+    compiled = compile_set(
+        tuple((r.proto, r.lo, r.hi, True, names.by(r.ref), r.net, r.mask) for r in rules)
+    )
+    return [rule for rule, _, _ in compiled], names
+
+
+def test_rules_the_earlier_ones_of_an_entry_cover_are_left_out() -> None:
+    rules = (
+        SgRule(PROTO_TCP, 1, 100, "0.0.0.0/0", "low"),
+        SgRule(PROTO_TCP, 101, 200, "0.0.0.0/0", "mid"),
+        SgRule(PROTO_TCP, 50, 150, "0.0.0.0/0", "covered"),  # low and mid together cover it
+        SgRule(PROTO_TCP, 1, 65535, "0.0.0.0/0", "ports"),
+        SgRule(PROTO_TCP, 0, 0, "0.0.0.0/0", "zero"),  # every port now, but no fragments
+        SgRule(PROTO_TCP, -1, -1, "0.0.0.0/0", "tcp"),  # fragments too: kept
+        SgRule(PROTO_TCP, 8, 8, "0.0.0.0/0", "eight"),
+        SgRule(ANY, -1, -1, "0.0.0.0/0", "any"),  # UDP not covered yet: kept
+        SgRule(PROTO_UDP, 53, 53, "0.0.0.0/0", "dns"),  # any covers it
+        SgRule(ANY, -1, -1, "10.0.0.0/8", "after"),  # after everything: none can decide
+    )
+    compiled, names = _compiled(rules)
+    kept = [names.name(compiled[i].by) for i in live_rules(compiled)]
+    assert kept == ["low", "mid", "ports", "zero", "tcp", "any"]
+
+
+SELECTORS = (UNKNOWN, 0, 1, 53, 54, 79, 80, 81, 100, 101, 1000, 1023, 1024, 65535)
+
+
+# rules whose ranges meet and overlap often (two halves make every port, but no fragment)
+entry_rule = st.builds(
+    lambda proto, p: SgRule(proto, p[0], p[1], "0.0.0.0/0", f"r{proto}{p}"),
+    st.sampled_from([ANY, PROTO_TCP, PROTO_UDP]),
+    st.sampled_from([(-1, -1), (0, 1023), (1024, 65535), (80, 80), (1, 100), (53, 1023)]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(entry_rule, max_size=12))
+def test_leaving_out_what_earlier_rules_cover_changes_no_first_match(rules: list[SgRule]) -> None:
+    compiled, _ = _compiled(tuple(rules))  # all of them, as if each contained the entry
+    kept = [compiled[i] for i in live_rules(compiled)]
+    for proto in (PROTO_TCP, PROTO_UDP):
+        for sel in SELECTORS:  # both sides of every bound the ports strategy has
+            assert first(kept, proto, sel) == first(compiled, proto, sel)
+
+
+def test_a_set_beyond_the_bound_only_by_rules_that_never_decide_fits() -> None:
+    band = (SgRule(PROTO_TCP, 1, 1000, "0.0.0.0/0", "band"),)
+    hidden = tuple(SgRule(PROTO_TCP, p, p, "10.1.2.3/32", f"h{p}") for p in range(1, 400))
+    last = (SgRule(PROTO_UDP, 7, 7, "10.1.2.3/32", "udp"),)
+    names = Names()
+    set_id = names.sg_set(band + hidden + last)
+    image = names.take_entries()
+    found = lookup(image, set_id, ADDRS[0])
+    assert found is not None and [names.name(r.by) for r in found] == ["band", "udp"]
+    # under the bound, an entry keeps every rule (leaving some out costs, and gains nothing)
+    names = Names()
+    set_id = names.sg_set(band + hidden[:100] + last)
+    found = lookup(names.take_entries(), set_id, ADDRS[0])
+    assert found is not None and len(found) == 102
 
 
 BOUND = L.MAX_RULES * L.MAX_RULE_CHUNKS

@@ -4,6 +4,7 @@ that one longest-prefix lookup yields every rule that can match an address, in t
 (chained over chunks when more than a chunk's worth apply). `Names`
 keeps the numbers the maps use for rule sets and for what decided a flow stable across syncs."""
 
+import bisect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -59,14 +60,69 @@ def compile_set(
     return tuple(out)
 
 
+# what a rule covers, per protocol the fast path decides: (TCP?, UDP?, first, last selector)
+_Reach = tuple[bool, bool, int, int]
+
+
+def _reach(rule: L.Rule) -> _Reach:
+    lo = UNKNOWN if rule.flags & L.RULE_FRAGMENTS else rule.lo
+    any_proto = bool(rule.flags & L.RULE_ANY_PROTO)
+    return any_proto or rule.proto == PROTO_TCP, any_proto or rule.proto == PROTO_UDP, lo, rule.hi
+
+
+def _covers(starts: list[int], ends: list[int], lo: int, hi: int) -> bool:
+    i = bisect.bisect_right(starts, lo) - 1
+    return i >= 0 and ends[i] >= hi
+
+
+def _add(starts: list[int], ends: list[int], lo: int, hi: int) -> None:
+    """lo..hi into sorted, disjoint, non-adjacent spans (starts[i]..ends[i])."""
+    left = bisect.bisect_left(ends, lo - 1)  # the first span touching lo..hi
+    right = bisect.bisect_right(starts, hi + 1)  # past the last one
+    if left < right:
+        lo, hi = min(lo, starts[left]), max(hi, ends[right - 1])
+    starts[left:right] = [lo]
+    ends[left:right] = [hi]
+
+
+def live_rules(rules: list[L.Rule]) -> list[int]:
+    """The indexes of the rules of one entry (in order) that can be the first match of a TCP
+    or UDP packet: every rule of an entry matches every address that finds the entry, so a
+    rule whose protocols and selectors the rules before it cover (together) never decides,
+    and is left out."""
+    tcp_starts: list[int] = []
+    tcp_ends: list[int] = []
+    udp_starts: list[int] = []
+    udp_ends: list[int] = []
+    whole = [UNKNOWN], [0xFFFF]
+    out: list[int] = []
+    for pos, rule in enumerate(rules):
+        tcp, udp, lo, hi = _reach(rule)
+        if (not tcp or _covers(tcp_starts, tcp_ends, lo, hi)) and (
+            not udp or _covers(udp_starts, udp_ends, lo, hi)
+        ):
+            continue
+        out.append(pos)
+        if tcp:
+            _add(tcp_starts, tcp_ends, lo, hi)
+        if udp:
+            _add(udp_starts, udp_ends, lo, hi)
+        if (tcp_starts, tcp_ends) == whole == (udp_starts, udp_ends):
+            break  # every packet matches a rule kept: none after can decide
+    return out
+
+
 def set_entries(set_id: int, compiled: tuple[Compiled, ...]) -> RuleImage:
     """ov_rules and ov_rule_chunks entries of one set: at each distinct prefix, every rule
     whose prefix contains it (pushed down from the shorter ones), in order, cut into chunks of
-    MAX_RULES; RULES_OVERFLOW beyond MAX_RULE_CHUNKS of them. Chunks after the first are
-    numbered within the set, and identical ones (the same rules, the same rest) are shared."""
+    MAX_RULES; where more than MAX_RULE_CHUNKS would be needed, only those that can decide
+    there (`live_rules`: this costs, and only rescues what would not fit), and RULES_OVERFLOW
+    if they still need more. Chunks after the first are numbered within the set, and
+    identical ones (the same rules, the same rest) are shared."""
     at: dict[tuple[int, int], list[int]] = {}
     for pos, (_, net, plen) in enumerate(compiled):
         at.setdefault((net, plen), []).append(pos)
+    bound = L.MAX_RULES * L.MAX_RULE_CHUNKS
     heads: dict[bytes, bytes] = {}
     chunks: dict[bytes, bytes] = {}
     numbers: dict[bytes, int] = {}  # a chunk's value -> its number
@@ -77,7 +133,10 @@ def set_entries(set_id: int, compiled: tuple[Compiled, ...]) -> RuleImage:
             positions.extend(at.get((net & mask, shorter), ()))
         positions.sort()
         key = L.rule_key(set_id, net.to_bytes(4, "big"), plen)
-        if len(positions) > L.MAX_RULES * L.MAX_RULE_CHUNKS:
+        if len(positions) > bound:
+            kept = live_rules([compiled[i][0] for i in positions])
+            positions = [positions[k] for k in kept]
+        if len(positions) > bound:
             heads[key] = L.rule_list(None)
             continue
         rules = [compiled[i][0] for i in positions]

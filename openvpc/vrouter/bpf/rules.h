@@ -12,7 +12,7 @@
 enum rules_rc {
 	RULES_DENY = 0,
 	RULES_ALLOW = 1,
-	RULES_UP = 2, /* more rules apply than ov_rules holds: the slow path decides */
+	RULES_UP = 2, /* more rules apply than the chunks hold (or one is missing): the slow path */
 	RULES_NONE = 3, /* no rule of the set matches */
 	RULES_NEXT = 4, /* chunk_first: no rule of this chunk matches, go on with the next */
 };

@@ -9,21 +9,17 @@ Run as root: `python -m bench.overlay [--seconds N] [--samples N] [--paths a,b] 
 (`make bench-overlay`). Everything it makes is removed at the end, also on Ctrl-C or SIGTERM.
 """
 
-import argparse
 import datetime
-import json
 import os
 import shlex
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Collection, Sequence
 from contextlib import ExitStack
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
+from bench import cli
 from bench import overlay_measure as m
 from bench.overlay_ovs import ensure_installed
 from bench.overlay_paths import BASELINES, ENCAPS, baselines, lab_name, openvpc_lab, sweep
@@ -33,7 +29,6 @@ from openvpc.lab import real
 DATAPATHS = ("python", "ebpf")
 ALL_PATHS = (*BASELINES, *(f"{d}-{e}" for d in DATAPATHS for e in ENCAPS))
 METRICS = ("tcp1_gbps", "tcp4_gbps", "udp64_pps", "conns_per_s")
-RESULTS_DIR = Path(__file__).with_name("results")
 RESULTS_MD = Path(__file__).with_name("RESULTS.md")
 BEGIN, END = "<!-- bench-overlay:begin -->", "<!-- bench-overlay:end -->"
 
@@ -255,48 +250,15 @@ def put_section(results_md: Path, begin: str, end: str, new: str, anchor: str) -
     results_md.write_text(text)
 
 
-def _parse_paths(text: str) -> list[str]:
-    paths = [p.strip() for p in text.split(",") if p.strip()]
-    unknown = [p for p in paths if p not in ALL_PATHS]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown paths {unknown}; known: {', '.join(ALL_PATHS)}")
-    return paths
-
-
-def terminate(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")  # unwinds through every cleanup
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.overlay", description=__doc__)
-    parser.add_argument("--seconds", type=float, default=5, help="per TCP/UDP/conn test")
-    parser.add_argument("--samples", type=int, default=5, help="interleaved rounds")
-    parser.add_argument("--pings", type=int, default=1000, help="pings per sample, 2 ms apart")
-    parser.add_argument(
-        "--paths", type=_parse_paths, default=list(ALL_PATHS), help=",".join(ALL_PATHS)
+    args = cli.parser("python -m bench.overlay", __doc__, ALL_PATHS, pings=1000).parse_args(argv)
+    return cli.run_and_report(
+        args,
+        "overlay",
+        lambda: run(args.paths, args.seconds, args.samples, args.pings),
+        table,
+        record,
     )
-    parser.add_argument("--json", type=Path, help="default bench/results/overlay-<date>.json")
-    parser.add_argument("--record", action="store_true", help="write the table into RESULTS.md")
-    args = parser.parse_args(argv)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, terminate)
-    try:
-        report = run(args.paths, args.seconds, args.samples, args.pings)
-    except KeyboardInterrupt as exc:
-        print(f"interrupted ({exc or 'Ctrl-C'}); everything made was removed", file=sys.stderr)
-        return 130
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    json_path = args.json or RESULTS_DIR / f"overlay-{stamp}.json"
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(report, indent=2) + "\n")
-    print(table(report))
-    print(f"JSON: {json_path}")
-    if args.record:
-        shown = (
-            json_path.relative_to(Path.cwd()) if json_path.is_relative_to(Path.cwd()) else json_path
-        )
-        record(report, shown)
-    return 0
 
 
 if __name__ == "__main__":

@@ -8,22 +8,19 @@ Run as root: `python -m bench.policy [--seconds N] [--samples N] [--paths a,b] [
 and a killed run's leftovers by the next run.
 """
 
-import argparse
 import datetime
-import json
 import os
 import shlex
-import signal
 import sys
-import time
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from bench import cli
 from bench import overlay_measure as m
 from bench import policy_report as report_
-from bench.overlay import put_section, sample, stop, terminate
+from bench.overlay import put_section, sample, stop
 from bench.overlay_paths import baselines, sweep
 from bench.pipeline import machine
 from bench.policy_lab import POLICIES, UNADMITTED, lab_name, policy_lab, probe
@@ -31,7 +28,6 @@ from openvpc.lab import real
 
 DATAPATHS = ("python", "ebpf")
 ALL_PATHS = (report_.KERNEL, *(f"{d}-{p}" for d in DATAPATHS for p in POLICIES))
-RESULTS_DIR = Path(__file__).with_name("results")
 RESULTS_MD = Path(__file__).with_name("RESULTS.md")
 ANCHOR = "## End to end, the first harness"
 
@@ -97,44 +93,18 @@ def record(report: dict[str, Any], json_path: Path, results_md: Path = RESULTS_M
     put_section(results_md, report_.BEGIN, report_.END, report_.section(report, json_path), ANCHOR)
 
 
-def _parse_paths(text: str) -> list[str]:
-    paths = [p.strip() for p in text.split(",") if p.strip()]
-    unknown = [p for p in paths if p not in ALL_PATHS]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown paths {unknown}; known: {', '.join(ALL_PATHS)}")
-    return [p for p in ALL_PATHS if p in paths]  # references first, duplicates once
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.policy", description=__doc__)
-    parser.add_argument("--seconds", type=float, default=5, help="per TCP and conn test")
-    parser.add_argument("--samples", type=int, default=5, help="interleaved rounds")
-    parser.add_argument("--pings", type=int, default=200, help="pings per round (0: none)")
-    parser.add_argument(
-        "--paths", type=_parse_paths, default=list(ALL_PATHS), help=",".join(ALL_PATHS)
-    )
-    parser.add_argument("--json", type=Path, help="default bench/results/policy-<date>.json")
-    parser.add_argument("--record", action="store_true", help="write the table into RESULTS.md")
+    parser = cli.parser("python -m bench.policy", __doc__, ALL_PATHS, pings=200)
     args = parser.parse_args(argv)
     if args.samples < 1 or args.seconds <= 0 or args.pings < 0:
         parser.error("--samples and --seconds must be positive, --pings not negative")
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, terminate)
-    try:
-        report = run(args.paths, args.seconds, args.samples, args.pings)
-    except KeyboardInterrupt as exc:
-        print(f"interrupted ({exc or 'Ctrl-C'}); everything made was removed", file=sys.stderr)
-        return 130
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    json_path = args.json or RESULTS_DIR / f"policy-{stamp}.json"
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(report, indent=2) + "\n")
-    print(table_with_note(report))
-    print(f"JSON: {json_path}")
-    if args.record:
-        cwd = Path.cwd()
-        record(report, json_path.relative_to(cwd) if json_path.is_relative_to(cwd) else json_path)
-    return 0
+    return cli.run_and_report(
+        args,
+        "policy",
+        lambda: run(args.paths, args.seconds, args.samples, args.pings),
+        table_with_note,
+        record,
+    )
 
 
 def table_with_note(report: dict[str, Any]) -> str:

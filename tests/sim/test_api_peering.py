@@ -7,6 +7,7 @@ from typing import Any
 import botocore.exceptions
 import pytest
 from apikit import Api
+from ec2kit import default_group
 
 ClientError = botocore.exceptions.ClientError
 
@@ -192,13 +193,6 @@ def test_pages(api: Api) -> None:
 def test_a_group_may_name_a_peer_vpcs_group_only_while_peered(api: Api) -> None:
     alice, bob = api.ec2("alice"), api.ec2("bob")
     mine, theirs = _vpc(alice, "10.0.0.0/16"), _vpc(bob, "10.1.0.0/16")
-
-    def default_group(ec2: Any, vpc: str) -> str:
-        filters = [
-            {"Name": "vpc-id", "Values": [vpc]},
-            {"Name": "group-name", "Values": ["default"]},
-        ]
-        return str(ec2.describe_security_groups(Filters=filters)["SecurityGroups"][0]["GroupId"])
 
     bob_group, alice_group = default_group(bob, theirs), default_group(alice, mine)
     pair = {"GroupId": alice_group, "UserId": api.service.tenant("alice").account}

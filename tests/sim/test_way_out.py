@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from apikit import Api
+from ec2kit import ICMP_FROM_ANYWHERE, default_group
 
 from openvpc.compiler.compile import compile_all
 from openvpc.lab.endpoint import VmEndpoint
@@ -121,19 +122,8 @@ def vpc_out(ec2: Any, routed: bool = True) -> tuple[str, str, str]:
             ]
         )["RouteTables"][0]["RouteTableId"]
         ec2.create_route(RouteTableId=main, DestinationCidrBlock="0.0.0.0/0", GatewayId=igw)
-    group = ec2.describe_security_groups(
-        Filters=[{"Name": "vpc-id", "Values": [vpc]}, {"Name": "group-name", "Values": ["default"]}]
-    )["SecurityGroups"][0]["GroupId"]
     ec2.authorize_security_group_ingress(
-        GroupId=group,
-        IpPermissions=[
-            {
-                "IpProtocol": "icmp",
-                "FromPort": -1,
-                "ToPort": -1,
-                "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
-            }
-        ],
+        GroupId=default_group(ec2, vpc), IpPermissions=[ICMP_FROM_ANYWHERE]
     )
     return vpc, subnet, igw
 
@@ -186,19 +176,8 @@ def test_the_internet_needs_a_rule_of_the_group(api: Api) -> None:
     vm = launch(ec2, subnet, "node2")
     eip = ec2.allocate_address(Domain="vpc")
     ec2.associate_address(AllocationId=eip["AllocationId"], InstanceId=vm.instance)
-    group = ec2.describe_security_groups(
-        Filters=[{"Name": "vpc-id", "Values": [vpc]}, {"Name": "group-name", "Values": ["default"]}]
-    )["SecurityGroups"][0]["GroupId"]
     ec2.revoke_security_group_ingress(
-        GroupId=group,
-        IpPermissions=[
-            {
-                "IpProtocol": "icmp",
-                "FromPort": -1,
-                "ToPort": -1,
-                "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
-            }
-        ],
+        GroupId=default_group(ec2, vpc), IpPermissions=[ICMP_FROM_ANYWHERE]
     )
     world.sync()
     assert world.into(eip["PublicIp"], 1) is None

@@ -6,6 +6,7 @@ then the test fails if any namespace, interface, process, file or pinned BPF obj
 left behind. `tcx_programs` lists the programs attached at tcx in a namespace (eBPF tests).
 """
 
+import contextlib
 import ctypes
 import hashlib
 import json
@@ -309,6 +310,26 @@ class Labs:
             except Exception as exc:
                 errors.append(f"down {name}: {exc!r}")
         return errors + HostSnapshot.take().leaks_since(self.before, self.made)
+
+
+@contextlib.contextmanager
+def datapath_lab(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    topology: dict[str, Any],
+    prefix: str,
+) -> Iterator[LabHandle]:
+    """The lab of a module fixture parametrized by datapath ("ebpf" skips where this host
+    cannot run it), brought down and checked for leaks at the end of the module."""
+    datapath = str(request.param)
+    if datapath == "ebpf" and (why := real.ebpf_refusal()) is not None:
+        pytest.skip(f"no eBPF datapath here: {why}")
+    labs = Labs(tmp_path_factory.mktemp(prefix), HostSnapshot.take(), prefix=prefix)
+    try:
+        yield labs.make({**topology, "datapath": datapath})
+    finally:
+        problems = labs.close()
+        assert not problems, "; ".join(problems)
 
 
 @pytest.fixture

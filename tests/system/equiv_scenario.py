@@ -144,8 +144,10 @@ def _vms() -> list[Vm]:
     # rules on the vRouter-decided VMs of VRFs 1 and 5 and on their neighbours
     vms[0] = dataclasses.replace(vms[0], security=WEB, acl=ACL_1)
     vms[1] = dataclasses.replace(vms[1], security=DB, acl=ACL_1)
-    vms[8] = dataclasses.replace(vms[8], security=CROWDED, overflow=frozenset({_ip("10.5.1.6")}))
+    vms[8] = dataclasses.replace(vms[8], security=CROWDED, overflow=frozenset({_ip("10.5.1.7")}))
     vms[9] = dataclasses.replace(vms[9], security=PortSecurity(egress=EVERYWHERE))
+    # a third VM of VRF 5, to whose flows into vms[8] more rules apply than the fast path holds
+    vms.append(Vm(16, 5, _ip("10.5.1.7"), bytes.fromhex("020000000507"), _ip("10.5.1.1")))
     return vms
 
 
@@ -193,10 +195,14 @@ ACL_1 = NetworkAclConfig(
         AclEntry(32767, ANY, -1, -1, "0.0.0.0/0", False),
     ),
 )
-# VRF 5: more rules apply to one neighbour than the fast path holds
+# VRF 5: a port as crowded as AWS allows (more rules than five groups of 60 apply to one
+# neighbour, 10.5.1.6: the fast path still decides, down to its last chunk), and more than
+# the fast path holds for another, 10.5.1.7 (those go up)
 CROWDED = PortSecurity(
     ingress=(
+        *(_sg(PROTO_TCP, (p, p), "10.5.1.0/24", f"sg-net/sgr-{p}") for p in range(7100, 7350)),
         *(_sg(PROTO_TCP, (p, p), "10.5.1.6/32", f"sg-many/sgr-{p}") for p in range(7000, 7060)),
+        *(_sg(PROTO_TCP, (p, p), "10.5.1.7/32", f"sg-more/sgr-{p}") for p in range(7000, 7090)),
         _sg(PROTO_TCP, (80, 80), "0.0.0.0/0", "sg-many/sgr-http"),
         _sg(PROTO_UDP, _ALL, "10.5.0.0/16", "sg-many/sgr-udp"),
     ),

@@ -195,6 +195,20 @@ def test_flows_made_carry_pythons_verdict(bulk: Run) -> None:
     assert any(by.endswith("/replies") for by in ruled), ruled
     assert any(by.startswith("sg-") for by in ruled), ruled
     assert any("no security group rule" in by for by in ruled), ruled
+    # the last two of the 312 rules of CROWDED that apply to 10.5.1.6 (equiv_scenario), in the
+    # seventh chunk of its entry
+    assert {"sg-many/sgr-http", "sg-many/sgr-udp"} <= ruled, ruled
+
+
+def test_beyond_the_chunks_new_flows_go_up(bulk: Run) -> None:
+    """Where more rules apply than MAX_RULE_CHUNKS chunks hold (CROWDED for 10.5.1.7), the
+    first packet goes up, and only there."""
+    over = {
+        v: n
+        for (cls, v), n in bulk.tally.verdicts.items()
+        if "_overflow_" in cls and not cls.endswith("_ttl1")
+    }
+    assert over and set(over) == {"V_SLOW"}, over
 
 
 def test_punts_are_rate_limited_per_source() -> None:

@@ -647,11 +647,57 @@ def test_a_denied_flow_is_a_drop_entry_until_it_ages(fastpath: Fastpath) -> None
     assert fastpath.made(VRF) == 1
 
 
+def heavy_groups(source: str, admitted: int) -> tuple[SgRule, ...]:
+    """Five groups of 60 ingress rules, as AWS allows a port: every one applies to `source`
+    (its /32, its /24, everywhere) and none hides another; only the last admits TCP
+    `admitted`."""
+    rules: list[SgRule] = []
+    for g in range(5):
+        for k in range(60):
+            n = g * 60 + k
+            cidr = (f"{source}/32", "10.0.0.0/24", "0.0.0.0/0")[n % 3]
+            proto = (PROTO_TCP, PROTO_UDP)[n % 2]
+            port = (20000 if proto == PROTO_TCP else 30000) + n  # none covers another
+            rules.append(sg(proto, (port, port), cidr, f"sg-h{g}/sgr-{k}"))
+    rules[-2] = sg(PROTO_UDP, (admitted, admitted), "0.0.0.0/0", "sg-h4/sgr-udp")  # not TCP
+    rules[-1] = sg(PROTO_TCP, (admitted, admitted), f"{source}/32", "sg-h4/sgr-last")
+    return tuple(rules)
+
+
+def test_a_port_with_five_full_groups_is_decided_here(fastpath: Fastpath) -> None:
+    t = ruled_tables()
+    t.vifs[VM2].security = PortSecurity(ingress=heavy_groups("10.0.0.5", 80))
+    bound = L.MAX_RULES * L.MAX_RULE_CHUNKS
+    assert bound >= 300
+    # the last of 300 applicable rules, in the seventh chunk, admits it
+    frame = eth(GW, M1, ported(PROTO_TCP, "10.0.0.5", "10.0.0.6", 4000, 80))
+    got, made = decided(fastpath, t, "vif_in", frame, VM1)
+    assert got is not None and got.kind == "TX"
+    key = (VRF, PROTO_TCP, ip("10.0.0.5"), ip("10.0.0.6"), 4000, 80)
+    assert made[key] == (FlowAction.FORWARD, "sg-a/sgr-web")  # the sender's side names it
+    # a TCP port none admits is denied after every chunk was walked
+    frame = eth(GW, M1, ported(PROTO_TCP, "10.0.0.5", "10.0.0.6", 4000, 81))
+    t.vifs[VM1].security = PortSecurity(egress=(sg(ANY, ALL, "0.0.0.0/0", "sg-a/sgr-all"),))
+    got, made = decided(fastpath, t, "vif_in", frame, VM1)
+    assert got is not None and DROP_NAMES[got.verdict.reason] == "flow_action_drop"
+    assert list(made.values()) == [(FlowAction.DROP, "ingress: no security group rule")]
+    # the chunks gone from the map (a set half written): up, never a guess
+    fastpath.load(t)
+    chunks = fastpath.obj.map(L.MAP_RULE_CHUNKS)
+    gone = [k for k, _ in chunks.items()]
+    assert gone
+    for raw in gone:
+        chunks.delete(raw)
+    got = fastpath.run("vif_in", frame, "vm1")
+    assert got is not None and got.kind == "SLOW" and got.verdict.reason == L.SlowReason.FLOW
+
+
 def test_rules_beyond_what_the_map_holds_go_up(fastpath: Fastpath) -> None:
     t = ruled_tables()
+    bound = L.MAX_RULES * L.MAX_RULE_CHUNKS
     many = tuple(
         sg(PROTO_TCP, (port, port), "10.0.0.5/32", f"sg-b/sgr-{port}")
-        for port in range(40, 41 + L.MAX_RULES)  # 80 among them
+        for port in range(40, 41 + bound)  # 80 among them
     )
     t.vifs[VM2].security = PortSecurity(ingress=many)
     frame = eth(GW, M1, ported(PROTO_TCP, "10.0.0.5", "10.0.0.6", 4000, 80))
@@ -659,7 +705,7 @@ def test_rules_beyond_what_the_map_holds_go_up(fastpath: Fastpath) -> None:
     assert got is not None and got.kind == "SLOW" and got.verdict.reason == L.SlowReason.FLOW
     assert made == {}
     # one rule fewer fits: decided here, by the sender's rule
-    t.vifs[VM2].security = PortSecurity(ingress=many[: L.MAX_RULES])
+    t.vifs[VM2].security = PortSecurity(ingress=many[:bound])
     got, made = decided(fastpath, t, "vif_in", frame, VM1)
     assert got is not None and got.kind == "TX"
 

@@ -1,8 +1,9 @@
 """The eBPF datapath shell on a real loaded object in a scratch namespace: the table maps are
 written from the Python tables, decided flows are mirrored into ov_flows (and leave with
 their Python flow), fast-path hits are folded into the Python flows before aging (so a flow
-busy only there stays), a port's changed rules forget the denied flows the fast path made, and
-close() leaves no pkt0, link or program behind."""
+busy only there stays), a port's changed rules forget the denied flows the fast path made, rule
+sets chained over chunks come and go whole, and close() leaves no pkt0, link or program
+behind."""
 
 import json
 import socket
@@ -182,6 +183,44 @@ def test_a_ports_changed_rules_forget_the_denied_flows_the_fast_path_made(node: 
             # the other VRF's port did not change: its DROP stays, and a sync changes nothing
             dp.sync(tables)
             assert set(flows.keys()) == {encode_flow_key(other)}
+        finally:
+            dp.close()
+
+
+def _heavy(first_port: int) -> PortSecurity:
+    """An ingress set of 120 rules that all apply everywhere: three chunks per entry."""
+    return PortSecurity(
+        ingress=tuple(
+            SgRule(6, p, p, "0.0.0.0/0", f"sg-h/sgr-{p}")
+            for p in range(first_port, first_port + 120)
+        )
+    )
+
+
+def test_chained_rule_sets_are_written_and_removed_whole(node: str) -> None:
+    with netns.inside(node):
+        link = fabric_link("fabric0")
+        tables = _tables(link.ip, link.mac, link.mtu)
+        tables.add_vrf(Vrf(KEY[0], "vrf"))
+        tables.add_vif(
+            Vif(50, VifKind.VIRTUAL, "vm", vrf=KEY[0], mac=b"\2" * 6, ip=KEY[2], prefix_len=24,
+                policy=True, agent_decides=False, security=_heavy(1000))
+        )  # fmt: skip
+        dp = EbpfDatapath(link, 1024)
+        try:
+            dp.start(tables)
+            heads, chunks = dp.maps[L.MAP_RULES], dp.maps[L.MAP_RULE_CHUNKS]
+            assert len(set(chunks.keys())) == 2  # 120 rules: a head and two chunks
+            first = set(chunks.keys())
+            tables.vifs[50].security = _heavy(2000)  # another set: new chunks, the old gone
+            dp.sync(tables)
+            after = set(chunks.keys())
+            assert len(after) == 2 and not after & first
+            assert after == set(dp.image[L.MAP_RULE_CHUNKS])
+            assert set(heads.keys()) == set(dp.image[L.MAP_RULES])
+            tables.vifs[50].security = None
+            dp.sync(tables)
+            assert set(chunks.keys()) == set() and set(heads.keys()) == set()
         finally:
             dp.close()
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from conftest import HostSnapshot, LabHandle, Labs, wait_for_line
+from ec2kit import ICMP_FROM_ANYWHERE, default_group
 
 from openvpc.lab import internet, nsexec
 from openvpc.lab.real import ebpf_refusal
@@ -122,19 +123,8 @@ def scenario(h: LabHandle) -> None:
     table = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
     ec2.create_route(RouteTableId=table, DestinationCidrBlock="0.0.0.0/0", GatewayId=igw)
     ec2.associate_route_table(RouteTableId=table, SubnetId=public)
-    group = ec2.describe_security_groups(
-        Filters=[{"Name": "vpc-id", "Values": [vpc]}, {"Name": "group-name", "Values": ["default"]}]
-    )["SecurityGroups"][0]["GroupId"]
     ec2.authorize_security_group_ingress(
-        GroupId=group,
-        IpPermissions=[
-            {
-                "IpProtocol": "icmp",
-                "FromPort": -1,
-                "ToPort": -1,
-                "IpRanges": [{"CidrIp": "0.0.0.0/0"}],
-            }
-        ],
+        GroupId=default_group(ec2, vpc), IpPermissions=[ICMP_FROM_ANYWHERE]
     )
     # one instance on the gateway node, the others behind the fabric
     first = launch(ec2, public, "b")
@@ -154,7 +144,7 @@ def scenario(h: LabHandle) -> None:
     # TCP in: refused by the default group until a rule lets it in, then the source is kept
     assert connect_in(h, first, eip["PublicIp"]) == ""
     ec2.authorize_security_group_ingress(
-        GroupId=group,
+        GroupId=default_group(ec2, vpc),
         IpPermissions=[
             {
                 "IpProtocol": "tcp",

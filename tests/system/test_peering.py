@@ -7,9 +7,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import HostSnapshot, LabHandle, Labs
-
-from openvpc.lab.real import ebpf_refusal
+from conftest import LabHandle, datapath_lab
+from ec2kit import default_group
 
 
 def _vpc(name: str, second: int, vm: str, node: str) -> dict[str, Any]:
@@ -35,14 +34,8 @@ TOPOLOGY: dict[str, Any] = {
 def lab(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LabHandle]:
-    if request.param == "ebpf" and (why := ebpf_refusal()) is not None:
-        pytest.skip(f"no eBPF datapath here: {why}")
-    labs = Labs(tmp_path_factory.mktemp("pcx"), HostSnapshot.take(), prefix="pcx")
-    try:
-        yield labs.make({**TOPOLOGY, "datapath": request.param})
-    finally:
-        problems = labs.close()
-        assert not problems, "; ".join(problems)
+    with datapath_lab(request, tmp_path_factory, TOPOLOGY, "pcx") as h:
+        yield h
 
 
 class Side:
@@ -55,12 +48,7 @@ class Side:
         filters = [{"Name": "vpc-id", "Values": [self.vpc]}]
         (table,) = ec2.describe_route_tables(Filters=filters)["RouteTables"]
         self.table = table["RouteTableId"]
-        (group,) = [
-            g
-            for g in ec2.describe_security_groups(Filters=filters)["SecurityGroups"]
-            if g["GroupName"] == "default"
-        ]
-        self.group = group["GroupId"]
+        self.group = default_group(ec2, self.vpc)
 
     def peer(self, other: "Side") -> str:
         """A connection requested by this side, accepted by the other."""

@@ -11,9 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import HostSnapshot, LabHandle, Labs
-
-from openvpc.lab.real import ebpf_refusal
+from conftest import LabHandle, datapath_lab
 
 OPEN, DENIED = 7001, 7002  # the server listens on both; groups decide which is reachable
 SERVER = """
@@ -143,25 +141,17 @@ def tcp(port: int, **source: Any) -> dict[str, Any]:
 def shop(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Shop]:
-    if request.param == "ebpf" and (why := ebpf_refusal()) is not None:
-        pytest.skip(f"no eBPF datapath here: {why}")
-    before = HostSnapshot.take()
-    labs = Labs(tmp_path_factory.mktemp("sg"), before, prefix="sg")
-    server: subprocess.Popen[str] | None = None
-    try:
-        h = labs.make({**TOPOLOGY, "datapath": request.param})
+    with datapath_lab(request, tmp_path_factory, TOPOLOGY, "sg") as h:
         cmd = ["ip", "netns", "exec", h.vm_netns("server"), "python3", "-c", SERVER]
         server = subprocess.Popen(
             [*cmd, str(OPEN), str(DENIED)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
-        assert server.stdout is not None and server.stdout.readline().strip() == "listening"
-        yield Shop(h, server)
-    finally:
-        if server is not None:
+        try:
+            assert server.stdout is not None and server.stdout.readline().strip() == "listening"
+            yield Shop(h, server)
+        finally:
             server.kill()
             server.wait(10)
-        problems = labs.close()
-        assert not problems, "; ".join(problems)
 
 
 def test_a_group_allows_its_port_replies_pass_and_flows_name_the_rule(shop: Shop) -> None:

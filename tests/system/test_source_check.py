@@ -8,9 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import HostSnapshot, LabHandle, Labs, vrouter_stats
-
-from openvpc.lab.real import ebpf_refusal
+from conftest import LabHandle, datapath_lab, vrouter_stats
 
 PORT = 9000
 # the receiver prints each datagram's payload until "last" arrives (or 10 s pass)
@@ -84,14 +82,8 @@ TOPOLOGY: dict[str, Any] = {
 def dmz(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LabHandle]:
-    if request.param == "ebpf" and (why := ebpf_refusal()) is not None:
-        pytest.skip(f"no eBPF datapath here: {why}")
-    labs = Labs(tmp_path_factory.mktemp("sdc"), HostSnapshot.take(), prefix="sdc")
-    try:
-        yield labs.make({**TOPOLOGY, "datapath": request.param})
-    finally:
-        problems = labs.close()
-        assert not problems, "; ".join(problems)
+    with datapath_lab(request, tmp_path_factory, TOPOLOGY, "sdc") as h:
+        yield h
 
 
 def drops(h: LabHandle, node: str) -> dict[str, int]:

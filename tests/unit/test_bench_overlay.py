@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bench import overlay
+from bench import cli, overlay
 from bench.overlay_measure import percentile, summary
 from bench.overlay_paths import supports_datapath_key, topology
 from openvpc.lab.topology import parse_topology
@@ -82,9 +82,9 @@ def test_record_replaces_an_earlier_section(tmp_path: Path) -> None:
 
 
 def test_paths_are_checked() -> None:
-    assert overlay._parse_paths("kernel, python-vxlan") == ["kernel", "python-vxlan"]
+    assert cli.paths_option(overlay.ALL_PATHS)("kernel, python-vxlan") == ["kernel", "python-vxlan"]
     with pytest.raises(Exception, match="unknown paths"):
-        overlay._parse_paths("kernel,python-geneve")
+        cli.paths_option(overlay.ALL_PATHS)("kernel,python-geneve")
 
 
 def test_lab_topologies_are_valid() -> None:

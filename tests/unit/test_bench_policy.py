@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from service_setup import open_service
 
-from bench import policy, policy_report
+from bench import cli, policy, policy_report
 from bench.overlay_measure import summary
 from bench.policy_lab import POLICIES, lab_name, topology, traffic
 from bench.policy_rules import (
@@ -235,9 +235,9 @@ def test_record_replaces_an_earlier_section(tmp_path: Path) -> None:
 
 
 def test_paths_are_checked_and_put_in_order() -> None:
-    assert policy._parse_paths("python-groups,kernel") == ["kernel", "python-groups"]
+    assert cli.paths_option(policy.ALL_PATHS)("python-groups,kernel") == ["kernel", "python-groups"]
     with pytest.raises(Exception, match="unknown paths"):
-        policy._parse_paths("kernel,python-nopolicy")
+        cli.paths_option(policy.ALL_PATHS)("kernel,python-nopolicy")
 
 
 def test_the_lab_topology_is_valid_and_named_apart_from_the_overlay_bench() -> None:

@@ -42,6 +42,7 @@ def _asserts() -> str:
         "VRF_UNICAST_ONLY",
         "VERDICT_TAGGED",
         "MAX_RULES",
+        "MAX_RULE_CHUNKS",
         "RULES_OVERFLOW",
         "RULE_ANY_PROTO",
         "RULE_FRAGMENTS",

@@ -77,6 +77,14 @@ struct {
 	__type(value, struct rule_list);
 } ov_rules SEC(".maps");
 
+struct { /* the chunks of ov_rules entries after their first (layout.h) */
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct rule_chunk_key);
+	__type(value, struct rule_list);
+} ov_rule_chunks SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);

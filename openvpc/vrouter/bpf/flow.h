@@ -3,7 +3,8 @@
  * (rules.h) and makes the flow and its reverse, or a DROP entry alone, within the room the
  * slow path gives (the table's capacity, the VRF's quota); a miss the agent decides, a NAT
  * flow, a first packet that is neither TCP nor UDP, or one with more applicable rules than
- * ov_rules holds goes up to the slow path, which owns HOLD entries and the agent. */
+ * ov_rules and its chunks hold goes up to the slow path, which owns HOLD entries and the
+ * agent. */
 #ifndef OPENVPC_FLOW_H
 #define OPENVPC_FLOW_H
 

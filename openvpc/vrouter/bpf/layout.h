@@ -182,9 +182,13 @@ struct flow { /* 8-byte aligned: the fast path adds to the counters atomically *
  * rule of the set whose prefix contains it, in the set's order, so the longest match for an
  * address holds exactly the rules that can match it and their first match is the set's.
  * Only rules that can match TCP or UDP are compiled (the fast path decides nothing else).
- * A miss: no rule matches. n == RULES_OVERFLOW: more than MAX_RULES apply (the slow path
- * decides). ------------------------------------------------------------------------------ */
-#define MAX_RULES 48 /* an ACL direction holds at most 40 entries, plus the `*` deny */
+ * The list is cut into chunks of MAX_RULES: the first is the ov_rules value, each names the
+ * next (`next`, 0: the last), which ov_rule_chunks, a HASH by (set, chunk number), holds;
+ * chunk numbers are the set's own, and identical tails of one set share their chunks.
+ * A miss: no rule matches. n == RULES_OVERFLOW (the first chunk only): more than
+ * MAX_RULES * MAX_RULE_CHUNKS apply (the slow path decides). ----------------------------- */
+#define MAX_RULES 48 /* rules per chunk; an ACL direction (40 entries and the `*` deny) fits one */
+#define MAX_RULE_CHUNKS 7 /* chunks per address: 336 rules, a port's 5 groups of 60 rules */
 #define RULES_OVERFLOW 0xffffffffu
 
 #define RULE_ANY_PROTO 0x01 /* every protocol, else `proto` */
@@ -203,6 +207,11 @@ struct rule_key {
 	__be32 addr;
 } OV_PACKED;
 
+struct rule_chunk_key {
+	__u32 set;
+	__u32 chunk; /* 1.. within the set */
+} OV_PACKED;
+
 struct rule {
 	__u8 proto; /* an IP protocol unless RULE_ANY_PROTO */
 	__u8 flags; /* RULE_* */
@@ -211,8 +220,9 @@ struct rule {
 	__u32 by;
 } OV_PACKED;
 
-struct rule_list {
+struct rule_list { /* one chunk */
 	__u32 n; /* 0..MAX_RULES, or RULES_OVERFLOW */
+	__u32 next; /* the next chunk's number in ov_rule_chunks; 0: none */
 	struct rule rules[MAX_RULES];
 } OV_PACKED;
 

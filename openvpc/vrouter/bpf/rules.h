@@ -1,7 +1,8 @@
 /* Security groups and network ACLs on the first packet of a new TCP or UDP flow
  * (stages/route.verdict with model/rules.leaving and entering): one ov_rules lookup per rule
  * set yields every rule that can match the remote address, in the set's order, and the first
- * one matching the protocol and the selector decides. The selector is the destination port
+ * one matching the protocol and the selector decides (an entry's rules are chained over up to
+ * MAX_RULE_CHUNKS chunks of MAX_RULES). The selector is the destination port
  * (the reply direction's: the source port), -1 for a fragment, which carries no ports. */
 #ifndef OPENVPC_RULES_H
 #define OPENVPC_RULES_H
@@ -11,26 +12,22 @@
 enum rules_rc {
 	RULES_DENY = 0,
 	RULES_ALLOW = 1,
-	RULES_UP = 2, /* more rules apply than ov_rules holds: the slow path decides */
+	RULES_UP = 2, /* more rules apply than the chunks hold (or one is missing): the slow path */
 	RULES_NONE = 3, /* no rule of the set matches */
+	RULES_NEXT = 4, /* chunk_first: no rule of this chunk matches, go on with the next */
 };
 
-/* The first rule of `set` matching the packet: RULES_ALLOW or RULES_DENY, with its `by`,
- * as rc << 32 | by. A global function: the verifier checks its loop once, not at every call
- * site of every caller (six per first packet, which ran past its instruction limit), and it
- * returns a scalar rather than writing through a pointer. */
-__attribute__((noinline)) __u64 rules_first(__u32 set, __be32 remote, __u8 proto, int sel)
+/* The first rule of one chunk matching the packet: RULES_ALLOW or RULES_DENY, with its `by`,
+ * as rc << 32 | by; else RULES_NEXT << 32 | the next chunk's number (0: none). A global
+ * function: the verifier checks its loop once, not once per chunk rules_first walks. */
+__attribute__((noinline)) __u64 chunk_first(struct rule_list *l, __u8 proto, int sel)
 {
-	struct rule_key key = { .prefixlen = 64, .set = set, .addr = remote };
-	struct rule_list *l = bpf_map_lookup_elem(&ov_rules, &key);
 	struct rule *r;
 	__u32 n;
 
-	if (!l)
-		return (__u64)RULES_NONE << 32;
+	if (!l) /* a global function's pointer argument may be NULL for the verifier */
+		return (__u64)RULES_NEXT << 32;
 	n = l->n;
-	if (n == RULES_OVERFLOW)
-		return (__u64)RULES_UP << 32;
 	/* the constant bound keeps the loop verifiable; n never exceeds it (encode) */
 	for (__u32 i = 0; i < MAX_RULES; i++) {
 		if (i >= n)
@@ -42,7 +39,38 @@ __attribute__((noinline)) __u64 rules_first(__u32 set, __be32 remote, __u8 proto
 			continue;
 		return (__u64)((r->flags & RULE_ALLOW) ? RULES_ALLOW : RULES_DENY) << 32 | r->by;
 	}
-	return (__u64)RULES_NONE << 32;
+	return (__u64)RULES_NEXT << 32 | l->next;
+}
+
+/* The first rule of `set` matching the packet, over the chunks of the remote address's entry
+ * (chunk_first's answer, RULES_NONE or RULES_UP in its place). A global function too: it is
+ * called six times per first packet, and inlined there it ran past the verifier's
+ * instruction limit. A chunk missing from ov_rule_chunks (a set half written or half deleted,
+ * which no vif names yet or any more) sends the packet up rather than guessing. */
+__attribute__((noinline)) __u64 rules_first(__u32 set, __be32 remote, __u8 proto, int sel)
+{
+	struct rule_key key = { .prefixlen = 64, .set = set, .addr = remote };
+	struct rule_chunk_key next = { .set = set };
+	struct rule_list *l = bpf_map_lookup_elem(&ov_rules, &key);
+	__u64 found;
+
+	if (!l)
+		return (__u64)RULES_NONE << 32;
+	if (l->n == RULES_OVERFLOW)
+		return (__u64)RULES_UP << 32;
+	/* bounded for the verifier; encode never chains more than MAX_RULE_CHUNKS */
+	for (__u32 c = 0; c < MAX_RULE_CHUNKS; c++) {
+		found = chunk_first(l, proto, sel);
+		if (found >> 32 != RULES_NEXT)
+			return found;
+		next.chunk = (__u32)found;
+		if (!next.chunk)
+			return (__u64)RULES_NONE << 32;
+		l = bpf_map_lookup_elem(&ov_rule_chunks, &next);
+		if (!l)
+			return (__u64)RULES_UP << 32;
+	}
+	return (__u64)RULES_UP << 32;
 }
 
 /* rules_first's verdict, its `by` into *by when a rule matched. */

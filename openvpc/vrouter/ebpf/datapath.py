@@ -13,6 +13,7 @@ from openvpc.model.forwarding import FABRIC_VIF, FlowKey
 from openvpc.vrouter.ebpf import layout as L
 from openvpc.vrouter.ebpf.drops import DROP_NAMES
 from openvpc.vrouter.ebpf.encode import (
+    RULE_MAPS,
     TABLE_MAPS,
     Device,
     MapImage,
@@ -120,18 +121,19 @@ class EbpfDatapath:
             tables, self.devices, self.pkt0.ifindex, self.fabric.index, self.names
         )
         diffs = diff_images(self.image, image)
-        rules = diffs.pop(L.MAP_RULES, None)
-        m = self.maps[L.MAP_RULES]
-        for key, value in rules.update.items() if rules is not None else ():
-            m.update(key, value)
+        rules = [(name, diffs.pop(name, None)) for name in RULE_MAPS]
+        for name, diff in rules:
+            for key, value in diff.update.items() if diff is not None else ():
+                self.maps[name].update(key, value)
         for name, diff in diffs.items():
             m = self.maps[name]
             for key in diff.delete:
                 m.delete(key)
             for key, value in diff.update.items():
                 m.update(key, value)
-        for key in rules.delete if rules is not None else ():
-            self.maps[L.MAP_RULES].delete(key)
+        for name, diff in reversed(rules):
+            for key in diff.delete if diff is not None else ():
+                self.maps[name].delete(key)
         changed = rules_changed(self.image.get(L.MAP_VIFS, {}), image[L.MAP_VIFS])
         self.image = image
         if changed:

@@ -38,7 +38,11 @@ TABLE_MAPS: tuple[str, ...] = (
     L.MAP_VLANS,
     L.MAP_NODE,
     L.MAP_RULES,
+    L.MAP_RULE_CHUNKS,
 )
+# written before the other maps (a chunk before the entry naming it, a set before the vifs
+# naming it) and deleted after them, in the reverse order
+RULE_MAPS: tuple[str, ...] = (L.MAP_RULE_CHUNKS, L.MAP_RULES)
 
 _MODE = {Mode.L3: L.VrfMode.L3, Mode.L2: L.VrfMode.L2, Mode.L2_L3: L.VrfMode.L2_L3}
 _ARP_MODE = {ArpMode.PROXY: L.ArpMode.PROXY, ArpMode.SINGLE_MAC: L.ArpMode.SINGLE_MAC}
@@ -131,7 +135,7 @@ def encode_tables(
         agent=int(tables.agent_vif is not None),
     )
     image[L.MAP_NODE][L.u32(0)] = node.pack()
-    image[L.MAP_RULES] = names.take_entries()
+    image.update(names.take_entries())
     return image
 
 

@@ -20,6 +20,7 @@ MAP_ALLOWED_IPS = "ov_allowed_ips"
 MAP_VRFS = "ov_vrfs"
 MAP_IP_FIB = "ov_ip_fib"
 MAP_RULES = "ov_rules"
+MAP_RULE_CHUNKS = "ov_rule_chunks"
 MAP_MAC_FIB = "ov_mac_fib"
 MAP_NEXTHOPS = "ov_nexthops"
 MAP_LABELS = "ov_labels"
@@ -45,7 +46,8 @@ FLOW_ROOM_ALL = 0xFFFFFFFF
 VRF_DECREMENT_TTL = 0x01
 VRF_UNICAST_ONLY = 0x02
 # ov_rules (layout.h says how a rule set is laid out)
-MAX_RULES = 48
+MAX_RULES = 48  # per chunk
+MAX_RULE_CHUNKS = 7  # per address: MAX_RULES * MAX_RULE_CHUNKS rules
 RULES_OVERFLOW = 0xFFFFFFFF
 RULE_ANY_PROTO = 0x01
 RULE_FRAGMENTS = 0x02
@@ -241,7 +243,10 @@ FLOW = _layout(
 )
 RULE_KEY = _layout("rule_key", "=", (("prefixlen", "I"), ("set", "I"), ("addr", "4s")))
 RULE = _layout("rule", "=", (("proto", "B"), ("flags", "B"), ("lo", "H"), ("hi", "H"), ("by", "I")))
-RULE_LIST = _layout("rule_list", "=", (("n", "I"), ("rules", f"{RULE.struct.size * MAX_RULES}s")))
+RULE_CHUNK_KEY = _layout("rule_chunk_key", "=", (("set", "I"), ("chunk", "I")))
+RULE_LIST = _layout(
+    "rule_list", "=", (("n", "I"), ("next", "I"), ("rules", f"{RULE.struct.size * MAX_RULES}s"))
+)
 FLOW_ROOM = _layout("flow_room", "=", (("limit", "Q"), ("used", "Q"), ("seen", "Q")))
 SLOW_HDR = _layout(
     "slow_hdr",
@@ -278,6 +283,7 @@ LAYOUTS: tuple[Layout, ...] = (
     FLOW,
     FLOW_ROOM,
     RULE_KEY,
+    RULE_CHUNK_KEY,
     RULE,
     RULE_LIST,
     SLOW_HDR,
@@ -572,27 +578,34 @@ class Rule(NamedTuple):
         return cls._make(RULE.struct.unpack(data))
 
 
-def rule_list(rules: tuple[Rule, ...] | None) -> bytes:
-    """An ov_rules value: the rules in order, or None for RULES_OVERFLOW."""
+def rule_list(rules: tuple[Rule, ...] | None, next_chunk: int = 0) -> bytes:
+    """One chunk of an ov_rules entry (its value, or an ov_rule_chunks one): the rules in
+    order and the number of the chunk that goes on (0: none); None for RULES_OVERFLOW."""
     if rules is None:
-        return RULE_LIST.struct.pack(RULES_OVERFLOW, b"")
+        return RULE_LIST.struct.pack(RULES_OVERFLOW, 0, b"")
     if len(rules) > MAX_RULES:
-        raise ValueError(f"{len(rules)} rules: at most {MAX_RULES}")
-    return RULE_LIST.struct.pack(len(rules), b"".join(r.pack() for r in rules))
+        raise ValueError(f"{len(rules)} rules: at most {MAX_RULES} per chunk")
+    return RULE_LIST.struct.pack(len(rules), next_chunk, b"".join(r.pack() for r in rules))
 
 
-def unpack_rule_list(data: bytes) -> tuple[Rule, ...] | None:
-    """rule_list's inverse (None: RULES_OVERFLOW)."""
-    n, raw = RULE_LIST.struct.unpack(data)
+def unpack_rule_list(data: bytes) -> tuple[tuple[Rule, ...] | None, int]:
+    """rule_list's inverse: (the rules, None for RULES_OVERFLOW; the next chunk's number)."""
+    n, next_chunk, raw = RULE_LIST.struct.unpack(data)
     if n == RULES_OVERFLOW:
-        return None
+        return None, 0
     size = RULE.struct.size
-    return tuple(Rule.unpack(raw[i * size : (i + 1) * size]) for i in range(min(n, MAX_RULES)))
+    rules = tuple(Rule.unpack(raw[i * size : (i + 1) * size]) for i in range(min(n, MAX_RULES)))
+    return rules, next_chunk
 
 
 def rule_key(set_id: int, addr: bytes, plen: int) -> bytes:
     """An ov_rules key: the set always matches whole, then `plen` bits of the address."""
     return RULE_KEY.struct.pack(32 + plen, set_id, addr)
+
+
+def rule_chunk_key(set_id: int, chunk: int) -> bytes:
+    """An ov_rule_chunks key: a chunk's number within its set."""
+    return RULE_CHUNK_KEY.struct.pack(set_id, chunk)
 
 
 def mac_key(vrf: int, mac: bytes) -> bytes:

@@ -1,8 +1,10 @@
-"""Security groups and network ACLs as ov_rules contents (layout.h): each rule set, one
-direction of a port's groups or of a network ACL, laid out per remote prefix so that one
-longest-prefix lookup yields every rule that can match an address, in the set's order. `Names`
+"""Security groups and network ACLs as ov_rules and ov_rule_chunks contents (layout.h): each
+rule set, one direction of a port's groups or of a network ACL, laid out per remote prefix so
+that one longest-prefix lookup yields every rule that can match an address, in the set's order
+(chained over chunks when more than a chunk's worth apply). `Names`
 keeps the numbers the maps use for rule sets and for what decided a flow stable across syncs."""
 
+import bisect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -20,6 +22,8 @@ from openvpc.vrouter.ebpf import layout as L
 
 # one compiled rule: what the program matches, and the remote prefix (network, length)
 Compiled = tuple[L.Rule, int, int]
+# map name (MAP_RULES, MAP_RULE_CHUNKS) -> key -> value
+RuleImage = dict[str, dict[bytes, bytes]]
 _FAST = (ANY, PROTO_TCP, PROTO_UDP)  # the protocols the fast path decides first packets of
 _FIXED = ("", f"egress: {NO_RULE}", f"ingress: {NO_RULE}")  # BY_NONE, BY_*_NO_RULE
 
@@ -56,22 +60,96 @@ def compile_set(
     return tuple(out)
 
 
-def set_entries(set_id: int, compiled: tuple[Compiled, ...]) -> dict[bytes, bytes]:
-    """ov_rules entries of one set: at each distinct prefix, every rule whose prefix contains
-    it (pushed down from the shorter ones), in order; RULES_OVERFLOW beyond MAX_RULES."""
+# what a rule covers, per protocol the fast path decides: (TCP?, UDP?, first, last selector)
+_Reach = tuple[bool, bool, int, int]
+
+
+def _reach(rule: L.Rule) -> _Reach:
+    lo = UNKNOWN if rule.flags & L.RULE_FRAGMENTS else rule.lo
+    any_proto = bool(rule.flags & L.RULE_ANY_PROTO)
+    return any_proto or rule.proto == PROTO_TCP, any_proto or rule.proto == PROTO_UDP, lo, rule.hi
+
+
+def _covers(starts: list[int], ends: list[int], lo: int, hi: int) -> bool:
+    i = bisect.bisect_right(starts, lo) - 1
+    return i >= 0 and ends[i] >= hi
+
+
+def _add(starts: list[int], ends: list[int], lo: int, hi: int) -> None:
+    """lo..hi into sorted, disjoint, non-adjacent spans (starts[i]..ends[i])."""
+    left = bisect.bisect_left(ends, lo - 1)  # the first span touching lo..hi
+    right = bisect.bisect_right(starts, hi + 1)  # past the last one
+    if left < right:
+        lo, hi = min(lo, starts[left]), max(hi, ends[right - 1])
+    starts[left:right] = [lo]
+    ends[left:right] = [hi]
+
+
+def live_rules(rules: list[L.Rule]) -> list[int]:
+    """The indexes of the rules of one entry (in order) that can be the first match of a TCP
+    or UDP packet: every rule of an entry matches every address that finds the entry, so a
+    rule whose protocols and selectors the rules before it cover (together) never decides,
+    and is left out."""
+    tcp_starts: list[int] = []
+    tcp_ends: list[int] = []
+    udp_starts: list[int] = []
+    udp_ends: list[int] = []
+    whole = [UNKNOWN], [0xFFFF]
+    out: list[int] = []
+    for pos, rule in enumerate(rules):
+        tcp, udp, lo, hi = _reach(rule)
+        if (not tcp or _covers(tcp_starts, tcp_ends, lo, hi)) and (
+            not udp or _covers(udp_starts, udp_ends, lo, hi)
+        ):
+            continue
+        out.append(pos)
+        if tcp:
+            _add(tcp_starts, tcp_ends, lo, hi)
+        if udp:
+            _add(udp_starts, udp_ends, lo, hi)
+        if (tcp_starts, tcp_ends) == whole == (udp_starts, udp_ends):
+            break  # every packet matches a rule kept: none after can decide
+    return out
+
+
+def set_entries(set_id: int, compiled: tuple[Compiled, ...]) -> RuleImage:
+    """ov_rules and ov_rule_chunks entries of one set: at each distinct prefix, every rule
+    whose prefix contains it (pushed down from the shorter ones), in order, cut into chunks of
+    MAX_RULES; where more than MAX_RULE_CHUNKS would be needed, only those that can decide
+    there (`live_rules`: this costs, and only rescues what would not fit), and RULES_OVERFLOW
+    if they still need more. Chunks after the first are numbered within the set, and
+    identical ones (the same rules, the same rest) are shared."""
     at: dict[tuple[int, int], list[int]] = {}
     for pos, (_, net, plen) in enumerate(compiled):
         at.setdefault((net, plen), []).append(pos)
-    entries: dict[bytes, bytes] = {}
+    bound = L.MAX_RULES * L.MAX_RULE_CHUNKS
+    heads: dict[bytes, bytes] = {}
+    chunks: dict[bytes, bytes] = {}
+    numbers: dict[bytes, int] = {}  # a chunk's value -> its number
     for net, plen in at:
         positions: list[int] = []
         for shorter in range(plen + 1):
             mask = (0xFFFFFFFF << (32 - shorter)) & 0xFFFFFFFF
             positions.extend(at.get((net & mask, shorter), ()))
         positions.sort()
-        rules = None if len(positions) > L.MAX_RULES else tuple(compiled[i][0] for i in positions)
-        entries[L.rule_key(set_id, net.to_bytes(4, "big"), plen)] = L.rule_list(rules)
-    return entries
+        key = L.rule_key(set_id, net.to_bytes(4, "big"), plen)
+        if len(positions) > bound:
+            kept = live_rules([compiled[i][0] for i in positions])
+            positions = [positions[k] for k in kept]
+        if len(positions) > bound:
+            heads[key] = L.rule_list(None)
+            continue
+        rules = [compiled[i][0] for i in positions]
+        cuts = [tuple(rules[i : i + L.MAX_RULES]) for i in range(0, len(rules), L.MAX_RULES)]
+        following = 0
+        for cut in reversed(cuts[1:]):  # the last first: each chunk names the one after it
+            value = L.rule_list(cut, following)
+            following = numbers.get(value, 0)
+            if not following:
+                following = numbers[value] = len(numbers) + 1
+                chunks[L.rule_chunk_key(set_id, following)] = value
+        heads[key] = L.rule_list(cuts[0] if cuts else (), following)
+    return {L.MAP_RULES: heads, L.MAP_RULE_CHUNKS: chunks}
 
 
 @dataclass(slots=True)
@@ -86,8 +164,8 @@ class Names:
     _sets: dict[tuple[Compiled, ...], int] = field(default_factory=dict)
     _next_set: int = 1
     # compiled sets by their source (a rules tuple, or (ACL, inbound)), as of the last encode
-    _cache: dict[object, tuple[int, dict[bytes, bytes]]] = field(default_factory=dict)
-    _used: dict[object, tuple[int, dict[bytes, bytes]]] = field(default_factory=dict)
+    _cache: dict[object, tuple[int, RuleImage]] = field(default_factory=dict)
+    _used: dict[object, tuple[int, RuleImage]] = field(default_factory=dict)
 
     def by(self, name: str) -> int:
         """The id of a `by` string, interned on first use."""
@@ -145,12 +223,14 @@ class Names:
         """A new encode starts: what an encode that failed half way used is not used."""
         self._used = {}
 
-    def take_entries(self) -> dict[bytes, bytes]:
-        """Every entry of the sets used since the last call (the ov_rules image); the sets
-        no longer used are forgotten (their content gets a new id if it comes back)."""
-        image: dict[bytes, bytes] = {}
+    def take_entries(self) -> RuleImage:
+        """Every entry of the sets used since the last call (the ov_rules and ov_rule_chunks
+        images); the sets no longer used are forgotten (their content gets a new id if it
+        comes back)."""
+        image: RuleImage = {L.MAP_RULES: {}, L.MAP_RULE_CHUNKS: {}}
         for _, entries in self._used.values():
-            image.update(entries)
+            for name, found in entries.items():
+                image[name].update(found)
         live = {set_id for set_id, _ in self._used.values()}
         self._sets = {c: i for c, i in self._sets.items() if i in live}
         self._cache, self._used = self._used, {}

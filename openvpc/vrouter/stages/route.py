@@ -130,13 +130,21 @@ def _ports(run: Pass, nh_id: int) -> tuple[Vif | None, Vif | None]:
     return sender, receiver
 
 
-def verdict(run: Pass, packet: bytes, ip: IPv4, ports: tuple[int, int], nh_id: int) -> Decision:
-    """The rules' verdict on a new flow: the sending port's egress rules and subnet ACL, then
-    the receiving port's (rules.leaving, rules.entering). What goes to the gateway itself
-    (its echo, the DNS resolver at base + 2) is not filtered, as in AWS."""
+def verdict(
+    run: Pass,
+    packet: bytes,
+    ip: IPv4,
+    ports: tuple[int, int],
+    nh_id: int,
+    sender: Vif | None,
+    receiver: Vif | None,
+) -> Decision:
+    """The rules' verdict on a new flow between these local ports (`_ports`): the sending
+    port's egress rules and subnet ACL, then the receiving port's (rules.leaving,
+    rules.entering). What goes to the gateway itself (its echo, the DNS resolver at base + 2)
+    is not filtered, as in AWS."""
     if isinstance(run.t.nexthops.get(nh_id), ReceiveNH):
         return NOT_COMPILED
-    sender, receiver = _ports(run, nh_id)
     icmp_type = icmp_code = -1
     if ip.proto == PROTO_ICMP and not ip.is_fragment and len(packet) >= ip.header_len + 2:
         icmp_type, icmp_code = packet[ip.header_len], packet[ip.header_len + 1]
@@ -161,11 +169,11 @@ def decide(
     reverse (replies pass statefully), or a DROP flow alone; None (counted) when the table or
     the VRF's quota is full."""
     vrf, proto, src, dst, sport, dport = key
-    decision = verdict(run, packet, ip, ports, nh_id)
+    sender, receiver = _ports(run, nh_id)
+    decision = verdict(run, packet, ip, ports, nh_id, sender, receiver)
     if decision.allowed:
         # replies are looked up in the VRF they start in: a local receiver's own, which
         # differs from the sender's across route tables or a peering
-        _, receiver = _ports(run, nh_id)
         back = vrf if receiver is None else receiver.vrf
         action, reverse = FlowAction.FORWARD, (back, proto, dst, src, dport, sport)
     else:

@@ -313,6 +313,20 @@ class Labs:
 
 
 @contextlib.contextmanager
+def checked_labs(
+    directory: Path, prefix: str = "t", before: HostSnapshot | None = None
+) -> Iterator[Labs]:
+    """Labs made under `directory`; at the end every one is brought down, and anything of
+    theirs left on the host (against `before`, or the host as it is now) fails the test."""
+    labs = Labs(directory, before or HostSnapshot.take(), prefix=prefix)
+    try:
+        yield labs
+    finally:
+        problems = labs.close()
+        assert not problems, "; ".join(problems)
+
+
+@contextlib.contextmanager
 def datapath_lab(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
@@ -324,12 +338,8 @@ def datapath_lab(
     datapath = str(request.param)
     if datapath == "ebpf" and (why := real.ebpf_refusal()) is not None:
         pytest.skip(f"no eBPF datapath here: {why}")
-    labs = Labs(tmp_path_factory.mktemp(prefix), HostSnapshot.take(), prefix=prefix)
-    try:
+    with checked_labs(tmp_path_factory.mktemp(prefix), prefix) as labs:
         yield labs.make({**topology, "datapath": datapath})
-    finally:
-        problems = labs.close()
-        assert not problems, "; ".join(problems)
 
 
 @pytest.fixture
@@ -340,12 +350,8 @@ def host_snapshot() -> HostSnapshot:
 @pytest.fixture
 def lab(tmp_path: Path, host_snapshot: HostSnapshot) -> Iterator[LabFactory]:
     """`lab(topology, dhcp=True)`: up a topology dict (its name is replaced by a unique one)."""
-    labs = Labs(tmp_path, host_snapshot)
-    try:
+    with checked_labs(tmp_path, before=host_snapshot) as labs:
         yield labs.make
-    finally:
-        problems = labs.close()
-        assert not problems, "; ".join(problems)
 
 
 def wait_for_line(proc: "subprocess.Popen[str]", text: str, timeout: float = 15.0) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import HostSnapshot, LabHandle, Labs, vrouter_stats
+from conftest import LabHandle, checked_labs, vrouter_stats
 
 from openvpc.lab.real import LabError, ebpf_refusal
 
@@ -73,13 +73,8 @@ def ebpf_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabHandle]:
     why = ebpf_refusal()
     if why is not None:
         pytest.skip(f"no eBPF datapath here: {why}")
-    before = HostSnapshot.take()
-    labs = Labs(tmp_path_factory.mktemp("integ"), before, prefix="integ")
-    try:
+    with checked_labs(tmp_path_factory.mktemp("integ"), "integ") as labs:
         yield labs.make(TOPOLOGY)
-    finally:
-        problems = labs.close()
-        assert not problems, "; ".join(problems)
 
 
 def owned(pid: int) -> dict[str, set[int]]:
@@ -165,8 +160,7 @@ def test_vlan_on_an_l2_underlay_goes_through_the_fast_path(tmp_path: Path) -> No
         pytest.skip(f"no eBPF datapath here: {why}")
     topology = {**TOPOLOGY, "underlay": "l2"}
     topology["tenants"] = [{"name": "red", "vpcs": [_vpc(4, "vlan")]}]
-    labs = Labs(tmp_path, HostSnapshot.take(), prefix="integ")
-    try:
+    with checked_labs(tmp_path, "integ") as labs:
         h = labs.make(topology)
         assert h.ping("a4", h.ip("b4"), count=3)
         before = {n: vrouter_stats(h, n) for n in ("a", "b")}
@@ -176,9 +170,6 @@ def test_vlan_on_an_l2_underlay_goes_through_the_fast_path(tmp_path: Path) -> No
             fast = fast_vif_packets(after[n]) - fast_vif_packets(before[n])
             slow = slow_packets(after[n]) - slow_packets(before[n])
             assert fast > 50 and slow < 20, f"node {n}: fast {fast}, slow {slow}"
-    finally:
-        problems = labs.close()
-        assert not problems, "; ".join(problems)
 
 
 def test_a_killed_vrouter_leaves_nothing_attached_and_its_successor_forwards(

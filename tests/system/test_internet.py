@@ -6,12 +6,11 @@ is neither; re-associating the EIP moves it. On both datapaths."""
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import HostSnapshot, LabHandle, Labs, wait_for_line
+from conftest import LabFactory, LabHandle, wait_for_line
 from ec2kit import ICMP_FROM_ANYWHERE, default_group
 
 from openvpc.lab import internet, nsexec
@@ -44,16 +43,6 @@ print(c.recv(100).decode(), flush=True)
 
 def topology(datapath: str) -> dict[str, Any]:
     return {"underlay": "l2", "nodes": ["gw", "b"], "internet": "gw", "datapath": datapath}
-
-
-@pytest.fixture
-def labs(tmp_path: Path) -> Iterator[Labs]:
-    made = Labs(tmp_path, HostSnapshot.take(), prefix="igw")
-    try:
-        yield made
-    finally:
-        problems = made.close()
-        assert not problems, "; ".join(problems)
 
 
 def launch(ec2: Any, subnet: str, node: str) -> str:
@@ -189,12 +178,12 @@ def scenario(h: LabHandle) -> None:
     assert reached(h, other["PublicIp"], attempts=3)
 
 
-def test_internet_python(labs: Labs) -> None:
-    scenario(labs.make(topology("python")))
+def test_internet_python(lab: LabFactory) -> None:
+    scenario(lab(topology("python")))
 
 
-def test_internet_ebpf(labs: Labs) -> None:
+def test_internet_ebpf(lab: LabFactory) -> None:
     why = ebpf_refusal()
     if why is not None:
         pytest.skip(f"no eBPF datapath here: {why}")
-    scenario(labs.make(topology("ebpf")))
+    scenario(lab(topology("ebpf")))

@@ -3,31 +3,13 @@ private subnet (no Elastic IP) routed to a NAT gateway fetch the internet's web 
 log names the NAT gateway's Elastic IP; the internet cannot open a connection through it;
 without the route there is no way out. On both datapaths."""
 
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
-
 import pytest
-from conftest import HostSnapshot, LabHandle, Labs
-from test_internet import connect_in, fetch, launch, reached, settle, web_log
+from conftest import LabFactory, LabHandle
+from test_internet import connect_in, fetch, launch, reached, settle, topology, web_log
 
 from openvpc.lab.real import ebpf_refusal
 
 WAIT = {"Delay": 1, "MaxAttempts": 90}
-
-
-def topology(datapath: str) -> dict[str, Any]:
-    return {"underlay": "l2", "nodes": ["gw", "b"], "internet": "gw", "datapath": datapath}
-
-
-@pytest.fixture
-def labs(tmp_path: Path) -> Iterator[Labs]:
-    made = Labs(tmp_path, HostSnapshot.take(), prefix="natgw")
-    try:
-        yield made
-    finally:
-        problems = made.close()
-        assert not problems, "; ".join(problems)
 
 
 def scenario(h: LabHandle) -> None:
@@ -88,12 +70,12 @@ def scenario(h: LabHandle) -> None:
     assert web_log(h).count(f"{eip['PublicIp']} ") == before
 
 
-def test_nat_gateway_python(labs: Labs) -> None:
-    scenario(labs.make(topology("python")))
+def test_nat_gateway_python(lab: LabFactory) -> None:
+    scenario(lab(topology("python")))
 
 
-def test_nat_gateway_ebpf(labs: Labs) -> None:
+def test_nat_gateway_ebpf(lab: LabFactory) -> None:
     why = ebpf_refusal()
     if why is not None:
         pytest.skip(f"no eBPF datapath here: {why}")
-    scenario(labs.make(topology("ebpf")))
+    scenario(lab(topology("ebpf")))

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import HostSnapshot, LabHandle, Labs, wait_for_line
+from conftest import LabHandle, checked_labs, wait_for_line
 
 from openvpc.compiler.compile import compile_node, mtu_for, subnet_tables
 from openvpc.lab import netns, nsexec
@@ -103,8 +103,7 @@ def dp_world(
     underlay, dp = request.param
     if dp == "ebpf" and (why := ebpf_refusal()) is not None:
         pytest.skip(f"no eBPF datapath here: {why}")
-    labs = Labs(tmp_path_factory.mktemp(f"{underlay}-{dp}"), HostSnapshot.take(), prefix="w")
-    try:
+    with checked_labs(tmp_path_factory.mktemp(f"{underlay}-{dp}"), "w") as labs:
         lab = labs.make(
             {
                 "underlay": underlay,
@@ -117,9 +116,6 @@ def dp_world(
         )
         with Responders(lab.started):
             yield World(underlay, dp, lab, lab.store_snapshot())
-    finally:
-        problems = labs.close()
-        assert not problems, "; ".join(problems)
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ busy only there stays), a port's changed rules forget the denied flows the fast 
 sets chained over chunks come and go whole, and close() leaves no pkt0, link or program
 behind."""
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -23,7 +24,7 @@ from openvpc.vrouter.ebpf.datapath import EbpfDatapath
 from openvpc.vrouter.ebpf.encode import encode_flow_key
 from openvpc.vrouter.flow import FlowAction
 from openvpc.vrouter.pipeline import install_flow
-from openvpc.vrouter.ports import PKT0, fabric_link
+from openvpc.vrouter.ports import PKT0, FabricLink, fabric_link
 from openvpc.vrouter.program import build_tables
 from openvpc.vrouter.tables import Fabric, Tables, Vif, VifKind, Vrf
 
@@ -50,9 +51,22 @@ def node() -> Iterator[str]:
         netns.remove_netns(name)
 
 
-def _tables(link_ip: bytes, mac: bytes, mtu: int) -> Tables:
-    fabric = Fabric(FABRIC_VIF, link_ip, mac, mtu, kernel_routed=True)
-    return build_tables(fabric, []).tables
+def _fabric() -> tuple[FabricLink, Tables]:
+    """The node's fabric link and empty tables for it (inside the node's namespace)."""
+    link = fabric_link("fabric0")
+    fabric = Fabric(FABRIC_VIF, link.ip, link.mac, link.mtu, kernel_routed=True)
+    return link, build_tables(fabric, []).tables
+
+
+@contextlib.contextmanager
+def running(link: FabricLink, tables: Tables) -> Iterator[EbpfDatapath]:
+    """The fast path started on `link` with `tables`, closed at the end."""
+    dp = EbpfDatapath(link, 1024)
+    try:
+        dp.start(tables)
+        yield dp
+    finally:
+        dp.close()
 
 
 def _prog_ids() -> set[int]:
@@ -62,8 +76,7 @@ def _prog_ids() -> set[int]:
 
 def test_maps_flows_folding_and_close(node: str) -> None:
     with netns.inside(node):
-        link = fabric_link("fabric0")
-        tables = _tables(link.ip, link.mac, link.mtu)
+        link, tables = _fabric()
         dp = EbpfDatapath(link, 1024)
         try:
             dp.start(tables)
@@ -106,11 +119,8 @@ def test_maps_flows_folding_and_close(node: str) -> None:
 
 def test_flows_the_fast_path_made_are_adopted_counted_and_aged(node: str) -> None:
     with netns.inside(node):
-        link = fabric_link("fabric0")
-        tables = _tables(link.ip, link.mac, link.mtu)
-        dp = EbpfDatapath(link, 1024)
-        try:
-            dp.start(tables)
+        link, tables = _fabric()
+        with running(link, tables) as dp:
             rooms, cap = dp.maps[L.MAP_FLOW_ROOM], tables.flows.capacity
             room = rooms.lookup(L.u32(L.FLOW_ROOM_ALL))
             assert room is not None and L.FlowRoom.unpack(room) == L.FlowRoom(cap, 0, 0)
@@ -142,23 +152,18 @@ def test_flows_the_fast_path_made_are_adopted_counted_and_aged(node: str) -> Non
             assert list(dp.maps[L.MAP_FLOWS].keys()) == []
             room = rooms.lookup(L.u32(L.FLOW_ROOM_ALL))
             assert room is not None and L.FlowRoom.unpack(room) == L.FlowRoom(cap, 0, 2)
-        finally:
-            dp.close()
 
 
 def test_a_ports_changed_rules_forget_the_denied_flows_the_fast_path_made(node: str) -> None:
     with netns.inside(node):
-        link = fabric_link("fabric0")
-        tables = _tables(link.ip, link.mac, link.mtu)
+        link, tables = _fabric()
         for vrf in (KEY[0], 7):
             tables.add_vrf(Vrf(vrf, f"vrf{vrf}"))
             tables.add_vif(
                 Vif(vrf * 10, VifKind.VIRTUAL, f"vm{vrf}", vrf=vrf, mac=b"\2" * 6, ip=KEY[2],
                     prefix_len=24, policy=True, agent_decides=False, security=PortSecurity())
             )  # fmt: skip
-        dp = EbpfDatapath(link, 1024)
-        try:
-            dp.start(tables)
+        with running(link, tables) as dp:
             flows = dp.maps[L.MAP_FLOWS]
             # DROP entries as flow_make writes them: one adopted already, one not yet, and one
             # in a VRF whose ports keep their rules
@@ -183,8 +188,6 @@ def test_a_ports_changed_rules_forget_the_denied_flows_the_fast_path_made(node: 
             # the other VRF's port did not change: its DROP stays, and a sync changes nothing
             dp.sync(tables)
             assert set(flows.keys()) == {encode_flow_key(other)}
-        finally:
-            dp.close()
 
 
 def _heavy(first_port: int) -> PortSecurity:
@@ -199,16 +202,13 @@ def _heavy(first_port: int) -> PortSecurity:
 
 def test_chained_rule_sets_are_written_and_removed_whole(node: str) -> None:
     with netns.inside(node):
-        link = fabric_link("fabric0")
-        tables = _tables(link.ip, link.mac, link.mtu)
+        link, tables = _fabric()
         tables.add_vrf(Vrf(KEY[0], "vrf"))
         tables.add_vif(
             Vif(50, VifKind.VIRTUAL, "vm", vrf=KEY[0], mac=b"\2" * 6, ip=KEY[2], prefix_len=24,
                 policy=True, agent_decides=False, security=_heavy(1000))
         )  # fmt: skip
-        dp = EbpfDatapath(link, 1024)
-        try:
-            dp.start(tables)
+        with running(link, tables) as dp:
             heads, chunks = dp.maps[L.MAP_RULES], dp.maps[L.MAP_RULE_CHUNKS]
             assert len(set(chunks.keys())) == 2  # 120 rules: a head and two chunks
             first = set(chunks.keys())
@@ -221,17 +221,12 @@ def test_chained_rule_sets_are_written_and_removed_whole(node: str) -> None:
             tables.vifs[50].security = None
             dp.sync(tables)
             assert set(chunks.keys()) == set() and set(heads.keys()) == set()
-        finally:
-            dp.close()
 
 
 def test_a_drop_the_fast_path_turned_into_a_reverse_is_taken_over(node: str) -> None:
     with netns.inside(node):
-        link = fabric_link("fabric0")
-        tables = _tables(link.ip, link.mac, link.mtu)
-        dp = EbpfDatapath(link, 1024)
-        try:
-            dp.start(tables)
+        link, tables = _fabric()
+        with running(link, tables) as dp:
             flows = dp.maps[L.MAP_FLOWS]
             denied = L.Flow(1, 60, 1, L.ZERO4, L.ZERO4, 0, 0, L.FlowActionKind.DROP, 0)
             flows.update(encode_flow_key(REVERSE), denied._replace(by=L.BY_INGRESS_NO_RULE).pack())
@@ -251,5 +246,3 @@ def test_a_drop_the_fast_path_turned_into_a_reverse_is_taken_over(node: str) -> 
             assert (back.action, back.reverse, back.by) == (FlowAction.FORWARD, KEY, "sg-1/sgr-1")
             assert back.packets == 2 and tables.flows.denied == {}
             assert tables.flows.dirty == set()  # nothing to mirror back
-        finally:
-            dp.close()
